@@ -1,0 +1,33 @@
+"""The Python client of ringserve: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+Installs and imports without torch: ``pip install ringserve``.
+"""
+
+from ringserve.client.aio import AsyncClient, ClientConfig
+from ringserve.client.errors import (
+    DeadlineExceeded,
+    InvalidImage,
+    NotFound,
+    Overloaded,
+    RingserveError,
+    ServerError,
+    Unavailable,
+)
+from ringserve.client.results import Classification, Feature, Provenance
+from ringserve.client.sync import Client
+
+__all__ = [
+    "AsyncClient",
+    "Classification",
+    "Client",
+    "ClientConfig",
+    "DeadlineExceeded",
+    "Feature",
+    "InvalidImage",
+    "NotFound",
+    "Overloaded",
+    "Provenance",
+    "RingserveError",
+    "ServerError",
+    "Unavailable",
+]

@@ -1,0 +1,208 @@
+"""The asyncio client: many images over one stream, a bounded window in flight, retries on UNAVAILABLE.
+
+A call sends every image on one bidirectional stream, at most ``window`` unanswered
+at a time, and puts the replies (which come back in completion order) back in the
+caller's order. Items the server could not take (per-item UNAVAILABLE, or a stream
+cut by a draining node) are re-sent with exponential backoff; nothing else is
+retried. Works against a node or the router alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from types import EllipsisType
+from typing import Any
+
+import grpc
+import numpy as np
+
+from ringserve.client import errors
+from ringserve.client.inputs import ImageInput, hint, to_bytes
+from ringserve.client.results import Classification, Feature
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+
+CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    target: str = "localhost:50051"
+    # Deadline of one call (all its images), in seconds; None for none.
+    timeout_s: float | None = 120.0
+    # Items sent and not yet answered, per stream.
+    window: int = 64
+    # Re-sends of items the server could not take (UNAVAILABLE), with exponential backoff.
+    retries: int = 5
+    backoff_s: float = 0.1
+    backoff_max_s: float = 2.0
+    # Compute the pHash routing hint here, so a router need not decode the image.
+    hints: bool = True
+    model: str = ""
+    # "exact", "perceptual" or "bypass"; None leaves it to the server.
+    cache_mode: str | None = None
+    radius: int | None = None
+
+
+class AsyncClient:
+    """``async with AsyncClient("host:port") as c: vectors = await c.extract(paths)``."""
+
+    def __init__(self, target: str | None = None, config: ClientConfig | None = None, **overrides: Any) -> None:
+        config = config or ClientConfig()
+        if target is not None:
+            overrides["target"] = target
+        self.config = replace(config, **overrides)
+        if self.config.cache_mode is not None and self.config.cache_mode not in CACHE_MODES:
+            raise ValueError(f"cache_mode must be one of {sorted(CACHE_MODES)}")
+        self._channel = grpc.aio.insecure_channel(
+            self.config.target,
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+        )
+        self._stub = pb_grpc.InferenceStub(self._channel)
+        self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+        self._hash_pool.shutdown(wait=False)
+
+    # ---- public calls --------------------------------------------------------------------
+
+    async def extract(self, images: ImageInput | Sequence[ImageInput], **options: Any) -> np.ndarray:
+        """One image: its feature vector. Several: an (N, D) array in the caller's order.
+
+        Raises the first item's error (a ``RingserveError``); use ``extract_detailed`` to get
+        every item's outcome instead.
+        """
+        single = _is_single(images)
+        results = await self.extract_detailed([images] if single else images, **options)
+        vectors = [_raise_if_error(r).vector for r in results]
+        return vectors[0] if single else np.stack(vectors) if vectors else np.empty((0, 0), np.float16)
+
+    async def classify(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, **options: Any):
+        """One image: its ``Classification``. Several: a list of them in the caller's order."""
+        single = _is_single(images)
+        results = await self.classify_detailed([images] if single else images, top_k=top_k, **options)
+        out = [_raise_if_error(r) for r in results]
+        return out[0] if single else out
+
+    async def extract_detailed(self, images: Sequence[ImageInput], **options: Any) -> list[Feature | errors.RingserveError]:
+        """Every item's ``Feature`` (vector and provenance) or its error, in the caller's order."""
+        replies = await self._run("Extract", images, top_k=0, **options)
+        return [r if isinstance(r, errors.RingserveError) else Feature.from_pb(r) for r in replies]
+
+    async def classify_detailed(
+        self, images: Sequence[ImageInput], top_k: int = 5, **options: Any
+    ) -> list[Classification | errors.RingserveError]:
+        replies = await self._run("Classify", images, top_k=top_k, **options)
+        return [r if isinstance(r, errors.RingserveError) else Classification.from_pb(r) for r in replies]
+
+    async def list_models(self, timeout_s: float | None = 10.0) -> pb.ListModelsReply:
+        try:
+            return await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise errors.from_status(exc.code(), exc.details() or "") from exc
+
+    # ---- the stream ----------------------------------------------------------------------
+
+    async def _requests(self, images: Sequence[ImageInput], top_k: int, model: str | None, cache_mode: str | None,
+                        radius: int | None, hints: bool | None) -> list[pb.ImageRequest]:
+        cfg = self.config
+        datas = [to_bytes(image) for image in images]
+        use_hints = cfg.hints if hints is None else hints
+        loop = asyncio.get_running_loop()
+        phashes = (await asyncio.gather(*(loop.run_in_executor(self._hash_pool, hint, d) for d in datas))
+                   if use_hints else [None] * len(datas))
+        mode = cache_mode if cache_mode is not None else cfg.cache_mode
+        radius = radius if radius is not None else cfg.radius
+        policy = pb.CachePolicy(mode=CACHE_MODES[mode] if mode else pb.CACHE_MODE_UNSPECIFIED)
+        if radius is not None:
+            policy.max_distance = radius
+        requests = []
+        for i, (data, phash) in enumerate(zip(datas, phashes, strict=True)):
+            request = pb.ImageRequest(request_id=str(i), image=data, model=model if model is not None else cfg.model,
+                                      cache_policy=policy, top_k=top_k)
+            if phash is not None:
+                request.phash_hint = phash
+            requests.append(request)
+        return requests
+
+    async def _run(self, method: str, images: Sequence[ImageInput], *, top_k: int, model: str | None = None,
+                   cache_mode: str | None = None, radius: int | None = None, hints: bool | None = None,
+                   timeout_s: float | None | EllipsisType = ...) -> list[Any]:
+        cfg = self.config
+        requests = await self._requests(images, top_k, model, cache_mode, radius, hints)
+        timeout = cfg.timeout_s if timeout_s is ... else timeout_s
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        pending = {r.request_id: r for r in requests}
+        done: dict[str, Any] = {}
+        last_unavailable = ""
+        for attempt in range(cfg.retries + 1):
+            if attempt:
+                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                if deadline is not None and loop.time() + delay >= deadline:
+                    break
+                await asyncio.sleep(delay)
+            try:
+                await self._stream_once(method, list(pending.values()), deadline, done, pending)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    error = errors.from_status(exc.code(), exc.details() or "")
+                    for rid in pending:
+                        done[rid] = errors.from_status(exc.code(), error.message, rid)
+                    pending.clear()
+                    break
+                last_unavailable = exc.details() or "server unavailable"
+            if not pending:
+                break
+        for rid in pending:
+            done[rid] = errors.Unavailable(
+                f"not answered after {cfg.retries} retries: {last_unavailable or 'no server took it'}", rid)
+        return [done[r.request_id] for r in requests]
+
+    async def _stream_once(self, method: str, items: list[pb.ImageRequest], deadline: float | None,
+                           done: dict[str, Any], pending: dict[str, pb.ImageRequest]) -> None:
+        if not items:
+            return
+        window = asyncio.Semaphore(self.config.window)
+
+        async def send():
+            for item in items:
+                await window.acquire()
+                yield item
+
+        loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(0.001, deadline - loop.time())
+        call = getattr(self._stub, method)(send(), timeout=timeout)
+        async for reply in call:
+            window.release()
+            rid = reply.request_id
+            if rid not in pending:
+                continue  # answered already: never hand a caller two answers for one item
+            code = errors.code_of(reply.status.code)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                continue  # stays pending: re-sent on the next attempt
+            del pending[rid]
+            done[rid] = reply if code == grpc.StatusCode.OK else errors.from_status(code, reply.status.message, rid)
+
+
+def _is_single(images: Any) -> bool:
+    return not isinstance(images, (list, tuple))
+
+
+def _raise_if_error(result: Any) -> Any:
+    if isinstance(result, errors.RingserveError):
+        raise result
+    return result

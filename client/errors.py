@@ -1,0 +1,75 @@
+"""Typed client errors, one per status a caller can act on, carrying the server's message."""
+
+from __future__ import annotations
+
+import grpc
+
+
+class RingserveError(Exception):
+    """Base of every error the client raises; ``code`` is the gRPC status code."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str, request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        prefix = f"[{self.request_id}] " if self.request_id is not None else ""
+        return f"{prefix}{self.code.name}: {self.message}"
+
+
+class InvalidImage(RingserveError):
+    """The image was refused (empty, not an image, truncated, too large): fix the input."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Overloaded(RingserveError):
+    """The server's queues are full: back off, send fewer at once, or add nodes."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(RingserveError):
+    """No server could take the request, even after retries: check the target and the cluster."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(RingserveError):
+    """The call's deadline passed before every item was answered: raise the timeout or send fewer."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class NotFound(RingserveError):
+    """The model named is not served: see ``list_models``."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ServerError(RingserveError):
+    """The server failed on this item; its message says how."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE = {cls.code: cls for cls in (InvalidImage, Overloaded, Unavailable, DeadlineExceeded, NotFound, ServerError)}
+
+
+def from_status(code: grpc.StatusCode, message: str, request_id: str | None = None) -> RingserveError:
+    cls = _BY_CODE.get(code)
+    if cls is None:
+        error = RingserveError(message, request_id)
+        error.code = code
+        return error
+    return cls(message, request_id)
+
+
+def code_of(value: int) -> grpc.StatusCode:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code
+    return grpc.StatusCode.UNKNOWN

@@ -1,0 +1,39 @@
+"""Turning what a caller holds (a path, bytes, a PIL image, an array) into request bytes and a hint."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+from ringserve.contract import fingerprint
+from ringserve.contract.images import ImageError
+
+ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+
+
+def to_bytes(image: ImageInput) -> bytes:
+    """Encoded bytes to send; in-memory pixels are sent as lossless PNG."""
+    if isinstance(image, (bytes, bytearray, memoryview)):
+        return bytes(image)
+    if isinstance(image, (str, os.PathLike)):
+        return Path(image).read_bytes()
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    if isinstance(image, Image.Image):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return buf.getvalue()
+    raise TypeError(f"cannot send {type(image).__name__} as an image: pass a path, bytes, a PIL image or an array")
+
+
+def hint(data: bytes) -> int | None:
+    """The routing hint for these bytes, or None when they do not decode (the server will say why)."""
+    try:
+        return fingerprint.phash_bytes(data)
+    except ImageError:
+        return None

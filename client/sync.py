@@ -1,0 +1,70 @@
+"""The blocking client: the asyncio client run on a private event loop thread.
+
+One implementation of the stream logic (``aio.py``) serves both; this only
+carries calls across to that loop and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ringserve.client.aio import AsyncClient, ClientConfig
+from ringserve.client.errors import RingserveError
+from ringserve.client.inputs import ImageInput
+from ringserve.client.results import Classification, Feature
+from ringserve.contract.v1 import inference_pb2 as pb
+
+T = TypeVar("T")
+
+
+class Client:
+    """``with Client("host:port") as c: vector = c.extract("cat.jpg")``; thread-safe."""
+
+    def __init__(self, target: str | None = None, config: ClientConfig | None = None, **overrides: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="ringserve-client", daemon=True)
+        self._thread.start()
+
+        async def make() -> AsyncClient:
+            return AsyncClient(target, config, **overrides)
+
+        self._client = self._call(make())
+        self.config = self._client.config
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._call(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def extract(self, images: ImageInput | Sequence[ImageInput], **options: Any) -> np.ndarray:
+        return self._call(self._client.extract(images, **options))
+
+    def classify(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, **options: Any):
+        return self._call(self._client.classify(images, top_k=top_k, **options))
+
+    def extract_detailed(self, images: Sequence[ImageInput], **options: Any) -> list[Feature | RingserveError]:
+        return self._call(self._client.extract_detailed(images, **options))
+
+    def classify_detailed(self, images: Sequence[ImageInput], top_k: int = 5,
+                          **options: Any) -> list[Classification | RingserveError]:
+        return self._call(self._client.classify_detailed(images, top_k=top_k, **options))
+
+    def list_models(self, timeout_s: float | None = 10.0) -> pb.ListModelsReply:
+        return self._call(self._client.list_models(timeout_s))

@@ -1,0 +1,1 @@
+"""Generated stubs of the ringserve.v1 protocol (see inference.proto)."""

@@ -1,0 +1,45 @@
+"""Cache keys: an exact digest of the bytes and a perceptual fingerprint, namespaced by model.
+
+The namespace carries the model's name and weights digest, so features of a
+new model version can never be served for an old one, and the reverse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from ringserve.contract.fingerprint import to_hex
+
+EXACT_DIGEST_BYTES = 16
+
+
+def exact_digest(data: bytes) -> str:
+    """BLAKE2b of the encoded bytes: needs no decoding, so it is checked first."""
+    return hashlib.blake2b(data, digest_size=EXACT_DIGEST_BYTES).hexdigest()
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """All keys of one model version share this prefix."""
+
+    model: str
+    version: str
+    prefix: str = "rs"
+
+    @property
+    def root(self) -> str:
+        return f"{self.prefix}:{self.model}:{self.version}"
+
+    def exact(self, digest: str) -> str:
+        return f"{self.root}:x:{digest}"
+
+    def perceptual(self, phash: int) -> str:
+        return f"{self.root}:p:{to_hex(phash)}"
+
+    def chunk(self, index: int, value: int) -> str:
+        """Set of full pHashes whose chunk ``index`` equals ``value`` (multi-index hashing)."""
+        return f"{self.root}:m{index}:{value:04x}"
+
+    def lock(self, digest: str) -> str:
+        return f"{self.root}:lock:{digest}"

@@ -1,0 +1,104 @@
+"""L1: the node's own memory, an LRU bounded in bytes, with a perceptual index.
+
+Bytes, not entries, because feature sizes differ by model (576 to 2048 values)
+and the operator budgets memory. cachetools' LRUCache does the LRU accounting;
+this adds the index of perceptual keys so a radius lookup finds near
+fingerprints, and drops a fingerprint from the index when its entry is evicted.
+Used only from the event loop, so it takes no lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from cachetools import LRUCache
+from ringserve.server import mih
+from ringserve.server.errors import CacheMiss
+from ringserve.server.keys import Namespace
+
+# Python object, dict slot and key string overhead per entry, roughly.
+ENTRY_OVERHEAD_BYTES = 200
+
+
+@dataclass(frozen=True)
+class L1Config:
+    max_bytes: int = 256 * 1024 * 1024
+
+
+def _size(value: np.ndarray) -> int:
+    return int(value.nbytes) + ENTRY_OVERHEAD_BYTES
+
+
+class _EvictingLRU(LRUCache):
+    """LRUCache that tells its owner which key it evicted."""
+
+    def __init__(self, maxsize: int, on_evict) -> None:
+        super().__init__(maxsize=maxsize, getsizeof=_size)
+        self._on_evict = on_evict
+
+    def popitem(self):
+        key, value = super().popitem()
+        self._on_evict(key)
+        return key, value
+
+
+@dataclass(frozen=True)
+class NearHit:
+    vector: np.ndarray
+    phash: int
+    distance: int
+
+
+class L1:
+    """Exact entries keyed by digest, perceptual entries keyed by pHash, per namespace."""
+
+    def __init__(self, config: L1Config) -> None:
+        self.config = config
+        self._lru = _EvictingLRU(config.max_bytes, self._evicted)
+        self._indexes: dict[Namespace, mih.Index] = {}
+        self._perceptual_keys: dict[str, tuple[Namespace, int]] = {}
+        self.evictions = 0
+
+    @property
+    def bytes_used(self) -> int:
+        return int(self._lru.currsize)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    def get_exact(self, ns: Namespace, digest: str) -> np.ndarray:
+        """The feature stored for these very bytes, or CacheMiss."""
+        try:
+            return self._lru[ns.exact(digest)]
+        except KeyError:
+            raise CacheMiss(digest) from None
+
+    def get_near(self, ns: Namespace, phash: int, radius: int) -> NearHit:
+        """The nearest stored fingerprint within ``radius`` bits, or CacheMiss."""
+        index = self._indexes.get(ns)
+        if index is not None:
+            for distance, found in index.near(phash, radius):
+                vector = self._lru.get(ns.perceptual(found))
+                if vector is not None:
+                    return NearHit(vector, found, distance)
+        raise CacheMiss(f"no fingerprint within {radius} bits")
+
+    def put(self, ns: Namespace, digest: str | None, phash: int | None, vector: np.ndarray) -> None:
+        """Store under the exact key and the perceptual key, each where known."""
+        if _size(vector) * 2 > self.config.max_bytes:
+            return  # larger than the whole budget allows; cachetools would raise
+        if digest is not None:
+            self._lru[ns.exact(digest)] = vector
+        if phash is not None:
+            key = ns.perceptual(phash)
+            self._lru[key] = vector
+            self._perceptual_keys[key] = (ns, phash)
+            self._indexes.setdefault(ns, mih.Index()).add(phash)
+
+    def _evicted(self, key: str) -> None:
+        self.evictions += 1
+        owner = self._perceptual_keys.pop(key, None)
+        if owner is not None:
+            ns, phash = owner
+            self._indexes[ns].discard(phash)

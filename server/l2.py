@@ -1,0 +1,229 @@
+"""L2: the Redis tier shared by all nodes, single instance or Redis Cluster.
+
+Every call has a short deadline and goes through a circuit breaker, so a Redis
+that is down or slow costs a node a few milliseconds per item at worst and
+then nothing at all until a probe sees it back. Writes go through a bounded
+queue drained in the background: a reply never waits for Redis, and when the
+queue is full a write is dropped (counted), not buffered without bound.
+Values are opaque bytes here; ``l2.py`` knows no torch and no codec.
+
+Perceptual lookups use multi-index hashing (``mih.py``): each stored pHash is
+added to CHUNKS sets keyed by one 16-bit chunk, and a radius search reads the
+sets its probes name, in one pipelined round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+from ringserve.server import mih
+from ringserve.server.breaker import Breaker
+from ringserve.server.errors import CacheMiss, CacheUnavailable
+from ringserve.server.keys import Namespace
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+# Release a lock only if we still hold it (it may have expired and been taken since).
+_UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+@dataclass(frozen=True)
+class L2Config:
+    # redis://host:port/db for one Redis, redis+cluster://host:port for a Redis Cluster; None disables L2.
+    url: str | None = None
+    timeout_s: float = 0.25
+    ttl_s: int = 7 * 24 * 3600
+    # TTLs are spread by +-jitter so entries written together do not expire together.
+    ttl_jitter: float = 0.1
+    breaker_failures: int = 3
+    breaker_reset_s: float = 2.0
+    write_queue: int = 2048
+    write_batch: int = 64
+    # Cross-node single flight: how long a compute lock lives, and how long others wait on it.
+    lock_ttl_ms: int = 10_000
+    lock_wait_s: float = 2.0
+    lock_poll_s: float = 0.02
+
+
+@dataclass
+class _Write:
+    values: list[tuple[str, bytes]]
+    index: list[tuple[Namespace, int]] = field(default_factory=list)
+    unlock: tuple[str, str] | None = None
+
+
+def connect(url: str, timeout_s: float) -> Any:
+    """A redis-py asyncio client for ``url``: a RedisCluster for redis+cluster:// URLs."""
+    common: dict[str, Any] = {
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": timeout_s,
+        "retry": Retry(NoBackoff(), 0),  # the breaker decides when to try again, not redis-py
+    }
+    for scheme in CLUSTER_SCHEMES:
+        if url.startswith(scheme):
+            plain = url.replace("+cluster", "", 1)
+            return RedisCluster.from_url(plain, cluster_error_retry_attempts=0, **common)
+    return aioredis.Redis.from_url(url, **common)
+
+
+class L2:
+    """Typed tier: ``get`` returns bytes, or raises CacheMiss or CacheUnavailable."""
+
+    def __init__(self, config: L2Config, node_id: str, on_event: Callable[[str], None] | None = None) -> None:
+        if not config.url:
+            raise ValueError("L2 needs a Redis URL")
+        self.config = config
+        self.node_id = node_id
+        self.breaker = Breaker(config.breaker_failures, config.breaker_reset_s)
+        self._redis = connect(config.url, config.timeout_s)
+        self._unlock = self._redis.register_script(_UNLOCK)
+        self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=config.write_queue)
+        self._writer: asyncio.Task[None] | None = None
+        self._on_event = on_event or (lambda _event: None)
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]]) -> T:
+        if not self.breaker.allow():
+            raise CacheUnavailable(f"Redis circuit is open after repeated failures; skipping {what}")
+        try:
+            result = await asyncio.wait_for(fn(), self.config.timeout_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            self.breaker.failure()
+            if self.breaker.state != "closed":
+                self._on_event("breaker_open")
+            raise CacheUnavailable(f"Redis {what} failed: {type(exc).__name__}: {exc}") from exc
+        self.breaker.success()
+        return result
+
+    async def get(self, key: str) -> bytes:
+        value = await self._call("GET", lambda: self._redis.get(key))
+        if value is None:
+            raise CacheMiss(key)
+        return value
+
+    async def near(self, ns: Namespace, phash: int, radius: int) -> list[tuple[int, int]]:
+        """(distance, pHash) of stored fingerprints within ``radius``, nearest first."""
+        if radius == 0:
+            exists = await self._call("EXISTS", lambda: self._redis.exists(ns.perceptual(phash)))
+            return [(0, phash)] if exists else []
+        buckets = mih.probes(phash, radius)
+
+        async def read() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for index, value in buckets:
+                pipe.smembers(ns.chunk(index, value))
+            return await pipe.execute()
+
+        candidates: set[int] = set()
+        for members in await self._call("SMEMBERS", read):
+            candidates.update(int(m, 16) for m in members)
+        return mih.nearest(phash, candidates, radius)
+
+    # ---- cross-node single flight ----------------------------------------------------------
+
+    async def try_lock(self, key: str, token: str) -> bool:
+        """True if this node now holds the compute lock for ``key``."""
+        ok = await self._call("SET NX", lambda: self._redis.set(key, token, nx=True, px=self.config.lock_ttl_ms))
+        return bool(ok)
+
+    async def wait_for(self, key: str) -> bytes:
+        """Poll for a value another node is computing; CacheMiss if it does not come in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.lock_wait_s
+        while loop.time() < deadline:
+            await asyncio.sleep(self.config.lock_poll_s)
+            with contextlib.suppress(CacheMiss):
+                return await self.get(key)
+        raise CacheMiss(f"{key}: not computed by the lock holder within {self.config.lock_wait_s}s")
+
+    async def unlock(self, key: str, token: str) -> None:
+        await self._call("unlock", lambda: self._unlock(keys=[key], args=[token]))
+
+    # ---- background writes -----------------------------------------------------------------
+
+    def ttl(self) -> int:
+        jitter = self.config.ttl_jitter
+        return max(1, int(self.config.ttl_s * random.uniform(1 - jitter, 1 + jitter)))
+
+    def put_later(
+        self,
+        values: list[tuple[str, bytes]],
+        index: list[tuple[Namespace, int]] | None = None,
+        unlock: tuple[str, str] | None = None,
+    ) -> bool:
+        """Queue a write; False (and counted) if the queue is full. Never blocks."""
+        try:
+            self._writes.put_nowait(_Write(values, index or [], unlock))
+        except asyncio.QueueFull:
+            self._on_event("write_dropped")
+            return False
+        return True
+
+    @property
+    def pending_writes(self) -> int:
+        return self._writes.qsize()
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="l2-writer")
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._writes.get()]
+            while len(batch) < self.config.write_batch and not self._writes.empty():
+                batch.append(self._writes.get_nowait())
+            try:
+                await self._write(batch)
+                self._on_event("write_ok")
+            except CacheUnavailable as exc:
+                self._on_event("write_error")
+                log.warning("dropped %d L2 writes: %s", len(batch), exc)
+            finally:
+                for _ in batch:
+                    self._writes.task_done()
+
+    async def _write(self, batch: list[_Write]) -> None:
+        async def write() -> None:
+            pipe = self._redis.pipeline(transaction=False)
+            for w in batch:
+                for key, value in w.values:
+                    pipe.set(key, value, ex=self.ttl())
+                for ns, phash in w.index:
+                    for i, chunk in enumerate(mih.chunks(phash)):
+                        key = ns.chunk(i, chunk)
+                        pipe.sadd(key, f"{phash:016x}")
+                        pipe.expire(key, self.config.ttl_s * 2)
+            await pipe.execute()
+
+        await self._call("write", write)
+        for w in batch:
+            if w.unlock is not None:
+                await self.unlock(*w.unlock)
+
+    async def flush(self, timeout_s: float = 5.0) -> None:
+        """Wait until queued writes are done (or given up on)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._writes.join(), timeout_s)
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.aclose()

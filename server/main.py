@@ -1,0 +1,139 @@
+"""The node process: load models, serve gRPC with health and reflection, drain on SIGTERM.
+
+Stop sequence (what a rolling update relies on): health turns NOT_SERVING, the
+node keeps serving for ``drain_delay_s`` so routers move its keys, then stops
+reading new items, answers every item it admitted, flushes L2 writes, exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.server import config as config_mod
+from ringserve.server import models
+from ringserve.server.batcher import Batcher
+from ringserve.server.config import ServerConfig
+from ringserve.server.l1 import L1
+from ringserve.server.l2 import L2
+from ringserve.server.metrics import Metrics, make_provider, prometheus_reader
+from ringserve.server.servicer import InferenceServicer, ModelSlot
+
+log = logging.getLogger("ringserve.node")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+
+
+class Node:
+    """A ready-to-start node; ``start`` binds the port, ``stop`` drains and closes."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics(make_provider("ringserve-node", prometheus_reader(config.metrics_port)), config.node_id)
+        self.pool = ThreadPoolExecutor(max_workers=config.decode_workers, thread_name_prefix="decode")
+        self.slots: dict[str, ModelSlot] = {}
+        for model_config in config.models:
+            model = models.load(model_config)
+            batcher = Batcher(model.features, config.batcher, name=f"batcher-{model.name}", on_batch=self._on_batch)
+            self.slots[model.name] = ModelSlot(model, batcher)
+        self.l1 = L1(config.l1)
+        self.l2: L2 | None = None
+        self.health = health_aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.servicer: InferenceServicer | None = None
+        self.port = 0
+
+    def _on_batch(self, size: int, seconds: float) -> None:
+        self.metrics.batch_size.record(size, self.metrics.attrs())
+        self.metrics.batch_duration.record(seconds, self.metrics.attrs())
+        self.metrics.backbone_images.add(size, self.metrics.attrs())
+
+    async def start(self) -> int:
+        cfg = self.config
+        if cfg.l2.url:
+            self.l2 = L2(cfg.l2, cfg.node_id, on_event=lambda e: self.metrics.l2_events.add(1, self.metrics.attrs(event=e)))
+            self.l2.start()
+        for slot in self.slots.values():
+            slot.batcher.start()
+        self.servicer = InferenceServicer(
+            cfg.node_id, self.slots, next(iter(self.slots)), self.l1, self.l2, cfg.limits, cfg.policy, self.pool,
+            self.metrics,
+        )
+        m = self.metrics
+        m.gauge("ringserve.inflight", "Items admitted and not yet answered", lambda: self.servicer.inflight)
+        m.gauge("ringserve.queue.depth", "Items waiting for a batch", lambda: sum(s.batcher.depth for s in self.slots.values()))
+        m.gauge("ringserve.l1.bytes", "Bytes held by L1", lambda: self.l1.bytes_used)
+        m.gauge("ringserve.l1.entries", "Entries held by L1", lambda: len(self.l1))
+        m.gauge("ringserve.l2.pending_writes", "L2 writes queued", lambda: self.l2.pending_writes if self.l2 else 0)
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", cfg.limits.images.max_bytes + 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ])
+        pb_grpc.add_InferenceServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server,
+        )
+        self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
+        await self.server.start()
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("node %s serving %s on %s:%d", cfg.node_id, ", ".join(self.slots), cfg.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        """Drain: NOT_SERVING, wait for routers, answer admitted items, flush L2, close."""
+        cfg = self.config
+        log.info("node %s draining: health NOT_SERVING for %.1fs", cfg.node_id, cfg.drain_delay_s)
+        await self.health.enter_graceful_shutdown()
+        await asyncio.sleep(cfg.drain_delay_s)
+        if self.servicer is not None:
+            await self.servicer.drain(cfg.grace_s)
+        if self.server is not None:
+            await self.server.stop(grace=1.0)
+        for slot in self.slots.values():
+            await slot.batcher.close()
+        if self.l2 is not None:
+            await self.l2.flush()
+            await self.l2.close()
+        self.pool.shutdown(wait=True)
+        self.metrics.provider.shutdown()
+        log.info("node %s stopped", cfg.node_id)
+
+
+async def serve(config: ServerConfig) -> None:
+    node = Node(config)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await node.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = config_mod.from_args(argv)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        asyncio.run(serve(config))
+    except models.ModelError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

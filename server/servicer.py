@@ -1,0 +1,454 @@
+"""The Inference servicer: one item's path through the node, top to bottom.
+
+keys -> L1 exact -> L2 exact -> decode and fingerprint -> L1/L2 perceptual (if the
+policy allows) -> single flight -> cross-node lock -> batcher -> model; then the
+result goes to L1 at once and to L2 in the background. Each step is its own
+module; this file only composes them and maps typed failures to per-item
+statuses. A stream is read and answered concurrently: replies go back in
+completion order, each with its request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import torch
+from ringserve.contract import codec, fingerprint
+from ringserve.contract.images import ImageError, ImageLimits, decode
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.server import keys
+from ringserve.server.batcher import Batcher
+from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue, Overloaded, UnknownModel
+from ringserve.server.keys import Namespace
+from ringserve.server.l1 import L1
+from ringserve.server.l2 import L2
+from ringserve.server.metrics import Metrics
+from ringserve.server.mih import MAX_RADIUS
+from ringserve.server.models import Model
+from ringserve.server.singleflight import Group
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOP_K = 5
+_READER_DONE = object()
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """What a request that leaves its cache policy unset gets, and the most it may ask for."""
+
+    default_mode: str = "exact"  # exact | perceptual
+    default_radius: int = 4
+    max_radius: int = 8
+
+    def __post_init__(self) -> None:
+        if self.default_mode not in ("exact", "perceptual"):
+            raise ValueError(f"default cache mode {self.default_mode!r} must be exact or perceptual")
+        if not 0 <= self.default_radius <= self.max_radius <= MAX_RADIUS:
+            raise ValueError(f"need 0 <= default radius <= max radius <= {MAX_RADIUS}")
+
+
+@dataclass(frozen=True)
+class NodeLimits:
+    images: ImageLimits = ImageLimits()
+    # Items admitted at once, across all streams; past it items fail fast with RESOURCE_EXHAUSTED.
+    max_inflight: int = 512
+    max_top_k: int = 100
+
+
+@dataclass
+class ModelSlot:
+    """A served model with its key namespace and its own batcher."""
+
+    model: Model
+    batcher: Batcher[torch.Tensor, np.ndarray]
+
+    @property
+    def ns(self) -> Namespace:
+        return Namespace(self.model.name, self.model.version)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    tensor: torch.Tensor
+    phash: int
+
+
+@dataclass(frozen=True)
+class Served:
+    vector: np.ndarray
+    source: int
+    perceptual: bool = False
+    distance: int = 0
+
+
+class _Stream:
+    """Book-keeping of one open call, so that a drain can stop its reader."""
+
+    def __init__(self) -> None:
+        self.reader: asyncio.Task[None] | None = None
+        self.cut = False
+
+
+class InferenceServicer(pb_grpc.InferenceServicer):
+    def __init__(
+        self,
+        node_id: str,
+        slots: dict[str, ModelSlot],
+        default_model: str,
+        l1: L1,
+        l2: L2 | None,
+        limits: NodeLimits,
+        policy: PolicyConfig,
+        pool: Executor,
+        metrics: Metrics,
+    ) -> None:
+        self.node_id = node_id
+        self.slots = slots
+        self.default_model = default_model
+        self.l1 = l1
+        self.l2 = l2
+        self.limits = limits
+        self.policy = policy
+        self.pool = pool
+        self.metrics = metrics
+        self.inflight = 0
+        self.draining = False
+        self._streams: set[_Stream] = set()
+        self._prepares: Group[Prepared] = Group()
+        self._computes: Group[tuple[np.ndarray, int]] = Group()
+        self._lock_token = f"{node_id}:{secrets.token_hex(4)}"
+
+    # ---- the service -----------------------------------------------------------------------
+
+    async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
+        async for reply in self._serve(request_iterator, context, "extract", self._extract):
+            yield reply
+
+    async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
+        async for reply in self._serve(request_iterator, context, "classify", self._classify):
+            yield reply
+
+    async def ListModels(self, request, context) -> pb.ListModelsReply:
+        infos = [
+            pb.ModelInfo(
+                name=s.model.name, version=s.model.version, feature_dim=s.model.feature_dim,
+                dtype=s.model.feature_dtype.name, num_classes=s.model.num_classes,
+                input_size=s.model.input_size, random_weights=s.model.random_weights,
+            )
+            for s in self.slots.values()
+        ]
+        return pb.ListModelsReply(models=infos, default_model=self.default_model, node=self.node_id)
+
+    # ---- drain -----------------------------------------------------------------------------
+
+    async def drain(self, timeout_s: float) -> None:
+        """Stop reading new items on every stream, and wait for the admitted ones to be answered."""
+        self.draining = True
+        for stream in list(self._streams):
+            if stream.reader is not None and not stream.reader.done():
+                stream.cut = True
+                stream.reader.cancel()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while (self._streams or self.inflight) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        if self._streams or self.inflight:
+            log.warning("drain timed out with %d items in flight", self.inflight)
+
+    # ---- one stream ------------------------------------------------------------------------
+
+    async def _serve(self, requests, context, method: str, handle: Callable[[pb.ImageRequest], Awaitable]):
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.node_id} is draining; send to another node")
+        reply_type = pb.ExtractReply if method == "extract" else pb.ClassifyReply
+        out: asyncio.Queue = asyncio.Queue()
+        tasks: set[asyncio.Task] = set()
+        stream = _Stream()
+        self._streams.add(stream)
+        outstanding = 0
+
+        def spawn(request: pb.ImageRequest) -> None:
+            task = asyncio.ensure_future(self._item(request, method, reply_type, handle))
+            tasks.add(task)
+            task.add_done_callback(lambda t: (tasks.discard(t), None if t.cancelled() else out.put_nowait(t.result())))
+
+        async def read() -> None:
+            nonlocal outstanding
+            try:
+                async for request in requests:
+                    outstanding += 1
+                    spawn(request)
+            finally:
+                out.put_nowait(_READER_DONE)
+
+        stream.reader = asyncio.ensure_future(read())
+        reader_done = False
+        try:
+            while not (reader_done and outstanding == 0):
+                message = await out.get()
+                if message is _READER_DONE:
+                    reader_done = True
+                    if not stream.reader.cancelled() and stream.reader.exception() is not None:
+                        raise stream.reader.exception()
+                    continue
+                outstanding -= 1
+                yield message
+            if stream.cut:
+                context.set_code(grpc.StatusCode.UNAVAILABLE)
+                context.set_details(
+                    f"node {self.node_id} is draining: every item it read was answered; re-send the rest elsewhere"
+                )
+        finally:
+            self._streams.discard(stream)
+            stream.reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+
+    async def _item(self, request: pb.ImageRequest, method: str, reply_type, handle) -> object:
+        started = time.perf_counter()
+        source = "none"
+        if self.inflight >= self.limits.max_inflight:
+            reply = _error(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"node {self.node_id} has {self.inflight} items in flight (limit "
+                           f"{self.limits.max_inflight}); back off and retry, or send to another node")
+        else:
+            self.inflight += 1
+            try:
+                reply = await handle(request)
+                source = pb.Source.Name(reply.provenance.source).removeprefix("SOURCE_").lower()
+            except ImageError as exc:
+                reply = _error(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {exc}")
+            except Overloaded as exc:
+                reply = _error(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}")
+            except UnknownModel as exc:
+                reply = _error(reply_type, request, grpc.StatusCode.NOT_FOUND, str(exc))
+            except ValueError as exc:
+                reply = _error(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            except Exception as exc:
+                log.exception("item %r failed", request.request_id)
+                reply = _error(reply_type, request, grpc.StatusCode.INTERNAL,
+                               f"node {self.node_id} failed on this item: {type(exc).__name__}: {exc}")
+            finally:
+                self.inflight -= 1
+        status = grpc.StatusCode.OK.name if reply.status.code == 0 else _code_name(reply.status.code)
+        self.metrics.requests.add(1, self.metrics.attrs(method=method, status=status))
+        self.metrics.latency.record(time.perf_counter() - started, self.metrics.attrs(method=method, source=source))
+        return reply
+
+    # ---- the two methods -------------------------------------------------------------------
+
+    async def _extract(self, request: pb.ImageRequest) -> pb.ExtractReply:
+        slot = self._slot(request.model)
+        served = await self._feature(request, slot)
+        vector = served.vector
+        return pb.ExtractReply(
+            request_id=request.request_id,
+            status=pb.ItemStatus(code=0),
+            feature=pb.Tensor(data=vector.astype(vector.dtype.newbyteorder("<")).tobytes(),
+                              dtype=vector.dtype.name, shape=list(vector.shape)),
+            provenance=self._provenance(slot, served),
+        )
+
+    async def _classify(self, request: pb.ImageRequest) -> pb.ClassifyReply:
+        slot = self._slot(request.model)
+        top_k = request.top_k or DEFAULT_TOP_K
+        if top_k > self.limits.max_top_k:
+            raise ValueError(f"top_k {top_k} is over the limit of {self.limits.max_top_k}")
+        served = await self._feature(request, slot)
+        loop = asyncio.get_running_loop()
+        scores = await loop.run_in_executor(self.pool, slot.model.scores, served.vector)
+        top = np.argsort(-scores)[: min(top_k, len(scores))]
+        names = slot.model.class_names
+        return pb.ClassifyReply(
+            request_id=request.request_id,
+            status=pb.ItemStatus(code=0),
+            classes=[pb.ClassScore(index=int(i), name=names[i], score=float(scores[i])) for i in top],
+            provenance=self._provenance(slot, served),
+        )
+
+    # ---- the request path ------------------------------------------------------------------
+
+    async def _feature(self, request: pb.ImageRequest, slot: ModelSlot) -> Served:
+        data = request.image
+        self._check_size(data)
+        mode, radius = self._policy(request)
+        ns = slot.ns
+        digest = keys.exact_digest(data)
+        if mode == pb.CACHE_MODE_BYPASS:
+            prepared = await self._prepare(slot, digest, data)
+            return Served(await slot.batcher.submit(prepared.tensor), pb.SOURCE_COMPUTED)
+
+        # 1. L1, these very bytes.
+        try:
+            vector = self.l1.get_exact(ns, digest)
+            self._lookup("l1", "exact", "hit")
+            return Served(vector, pb.SOURCE_L1)
+        except CacheMiss:
+            self._lookup("l1", "exact", "miss")
+
+        # 2. L2, these very bytes.
+        if self.l2 is not None:
+            try:
+                vector = await self._l2_value(slot, ns.exact(digest))
+                self._lookup("l2", "exact", "hit")
+                self.l1.put(ns, digest, None, vector)
+                return Served(vector, pb.SOURCE_L2)
+            except CacheMiss:
+                self._lookup("l2", "exact", "miss")
+            except CacheUnavailable:
+                self._lookup("l2", "exact", "error")
+
+        # 3. Decode and fingerprint: the hint in the request is never used here.
+        prepared = await self._prepare(slot, digest, data)
+
+        # 4. Another encoding of the same picture, where the policy allows it.
+        if mode == pb.CACHE_MODE_PERCEPTUAL:
+            served = await self._near(slot, prepared.phash, radius)
+            if served is not None:
+                return served
+
+        # 5. Compute once, however many ask at the same time.
+        (vector, source), shared = await self._computes.do((ns, digest), lambda: self._compute(slot, digest, prepared))
+        if shared:
+            self.metrics.singleflight.add(1, self.metrics.attrs())
+        return Served(vector, source)
+
+    async def _near(self, slot: ModelSlot, phash: int, radius: int) -> Served | None:
+        ns = slot.ns
+        try:
+            hit = self.l1.get_near(ns, phash, radius)
+            self._lookup("l1", "perceptual", "hit")
+            return Served(hit.vector, pb.SOURCE_L1, perceptual=True, distance=hit.distance)
+        except CacheMiss:
+            self._lookup("l1", "perceptual", "miss")
+        if self.l2 is None:
+            return None
+        try:
+            for distance, found in await self.l2.near(ns, phash, radius):
+                try:
+                    vector = await self._l2_value(slot, ns.perceptual(found))
+                except CacheMiss:
+                    continue  # indexed but expired or corrupt: try the next nearest
+                self._lookup("l2", "perceptual", "hit")
+                self.l1.put(ns, None, found, vector)
+                return Served(vector, pb.SOURCE_L2, perceptual=True, distance=distance)
+            self._lookup("l2", "perceptual", "miss")
+        except CacheUnavailable:
+            self._lookup("l2", "perceptual", "error")
+        return None
+
+    async def _compute(self, slot: ModelSlot, digest: str, prepared: Prepared) -> tuple[np.ndarray, int]:
+        ns = slot.ns
+        lock = None
+        if self.l2 is not None:
+            lock_key = ns.lock(digest)
+            try:
+                if await self.l2.try_lock(lock_key, self._lock_token):
+                    lock = (lock_key, self._lock_token)
+                else:  # another node computes these bytes right now: wait briefly for its result
+                    vector = await self._wait_for_peer(slot, ns.exact(digest))
+                    if vector is not None:
+                        self.l1.put(ns, digest, prepared.phash, vector)
+                        return vector, pb.SOURCE_L2
+            except CacheUnavailable:
+                pass  # no Redis, no cross-node flight: compute here
+        try:
+            vector = await slot.batcher.submit(prepared.tensor)
+        except BaseException:
+            if lock is not None and self.l2 is not None:
+                self.l2.put_later([], unlock=lock)
+            raise
+        self.l1.put(ns, digest, prepared.phash, vector)
+        if self.l2 is not None:
+            blob = codec.encode(vector, slot.model.version)
+            self.l2.put_later(
+                [(ns.exact(digest), blob), (ns.perceptual(prepared.phash), blob)],
+                index=[(ns, prepared.phash)],
+                unlock=lock,
+            )
+        return vector, pb.SOURCE_COMPUTED
+
+    async def _wait_for_peer(self, slot: ModelSlot, key: str) -> np.ndarray | None:
+        assert self.l2 is not None
+        try:
+            return self._decode(slot, await self.l2.wait_for(key))
+        except CacheMiss:
+            return None
+
+    async def _l2_value(self, slot: ModelSlot, key: str) -> np.ndarray:
+        assert self.l2 is not None
+        return self._decode(slot, await self.l2.get(key))
+
+    def _decode(self, slot: ModelSlot, blob: bytes) -> np.ndarray:
+        try:
+            vector = codec.decode(blob, slot.model.version)
+        except codec.CodecError as exc:
+            log.warning("corrupt value in L2 treated as a miss: %s", exc)
+            self.metrics.l2_events.add(1, self.metrics.attrs(event="corrupt"))
+            raise CorruptValue(str(exc)) from exc
+        if vector.shape != (slot.model.feature_dim,) or vector.dtype != slot.model.feature_dtype:
+            self.metrics.l2_events.add(1, self.metrics.attrs(event="corrupt"))
+            raise CorruptValue(f"L2 value of shape {vector.shape} {vector.dtype} does not fit {slot.model.name}")
+        return vector
+
+    async def _prepare(self, slot: ModelSlot, digest: str, data: bytes) -> Prepared:
+        def work() -> Prepared:
+            image = decode(data, self.limits.images)
+            return Prepared(slot.model.preprocess(image), fingerprint.phash(image))
+
+        loop = asyncio.get_running_loop()
+        prepared, _ = await self._prepares.do((slot.model.name, digest), lambda: loop.run_in_executor(self.pool, work))
+        return prepared
+
+    # ---- helpers -----------------------------------------------------------------------------
+
+    def _check_size(self, data: bytes) -> None:
+        if not data:
+            raise ImageError("empty image: the request carried no bytes")
+        if len(data) > self.limits.images.max_bytes:
+            raise ImageError(f"image of {len(data)} bytes is over the limit of {self.limits.images.max_bytes} bytes")
+
+    def _slot(self, name: str) -> ModelSlot:
+        slot = self.slots.get(name or self.default_model)
+        if slot is None:
+            raise UnknownModel(f"model {name!r} is not served here; served: {sorted(self.slots)}")
+        return slot
+
+    def _policy(self, request: pb.ImageRequest) -> tuple[int, int]:
+        policy = request.cache_policy
+        mode = policy.mode
+        if mode == pb.CACHE_MODE_UNSPECIFIED:
+            mode = pb.CACHE_MODE_PERCEPTUAL if self.policy.default_mode == "perceptual" else pb.CACHE_MODE_EXACT
+        radius = policy.max_distance if policy.HasField("max_distance") else self.policy.default_radius
+        return mode, min(radius, self.policy.max_radius)
+
+    def _provenance(self, slot: ModelSlot, served: Served) -> pb.Provenance:
+        return pb.Provenance(
+            source=served.source, node=self.node_id, model=slot.model.name, model_version=slot.model.version,
+            perceptual=served.perceptual, distance=served.distance,
+        )
+
+    def _lookup(self, tier: str, kind: str, result: str) -> None:
+        self.metrics.lookups.add(1, self.metrics.attrs(tier=tier, kind=kind, result=result))
+
+
+def _error(reply_type, request: pb.ImageRequest, code: grpc.StatusCode, message: str):
+    return reply_type(request_id=request.request_id, status=pb.ItemStatus(code=code.value[0], message=message))
+
+
+def _code_name(value: int) -> str:
+    for code in grpc.StatusCode:
+        if code.value[0] == value:
+            return code.name
+    return str(value)
+
