@@ -122,6 +122,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.pool = pool
         self.metrics = metrics
         self.inflight = 0
+        # Items read from streams and replies written back, over the node's life: equal after a clean drain.
+        self.received = 0
+        self.answered = 0
         self.draining = False
         self._streams: set[_Stream] = set()
         self._prepares: Group[Prepared] = Group()
@@ -164,6 +167,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             await asyncio.sleep(0.01)
         if self._streams or self.inflight:
             log.warning("drain timed out with %d items in flight", self.inflight)
+        log.info("drained: received=%d answered=%d", self.received, self.answered)
 
     # ---- one stream ------------------------------------------------------------------------
 
@@ -187,6 +191,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             try:
                 async for request in requests:
                     outstanding += 1
+                    self.received += 1
                     spawn(request)
             finally:
                 out.put_nowait(_READER_DONE)
@@ -203,6 +208,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                     continue
                 outstanding -= 1
                 yield message
+                self.answered += 1
             if stream.cut:
                 context.set_code(grpc.StatusCode.UNAVAILABLE)
                 context.set_details(

