@@ -19,7 +19,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
@@ -140,7 +139,7 @@ class AsyncClient:
 
     async def _run(self, method: str, images: Sequence[ImageInput], *, top_k: int, model: str | None = None,
                    cache_mode: str | None = None, radius: int | None = None, hints: bool | None = None,
-                   timeout_s: float | None | EllipsisType = ...) -> list[Any]:
+                   timeout_s: float | EllipsisType | None = ...) -> list[Any]:
         cfg = self.config
         requests = await self._requests(images, top_k, model, cache_mode, radius, hints)
         timeout = cfg.timeout_s if timeout_s is ... else timeout_s

@@ -9,7 +9,6 @@ from typing import Union
 
 import numpy as np
 from PIL import Image
-
 from ringserve.contract import fingerprint
 from ringserve.contract.images import ImageError
 

@@ -81,7 +81,7 @@ class _Child:
 
     def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                      env=env, start_new_session=True)
         log.close()

@@ -2,7 +2,6 @@ import asyncio
 import threading
 
 import pytest
-
 from ringserve.server.batcher import Batcher, BatcherConfig
 from ringserve.server.errors import Overloaded
 

@@ -1,7 +1,6 @@
 import asyncio
 
 import pytest
-
 from ringserve.server.singleflight import Group
 
 

@@ -1,0 +1,306 @@
+"""Integration: real node processes, a real Redis, the small torch model, the real client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import numpy as np
+import pytest
+import redis as redis_py
+from ringserve.client import AsyncClient, Client, InvalidImage, Overloaded
+from ringserve.contract import fingerprint
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.server.keys import Namespace, exact_digest
+
+from tests.imagegen import encode, jpeg, picture, png_bomb
+
+
+def sources(results) -> list[str]:
+    return [r.provenance.source for r in results]
+
+
+def test_miss_then_l1_then_l2_after_restart_with_the_same_feature(nodes, redis_db):
+    node = nodes("a", "--redis-url", redis_db.url)
+    images = [jpeg(i) for i in range(4)]
+    with Client(node.target) as c:
+        first = c.extract_detailed(images)
+        assert sources(first) == ["computed"] * 4
+        assert sources(c.extract_detailed(images)) == ["l1"] * 4
+    assert node.stop() == 0  # drained: flushed its L2 writes
+    node = nodes("a", "--redis-url", redis_db.url)
+    with Client(node.target) as c:
+        again = c.extract_detailed(images)
+        assert sources(again) == ["l2"] * 4
+        for before, after in zip(first, again, strict=True):
+            assert np.array_equal(before.vector, after.vector) and after.vector.dtype == np.float16
+            assert after.provenance.node == "a" and after.provenance.model == "mobilenet_v3_small"
+        assert sources(c.extract_detailed(images)) == ["l1"] * 4  # the L2 hit filled L1
+
+
+def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(nodes, redis_db):
+    node = nodes("a", "--redis-url", redis_db.url, "--radius", "6")
+    original, reencoded, other = jpeg(10, quality=95), jpeg(10, quality=70), jpeg(11)
+    distance = fingerprint.hamming(fingerprint.phash_bytes(original), fingerprint.phash_bytes(reencoded))
+    assert 0 < distance <= 6 or distance == 0
+    with Client(node.target) as c:
+        base = c.extract_detailed([original])[0]
+        near = c.extract_detailed([reencoded], cache_mode="perceptual")[0]
+        assert near.provenance.source == "l1" and near.provenance.perceptual
+        assert near.provenance.distance == distance
+        assert np.array_equal(near.vector, base.vector)  # served the original's feature
+        exact = c.extract_detailed([reencoded], cache_mode="exact")[0]
+        assert exact.provenance.source == "computed" and not exact.provenance.perceptual
+        assert c.extract_detailed([other], cache_mode="perceptual")[0].provenance.source == "computed"
+        assert c.extract_detailed([reencoded])[0].provenance.source == "l1"  # the exact key is its own now
+    node.stop()
+    # A fresh node (empty L1) finds the neighbour through the Redis multi-index.
+    node = nodes("a", "--redis-url", redis_db.url, "--radius", "6")
+    third = jpeg(10, quality=80)
+    with Client(node.target) as c:
+        hit = c.extract_detailed([third], cache_mode="perceptual", radius=6)[0]
+        assert hit.provenance.source == "l2" and hit.provenance.perceptual
+        assert c.extract_detailed([third], cache_mode="exact")[0].provenance.source == "computed"
+
+
+def test_l1_evicts_by_bytes(nodes):
+    # 576 float16 values = 1152 bytes plus overhead, twice per image (exact and perceptual keys)
+    node = nodes("a", "--l1-bytes", str(8 * 2 * (1152 + 200)))
+    images = [jpeg(100 + i) for i in range(20)]
+    with Client(node.target) as c:
+        c.extract_detailed(images)
+        assert node.metric("ringserve_l1_bytes") <= 8 * 2 * (1152 + 200)
+        assert node.metric("ringserve_l1_entries") <= 16
+        assert c.extract_detailed([images[-1]])[0].provenance.source == "l1"
+        assert c.extract_detailed([images[0]])[0].provenance.source == "computed"  # evicted
+
+
+async def test_concurrent_requests_for_one_new_image_run_the_backbone_once(nodes):
+    node = nodes("a")
+    image = jpeg(200)
+    before = node.metric("ringserve_backbone_images_total")
+    async with AsyncClient(node.target) as c:
+        # 12 separate streams and 12 items in one stream, all for the same new bytes
+        separate = [c.extract_detailed([image]) for _ in range(12)]
+        together = c.extract_detailed([image] * 12)
+        results = await asyncio.gather(*separate, together)
+    flat = [r for group in results for r in group]
+    assert len(flat) == 24 and all(np.array_equal(r.vector, flat[0].vector) for r in flat)
+    assert node.metric("ringserve_backbone_images_total") - before == 1
+    assert node.metric("ringserve_singleflight_shared_total") >= 1
+
+
+def test_two_nodes_share_one_computation_through_the_redis_lock(nodes, redis_db):
+    a = nodes("a", "--redis-url", redis_db.url, "--max-delay-ms", "50")
+    b = nodes("b", "--redis-url", redis_db.url, "--max-delay-ms", "50")
+    images = [jpeg(300 + i) for i in range(6)]
+
+    async def both():
+        async with AsyncClient(a.target) as ca, AsyncClient(b.target) as cb:
+            return await asyncio.gather(ca.extract_detailed(images), cb.extract_detailed(images))
+
+    ra, rb = asyncio.run(both())
+    computed = a.metric("ringserve_backbone_images_total") + b.metric("ringserve_backbone_images_total")
+    assert computed < 12  # without the lock both would compute all six
+    assert all(np.array_equal(x.vector, y.vector) for x, y in zip(ra, rb, strict=True))
+    assert "l2" in sources(ra) + sources(rb)
+
+
+def test_redis_stopped_mid_stream_node_keeps_serving_and_recovers(nodes, workdir):
+    from ringserve.server.local import RedisProcess
+
+    redis = RedisProcess(workdir / "redis-flaky").start()
+    node = nodes("a", "--redis-url", redis.url, "--breaker-reset", "0.5", "--redis-timeout", "0.1")
+    images = [jpeg(400 + i) for i in range(60)]
+    got: list[pb.ExtractReply] = []
+    try:
+        with grpc.insecure_channel(node.target) as channel:
+            stub = pb_grpc.InferenceStub(channel)
+            sent = 0
+
+            def requests():
+                nonlocal sent
+                for i, image in enumerate(images):
+                    if i == 20:
+                        while len(got) < 20:  # wait for replies, then pull Redis out from under the stream
+                            pass
+                        redis.kill()
+                    sent += 1
+                    yield pb.ImageRequest(request_id=str(i), image=image)
+
+            for reply in stub.Extract(requests(), timeout=120):
+                got.append(reply)
+        assert len(got) == 60 and all(r.status.code == 0 for r in got)
+        assert node.metric("ringserve_cache_lookups_total", tier="l2", result="error") >= 1
+        # Redis comes back on the same port: writes resume by themselves once the breaker probes it.
+        redis = RedisProcess(workdir / "redis-flaky", port=redis.port).start()
+        r = redis_py.Redis(port=redis.port)
+        ns = Namespace("mobilenet_v3_small", got[0].provenance.model_version)
+        recovered = False
+        with Client(node.target) as c:
+            for attempt in range(50):
+                image = jpeg(500 + attempt)
+                assert c.extract_detailed([image])[0].provenance.source == "computed"
+                time.sleep(0.2)
+                if r.exists(ns.exact(exact_digest(image))):
+                    recovered = True
+                    break
+        assert recovered, "L2 writes did not resume after Redis came back"
+        assert node.metric("ringserve_l2_events_total", event="write_ok") >= 1
+    finally:
+        redis.stop(5)
+
+
+def test_corrupt_value_in_redis_is_a_miss_not_an_error(nodes, redis_db):
+    node = nodes("a", "--redis-url", redis_db.url)
+    image = jpeg(700)
+    with Client(node.target) as c:
+        good = c.extract_detailed([image])[0]
+    node.stop()
+    key = Namespace("mobilenet_v3_small", good.provenance.model_version).exact(exact_digest(image))
+    r = redis_py.Redis(port=redis_db.port)
+    assert r.exists(key)
+    r.set(key, b"RSF\x01garbage that fails its checksum")
+    node = nodes("a", "--redis-url", redis_db.url)
+    with Client(node.target) as c:
+        again = c.extract_detailed([image])[0]
+    assert again.provenance.source == "computed"
+    assert np.array_equal(again.vector, good.vector)
+    assert node.metric("ringserve_l2_events_total", event="corrupt") == 1
+
+
+def test_overload_fails_fast_with_resource_exhausted_and_memory_stays_flat(nodes):
+    import psutil
+
+    node = nodes("a", "--max-inflight", "8", "--max-queue", "4", "--max-batch", "2")
+    images = [jpeg(800 + i, size=(224, 224)) for i in range(16)]
+    proc = psutil.Process(node.pid)
+
+    def blast() -> list:
+        with Client(node.target, window=400) as c:
+            return c.extract_detailed(images * 25, cache_mode="bypass")
+
+    rss = []
+    for _ in range(4):
+        results = blast()
+        assert len(results) == 400
+        rejected = [r for r in results if isinstance(r, Overloaded)]
+        served = [r for r in results if not isinstance(r, Exception)]
+        assert rejected and served and len(rejected) + len(served) == 400
+        assert "in flight" in rejected[0].message or "queue is full" in rejected[0].message
+        rss.append(proc.memory_info().rss)
+    assert rss[-1] - rss[1] < 64 * 1024 * 1024, f"node memory grew under overload: {rss}"
+
+
+def test_each_bad_input_fails_its_own_item_and_the_stream_goes_on(nodes):
+    from PIL import Image
+
+    node = nodes("a", "--max-image-bytes", "300K")
+    good = [jpeg(900), encode(picture(901), "PNG"), encode(picture(902), "GIF"), encode(picture(903), "WEBP")]
+    bad = {
+        "empty": b"",
+        "not an image": b"%PDF-1.4 definitely not a picture",
+        "truncated": jpeg(904)[:300],
+        "decompression bomb": png_bomb(),
+        "over the limit": encode(Image.new("RGB", (17000, 1)), "PNG"),
+        "bytes is over": np.random.default_rng(0).bytes(400 * 1024),
+    }
+    items = [good[0], *bad.values(), *good[1:]]
+    with Client(node.target) as c:
+        results = c.extract_detailed(items)
+    assert not isinstance(results[0], Exception) and all(not isinstance(r, Exception) for r in results[-3:])
+    for (reason, _), result in zip(bad.items(), results[1:-3], strict=True):
+        assert isinstance(result, InvalidImage), (reason, result)
+        assert reason.split()[0] in result.message.lower(), (reason, result.message)
+
+
+def test_spoofed_hint_costs_nothing_but_placement(nodes):
+    node = nodes("a")
+    a, b = jpeg(1000), jpeg(1001)
+    with grpc.insecure_channel(node.target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+
+        def one(image, hint=None, mode=pb.CACHE_MODE_EXACT):
+            req = pb.ImageRequest(request_id="x", image=image, cache_policy=pb.CachePolicy(mode=mode))
+            if hint is not None:
+                req.phash_hint = hint
+            return next(iter(stub.Extract(iter([req]), timeout=60)))
+
+        truth_a = one(a, mode=pb.CACHE_MODE_BYPASS)
+        truth_b = one(b, mode=pb.CACHE_MODE_BYPASS)
+        spoofed = one(a, hint=fingerprint.phash_bytes(b))
+        assert spoofed.feature.data == truth_a.feature.data
+        # and the cache was not poisoned: b (exact or perceptual at radius 0) is not served a's feature
+        assert one(b).feature.data == truth_b.feature.data
+        hostile = pb.ImageRequest(request_id="y", image=b, phash_hint=fingerprint.phash_bytes(a),
+                                  cache_policy=pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=0))
+        assert next(iter(stub.Extract(iter([hostile]), timeout=60))).feature.data == truth_b.feature.data
+
+
+def test_sigterm_during_a_stream_answers_every_accepted_item(nodes):
+    node = nodes("a", "--max-batch", "1", "--drain-delay", "0.3")
+    images = [jpeg(1100 + i, size=(224, 224)) for i in range(120)]
+    replies: list[pb.ExtractReply] = []
+    status = None
+    with grpc.insecure_channel(node.target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+        requests = (pb.ImageRequest(request_id=str(i), image=img) for i, img in enumerate(images))
+        call = stub.Extract(requests, timeout=120)
+        try:
+            for reply in call:
+                replies.append(reply)
+                if len(replies) == 3:
+                    node.signal(15)  # SIGTERM mid-stream
+        except grpc.RpcError as exc:
+            status = exc.code()
+    assert node.proc.wait(60) == 0
+    log = node.log_path.read_text()
+    received = int(log.rsplit("received=", 1)[1].split()[0])
+    answered = int(log.rsplit("answered=", 1)[1].split()[0])
+    ids = [r.request_id for r in replies]
+    assert len(ids) == len(set(ids)), "an item was answered twice"
+    assert received == answered == len(replies)
+    assert all(r.status.code == 0 for r in replies)
+    assert len(replies) > 3, "items in flight at SIGTERM were not answered"
+    if len(replies) < len(images):
+        assert status == grpc.StatusCode.UNAVAILABLE  # the caller knows to re-send the rest
+
+
+def test_classify_runs_the_head_on_cached_features(nodes):
+    node = nodes("a")
+    image = jpeg(1200)
+    with Client(node.target) as c:
+        first = c.classify(image, top_k=3)
+        second = c.classify(image, top_k=3)
+        many = c.classify([image, jpeg(1201)], top_k=7)
+    assert first.provenance.source == "computed" and second.provenance.source == "l1"
+    assert list(first.indices) == list(second.indices) and len(first.names) == 3
+    assert np.all(np.diff(first.scores) <= 0) and 0 < first.scores[0] <= 1
+    assert len(many) == 2 and len(many[1].names) == 7
+
+
+def test_health_reflection_and_list_models(nodes):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+    node = nodes("a")
+    with grpc.insecure_channel(node.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "ringserve.v1.Inference"):
+            assert health.Check(health_pb2.HealthCheckRequest(service=service)).status == 1
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+        assert "ringserve.v1.Inference" in services and "grpc.health.v1.Health" in services
+    with Client(node.target) as c:
+        info = c.list_models()
+    assert info.default_model == "mobilenet_v3_small" and info.node == "a"
+    assert info.models[0].feature_dim == 576 and info.models[0].random_weights
+
+
+def test_unknown_model_is_not_found(nodes):
+    from ringserve.client import NotFound
+
+    node = nodes("a")
+    with Client(node.target) as c, pytest.raises(NotFound, match="not served here"):
+        c.extract(jpeg(1), model="resnet9000")
