@@ -5,14 +5,14 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Union
+
 
 import numpy as np
 from PIL import Image
 from ringserve.contract import fingerprint
 from ringserve.contract.images import ImageError
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, memoryview, Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray
 
 
 def to_bytes(image: ImageInput) -> bytes:

@@ -304,3 +304,36 @@ def test_unknown_model_is_not_found(nodes):
     node = nodes("a")
     with Client(node.target) as c, pytest.raises(NotFound, match="not served here"):
         c.extract(jpeg(1), model="resnet9000")
+
+
+def test_command_line_extract_classify_models(nodes, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    node = nodes("a")
+    files = []
+    for i in range(3):
+        f = tmp_path / f"img{i}.jpg"
+        f.write_bytes(jpeg(1300 + i))
+        files.append(str(f))
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"nope")
+    run = [sys.executable, "-m", "ringserve.client.cli"]
+    out = subprocess.run([*run, "extract", *files, str(bad), "--target", node.target, "--out", str(tmp_path / "f.npz")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1, out.stderr  # one image failed
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [x["ok"] for x in lines] == [True, True, True, False]
+    assert lines[0]["source"] == "computed" and lines[0]["dim"] == 576
+    assert lines[3]["code"] == "INVALID_ARGUMENT" and "not an image" in lines[3]["error"]
+    saved = np.load(tmp_path / "f.npz")
+    assert sorted(saved.files) == sorted(files) and saved[files[0]].shape == (576,)
+    out = subprocess.run([*run, "classify", files[0], "--top-k", "2", "--target", node.target],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and len(json.loads(out.stdout)["classes"]) == 2
+    assert json.loads(out.stdout)["source"] == "l1"
+    out = subprocess.run([*run, "models", "--target", node.target], capture_output=True, text=True, timeout=60)
+    assert json.loads(out.stdout)["name"] == "mobilenet_v3_small"
+    for cmd in (["--help"], ["extract", "--help"], ["classify", "--help"]):
+        assert subprocess.run([*run, *cmd], capture_output=True, timeout=60).returncode == 0

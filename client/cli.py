@@ -1,0 +1,110 @@
+"""``ringserve``: extract features or classify images from the command line.
+
+Prints one JSON line per image, in the order given; ``--out features.npz``
+also saves the vectors, keyed by file name. Exit status 1 if any image failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ringserve.client.aio import CACHE_MODES, ClientConfig
+from ringserve.client.errors import RingserveError
+from ringserve.client.sync import Client
+
+DEFAULT_TARGET = "localhost:50051"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ringserve",
+        description="Send images to a ringserve router or node. The target defaults to $RINGSERVE_TARGET "
+        f"or {DEFAULT_TARGET}.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--target", default=os.environ.get("RINGSERVE_TARGET", DEFAULT_TARGET), help="host:port")
+        p.add_argument("--timeout", type=float, default=120.0, help="deadline for all the images, in seconds")
+        p.add_argument("--model", default="", help="model name (default: the server's default)")
+        p.add_argument("--cache", choices=sorted(CACHE_MODES), default=None, help="cache policy (default: server's)")
+        p.add_argument("--radius", type=int, default=None, help="Hamming radius for --cache perceptual")
+        p.add_argument("--no-hint", action="store_true", help="do not compute the pHash routing hint here")
+        p.add_argument("--window", type=int, default=64, help="images in flight at once")
+
+    ex = sub.add_parser("extract", help="feature vectors", description="Print one JSON line per image.")
+    ex.add_argument("files", nargs="+", type=Path)
+    ex.add_argument("--out", type=Path, help="save vectors to this .npz, keyed by file path")
+    ex.add_argument("--print-vector", action="store_true", help="include the whole vector in each JSON line")
+    common(ex)
+    cl = sub.add_parser("classify", help="top-k classes", description="Print one JSON line per image.")
+    cl.add_argument("files", nargs="+", type=Path)
+    cl.add_argument("--top-k", type=int, default=5)
+    common(cl)
+    models = sub.add_parser("models", help="list the models served")
+    models.add_argument("--target", default=os.environ.get("RINGSERVE_TARGET", DEFAULT_TARGET))
+    return parser
+
+
+def _config(a: argparse.Namespace) -> ClientConfig:
+    return ClientConfig(target=a.target, timeout_s=a.timeout, window=a.window, hints=not a.no_hint, model=a.model,
+                        cache_mode=a.cache, radius=a.radius)
+
+
+def _provenance(p) -> dict:
+    return {"source": p.source, "node": p.node, "model": p.model, "model_version": p.model_version,
+            "perceptual": p.perceptual, "distance": p.distance}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    a = build_parser().parse_args(argv)
+    if a.command == "models":
+        with Client(a.target) as c:
+            info = c.list_models()
+        for m in info.models:
+            print(json.dumps({"name": m.name, "version": m.version, "feature_dim": m.feature_dim, "dtype": m.dtype,
+                              "num_classes": m.num_classes, "input_size": m.input_size,
+                              "random_weights": m.random_weights, "default": m.name == info.default_model}))
+        return 0
+    missing = [str(f) for f in a.files if not f.is_file()]
+    if missing:
+        print(f"ringserve: no such file: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    failed = 0
+    vectors: dict[str, np.ndarray] = {}
+    with Client(config=_config(a)) as c:
+        if a.command == "extract":
+            results = c.extract_detailed(a.files)
+        else:
+            results = c.classify_detailed(a.files, top_k=a.top_k)
+    for path, result in zip(a.files, results, strict=True):
+        line: dict = {"file": str(path)}
+        if isinstance(result, RingserveError):
+            failed += 1
+            line.update(ok=False, code=result.code.name, error=result.message)
+        elif a.command == "extract":
+            vectors[str(path)] = result.vector
+            line.update(ok=True, dim=int(result.vector.shape[0]), dtype=result.vector.dtype.name,
+                        **_provenance(result.provenance))
+            if a.print_vector:
+                line["vector"] = [float(x) for x in result.vector]
+        else:
+            line.update(ok=True, classes=[{"index": int(i), "name": n, "score": round(float(s), 5)}
+                                          for i, n, s in zip(result.indices, result.names, result.scores, strict=True)],
+                        **_provenance(result.provenance))
+        print(json.dumps(line))
+    if a.command == "extract" and a.out is not None:
+        np.savez(a.out, **vectors)
+        print(f"saved {len(vectors)} vectors to {a.out}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

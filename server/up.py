@@ -1,0 +1,131 @@
+"""``ringserve-up``: a real Redis and a node on this machine, and sample images sent through them.
+
+Starts an embedded redis-server (or uses ``--redis-url``), starts a node with
+the pretrained EfficientNet-Lite0, sends the sample photos twice (computed,
+then L1 hits), then re-encoded copies under the perceptual policy, and prints
+where every answer came from. Everything it started is stopped on exit or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from ringserve.client import Client
+from ringserve.client.errors import RingserveError
+from ringserve.server.local import LocalError, NodeProcess, RedisProcess, scratch_dir
+
+SAMPLES = Path(__file__).resolve().parent / "samples"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ringserve-up", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="efficientnet_lite0",
+                   help="model to serve (efficientnet_lite0 has real ImageNet weights; others start random)")
+    p.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
+    p.add_argument("--images", type=Path, default=SAMPLES, help="folder of images to send")
+    p.add_argument("--port", type=int, default=0, help="node port (default: a free one)")
+    p.add_argument("--workdir", type=Path, help="where logs go (default: a new temporary folder)")
+    p.add_argument("--keep", action="store_true", help="keep the node and Redis up until Ctrl-C")
+    return p
+
+
+def _images(folder: Path) -> list[Path]:
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise LocalError(f"no images in {folder}: pass --images DIR with JPEG/PNG/... files")
+    return files
+
+
+def _reencode(path: Path) -> bytes:
+    """The same picture as another service might send it: 3/4 size, JPEG quality 50, no metadata."""
+    img = Image.open(path).convert("RGB")
+    img = img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.BILINEAR)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=50)
+    return buf.getvalue()
+
+
+def _report(title: str, names: list[str], results: list, seconds: float, tiers: Counter) -> None:
+    print(f"\n{title}  ({len(names)} images in {seconds * 1000:.0f} ms)")
+    print(f"  {'image':<36} {'top class':<28} {'score':>6}  {'served from':<22} node")
+    for name, r in zip(names, results, strict=True):
+        if isinstance(r, RingserveError):
+            print(f"  {name:<36} FAILED: {r}")
+            tiers["error"] += 1
+            continue
+        p = r.provenance
+        where = p.source + (f" (perceptual, d={p.distance})" if p.perceptual else "")
+        tiers[p.source] += 1
+        print(f"  {name:<36} {r.names[0][:28]:<28} {r.scores[0]:>6.3f}  {where:<22} {p.node}")
+
+
+def run(args: argparse.Namespace) -> int:
+    workdir = args.workdir or scratch_dir("ringserve-up-")
+    files = _images(args.images)
+    redis = node = None
+    try:
+        if args.redis_url:
+            redis_url = args.redis_url
+        else:
+            print("starting embedded redis-server ...", flush=True)
+            redis = RedisProcess(workdir / "redis").start()
+            redis_url = redis.url
+        print(f"starting node with {args.model} (loading the model takes a few seconds) ...", flush=True)
+        node = NodeProcess(workdir, "node-0", ["--model", args.model, "--redis-url", redis_url,
+                                               "--metrics-port", "0"], port=args.port or None, metrics_port=0)
+        node.start()
+        print(f"node up at {node.target}, Redis at {redis_url}, logs in {workdir}")
+        tiers: Counter = Counter()
+        names = [f.name for f in files]
+        with Client(node.target) as client:
+            for title in ("pass 1: cold caches", "pass 2: the same bytes again"):
+                started = time.perf_counter()
+                results = client.classify_detailed(files, top_k=3)
+                _report(title, names, results, time.perf_counter() - started, tiers)
+        print("\nrestarting the node (SIGTERM: drain, flush L2 writes; same identity, empty L1) ...", flush=True)
+        node.stop()
+        node.start()
+        with Client(node.target) as client:
+            started = time.perf_counter()
+            results = client.classify_detailed(files, top_k=3)
+            _report("pass 3: after the restart", names, results, time.perf_counter() - started, tiers)
+            started = time.perf_counter()
+            results = client.classify_detailed([_reencode(f) for f in files], top_k=3, cache_mode="perceptual")
+            _report("pass 4: re-encoded copies (75% size, JPEG q50), perceptual policy",
+                    [f"{n} (re-encoded)" for n in names], results, time.perf_counter() - started, tiers)
+        total = sum(tiers.values())
+        print("\nsummary: " + ", ".join(f"{k} {v}/{total}" for k, v in sorted(tiers.items())))
+        if args.keep:
+            print(f"\nkept up: ringserve classify FILE --target {node.target}   (Ctrl-C to stop)")
+            while node.running:
+                time.sleep(0.5)
+        return 0
+    except LocalError as exc:
+        print(f"ringserve-up: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping ...")
+        return 130
+    finally:
+        if node is not None:
+            node.stop()
+        if redis is not None:
+            redis.stop(5)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
