@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature

@@ -6,9 +6,9 @@ import io
 import os
 from pathlib import Path
 
-
 import numpy as np
 from PIL import Image
+
 from ringserve.contract import fingerprint
 from ringserve.contract.images import ImageError
 

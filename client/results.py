@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from ringserve.contract.v1 import inference_pb2 as pb
 
 

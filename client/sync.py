@@ -12,6 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
+
 from ringserve.client.aio import AsyncClient, ClientConfig
 from ringserve.client.errors import RingserveError
 from ringserve.client.inputs import ImageInput

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import imagehash
 from PIL import Image
+
 from ringserve.contract.images import ImageLimits, decode
 
 BITS = 64

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from cachetools import LRUCache
+
 from ringserve.server import mih
 from ringserve.server.errors import CacheMiss
 from ringserve.server.keys import Namespace

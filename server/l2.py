@@ -27,6 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
+
 from ringserve.server import mih
 from ringserve.server.breaker import Breaker
 from ringserve.server.errors import CacheMiss, CacheUnavailable
@@ -177,9 +178,17 @@ class L2:
     def pending_writes(self) -> int:
         return self._writes.qsize()
 
-    def start(self) -> None:
+    async def start(self, warmup_s: float = 5.0) -> None:
+        """Start the writer and warm the connection (a cluster client learns its slot map here,
+        not on the first item under its short deadline). A Redis that is down is not fatal."""
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="l2-writer")
+        try:
+            if isinstance(self._redis, RedisCluster):
+                await asyncio.wait_for(self._redis.initialize(), warmup_s)
+            await asyncio.wait_for(self._redis.ping(), warmup_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("Redis at %s not reachable at start (%s); serving without L2 until it is", self.config.url, exc)
 
     async def _write_loop(self) -> None:
         while True:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -27,10 +28,20 @@ class LocalError(RuntimeError):
     """A child process did not come up; the message says which and where its log is."""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(below: int | None = None) -> int:
+    """A loopback port nobody listens on; ``below`` bounds it (Redis Cluster needs port + 10000 valid)."""
+    if below is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    for _ in range(200):
+        port = random.randint(20000, below)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s, contextlib.suppress(OSError):
+            s.bind(("127.0.0.1", port))
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as bus:
+                bus.bind(("127.0.0.1", port + 10000))
+            return port
+    raise LocalError(f"no free port below {below}")
 
 
 def redis_binary(name: str = "redis-server") -> str:
@@ -130,8 +141,9 @@ class RedisProcess(_Child):
 
     name = "redis"
 
-    def __init__(self, workdir: Path, port: int | None = None, extra: Sequence[str] = ()) -> None:
-        self.port = port or free_port()
+    def __init__(self, workdir: Path, port: int | None = None, extra: Sequence[str] = (),
+                 port_below: int | None = None) -> None:
+        self.port = port or free_port(port_below)
         self.name = f"redis-{self.port}"
         super().__init__(workdir)
         self.extra = list(extra)
@@ -162,7 +174,8 @@ class RedisClusterProcess:
         self.nodes = [
             RedisProcess(workdir / f"cluster-{i}", extra=["--cluster-enabled", "yes",
                                                           "--cluster-config-file", "nodes.conf",
-                                                          "--cluster-node-timeout", "2000"])
+                                                          "--cluster-node-timeout", "2000"],
+                         port_below=55535)
             for i in range(masters)
         ]
 

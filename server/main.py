@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server import config as config_mod
@@ -61,7 +62,7 @@ class Node:
         cfg = self.config
         if cfg.l2.url:
             self.l2 = L2(cfg.l2, cfg.node_id, on_event=lambda e: self.metrics.l2_events.add(1, self.metrics.attrs(event=e)))
-            self.l2.start()
+            await self.l2.start()
         for slot in self.slots.values():
             slot.batcher.start()
         self.servicer = InferenceServicer(

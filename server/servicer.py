@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import torch
+
 from ringserve.contract import codec, fingerprint
 from ringserve.contract.images import ImageError, ImageLimits, decode
 from ringserve.contract.v1 import inference_pb2 as pb

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ringserve.server.local import NodeProcess, RedisClusterProcess, RedisProcess
 
 # Small, fast, deterministic: random weights from seed 0, so every node computes the same features.

@@ -2,6 +2,7 @@ import asyncio
 import threading
 
 import pytest
+
 from ringserve.server.batcher import Batcher, BatcherConfig
 from ringserve.server.errors import Overloaded
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from ringserve.contract import codec
 
 

@@ -2,9 +2,9 @@ import io
 
 import pytest
 from PIL import Image
+
 from ringserve.contract import fingerprint
 from ringserve.contract.images import ImageError, ImageLimits, decode
-
 from tests.imagegen import encode, jpeg, picture, png_bomb
 
 

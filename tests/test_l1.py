@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from ringserve.server.errors import CacheMiss
 from ringserve.server.keys import Namespace
 from ringserve.server.l1 import ENTRY_OVERHEAD_BYTES, L1, L1Config

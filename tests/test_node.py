@@ -9,12 +9,12 @@ import grpc
 import numpy as np
 import pytest
 import redis as redis_py
+
 from ringserve.client import AsyncClient, Client, InvalidImage, Overloaded
 from ringserve.contract import fingerprint
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server.keys import Namespace, exact_digest
-
 from tests.imagegen import encode, jpeg, picture, png_bomb
 
 

@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from ringserve.server.singleflight import Group
 
 
