@@ -40,6 +40,8 @@ from ringserve.server.singleflight import Group
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
+# Hash larger payloads in a thread: BLAKE2b runs ~1 GB/s, so this keeps the loop under ~0.25 ms.
+INLINE_DIGEST_BYTES = 256 * 1024
 _READER_DONE = object()
 
 
@@ -290,7 +292,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self._check_size(data)
         mode, radius = self._policy(request)
         ns = slot.ns
-        digest = keys.exact_digest(data)
+        digest = await self._digest(data)
         if mode == pb.CACHE_MODE_BYPASS:
             prepared = await self._prepare(slot, digest, data)
             return Served(await slot.batcher.submit(prepared.tensor), pb.SOURCE_COMPUTED)
@@ -407,6 +409,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             self.metrics.l2_events.add(1, self.metrics.attrs(event="corrupt"))
             raise CorruptValue(f"L2 value of shape {vector.shape} {vector.dtype} does not fit {slot.model.name}")
         return vector
+
+    async def _digest(self, data: bytes) -> str:
+        if len(data) < INLINE_DIGEST_BYTES:
+            return keys.exact_digest(data)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, keys.exact_digest, data)
 
     async def _prepare(self, slot: ModelSlot, digest: str, data: bytes) -> Prepared:
         def work() -> Prepared:

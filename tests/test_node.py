@@ -337,3 +337,28 @@ def test_command_line_extract_classify_models(nodes, tmp_path):
     assert json.loads(out.stdout)["name"] == "mobilenet_v3_small"
     for cmd in (["--help"], ["extract", "--help"], ["classify", "--help"]):
         assert subprocess.run([*run, *cmd], capture_output=True, timeout=60).returncode == 0
+
+
+def test_client_retries_across_a_node_restart_and_loses_nothing(nodes):
+    import threading
+
+    node = nodes("a", "--max-batch", "1", "--drain-delay", "0.2")
+    images = [jpeg(1400 + i, size=(224, 224)) for i in range(80)]
+    restarted = threading.Event()
+
+    def restart():
+        time.sleep(1.0)
+        node.stop()  # drains: its streams end UNAVAILABLE, unanswered items go back to the client
+        node.start()
+        restarted.set()
+
+    t = threading.Thread(target=restart)
+    t.start()
+    with Client(node.target, retries=30, backoff_max_s=0.5, window=8) as c:
+        results = c.extract_detailed(images)
+    t.join()
+    assert restarted.is_set()
+    assert all(not isinstance(r, Exception) for r in results), [r for r in results if isinstance(r, Exception)][:3]
+    with Client(node.target) as c:
+        truth = c.extract(images, cache_mode="bypass")
+    assert np.array_equal(np.stack([r.vector for r in results]), truth)

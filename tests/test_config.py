@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import pytest
+
+from ringserve.server import config
+
+
+def test_flags_and_environment_fill_one_config():
+    env = {"RINGSERVE_REDIS_URL": "redis://r:6379/0", "RINGSERVE_MAX_BATCH": "32", "RINGSERVE_L1_BYTES": "64M",
+           "RINGSERVE_MODEL": "resnet50=/w,mobilenet_v3_small"}
+    c = config.from_args(["--max-batch", "8", "--node-id", "n-1"], env)
+    assert c.node_id == "n-1"
+    assert c.batcher.max_batch == 8  # the flag wins over the environment
+    assert c.l2.url == "redis://r:6379/0"
+    assert c.l1.max_bytes == 64 * 1024 * 1024
+    assert [m.name for m in c.models] == ["resnet50", "mobilenet_v3_small"]
+    assert c.models[0].weights == Path("/w") and c.models[1].weights is None
+
+
+def test_defaults_are_safe():
+    c = config.from_args([], {})
+    assert c.policy.default_mode == "exact"
+    assert c.l2.url is None and c.models[0].name == "mobilenet_v3_small"
+
+
+def test_bad_policy_is_refused_with_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        config.from_args(["--radius", "9", "--max-radius", "4"], {})
+    assert "radius" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, value", [("4096", 4096), ("2K", 2048), ("1.5M", 1572864), ("1GiB", 1 << 30)])
+def test_parse_size(text, value):
+    assert config.parse_size(text) == value
