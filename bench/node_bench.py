@@ -32,15 +32,27 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values) * 1000, q))
 
 
-def bare_loop(model_name: str, images: list[bytes], batch: int) -> float:
+def rate(fn, count: int, reps: int) -> float:
+    """Median images/s of ``reps`` runs of fn(rep)."""
+    rates = []
+    for rep in range(reps):
+        started = time.perf_counter()
+        fn(rep)
+        rates.append(count / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def bare_loop(model_name: str, images: list[bytes], batch: int, reps: int) -> float:
     from ringserve.server.models import ModelConfig, load
 
     model = load(ModelConfig(name=model_name))
-    model.features([model.preprocess(decode(images[0]))])  # warm-up
-    started = time.perf_counter()
-    for i in range(0, len(images), batch):
-        model.features([model.preprocess(decode(b)) for b in images[i : i + batch]])
-    return len(images) / (time.perf_counter() - started)
+    model.features([model.preprocess(decode(b)) for b in images[:batch]])  # warm-up
+
+    def run(_rep: int) -> None:
+        for i in range(0, len(images), batch):
+            model.features([model.preprocess(decode(b)) for b in images[i : i + batch]])
+
+    return rate(run, len(images), reps)
 
 
 def one_by_one(client: Client, images: list[bytes], expect: str) -> list[float]:
@@ -58,30 +70,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default="mobilenet_v3_small")
     p.add_argument("--images", type=int, default=96)
     p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--reps", type=int, default=3, help="runs per measure; the median is reported")
     a = p.parse_args(argv)
     images = [jpeg(10_000 + i, size=(256, 256)) for i in range(a.images)]
+    cold_sets = [[jpeg(20_000 + 1000 * r + i, size=(256, 256)) for i in range(a.images)] for r in range(a.reps)]
     work = scratch_dir("ringserve-bench-")
     print(f"bare model loop on {a.images} images ...", flush=True)
-    bare = bare_loop(a.model, images, a.max_batch)
+    bare = bare_loop(a.model, images, a.max_batch, a.reps)
     redis = RedisProcess(work / "redis").start()
     args = ["--model", a.model, "--redis-url", redis.url, "--max-batch", str(a.max_batch), "--drain-delay", "0"]
     node = NodeProcess(work, "bench-a", args).start()
     try:
         with Client(node.target, window=64) as c:
-            c.extract_detailed(images[:4], cache_mode="bypass")  # warm-up
+            c.extract_detailed(images[: a.max_batch * 2], cache_mode="bypass")  # warm-up
             print("through the node, cache bypassed ...", flush=True)
-            started = time.perf_counter()
-            c.extract_detailed(images, cache_mode="bypass", hints=False)
-            served = a.images / (time.perf_counter() - started)
+            served = rate(lambda _r: c.extract_detailed(images, cache_mode="bypass", hints=False), a.images, a.reps)
             print("cold cache (computes and writes both tiers) ...", flush=True)
-            started = time.perf_counter()
+            cold = rate(lambda r: c.extract_detailed(cold_sets[r], hints=False), a.images, a.reps)
             c.extract_detailed(images, hints=False)
-            cold = a.images / (time.perf_counter() - started)
             print("L1 hits, one image per call ...", flush=True)
             l1 = one_by_one(c, images, "l1")
-            started = time.perf_counter()
-            c.extract_detailed(images, hints=False)
-            l1_stream = a.images / (time.perf_counter() - started)
+            l1_stream = rate(lambda _r: c.extract_detailed(images, hints=False), a.images, a.reps)
         node.stop()
         node = NodeProcess(work, "bench-b", args).start()
         with Client(node.target) as c:
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         node.stop()
         redis.stop()
     result = {
-        "model": a.model, "images": a.images, "image_size": "256x256 JPEG", "max_batch": a.max_batch,
+        "model": a.model, "images": a.images, "reps_median_of": a.reps, "image_size": "256x256 JPEG", "max_batch": a.max_batch,
         "machine": "2-core CPU, node and bench client on the same machine",
         "bare_model_images_per_s": round(bare, 1),
         "node_bypass_images_per_s": round(served, 1),
