@@ -4,17 +4,18 @@ keys -> L1 exact -> L2 exact -> decode and fingerprint -> L1/L2 perceptual (if t
 policy allows) -> single flight -> cross-node lock -> batcher -> model; then the
 result goes to L1 at once and to L2 in the background. Each step is its own
 module; this file only composes them and maps typed failures to per-item
-statuses. A stream is read and answered concurrently: replies go back in
-completion order, each with its request id.
+statuses. ``ItemStreams`` reads each stream and answers it concurrently: replies go
+back in completion order, each with its request id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ import torch
 
 from ringserve.contract import codec, fingerprint
 from ringserve.contract.images import ImageError, ImageLimits, decode
+from ringserve.contract.streams import ItemStreams
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server import keys
@@ -42,7 +44,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 5
 # Hash larger payloads in a thread: BLAKE2b runs ~1 GB/s, so this keeps the loop under ~0.25 ms.
 INLINE_DIGEST_BYTES = 256 * 1024
-_READER_DONE = object()
 
 
 @dataclass(frozen=True)
@@ -94,14 +95,6 @@ class Served:
     distance: int = 0
 
 
-class _Stream:
-    """Book-keeping of one open call, so that a drain can stop its reader."""
-
-    def __init__(self) -> None:
-        self.reader: asyncio.Task[None] | None = None
-        self.cut = False
-
-
 class InferenceServicer(pb_grpc.InferenceServicer):
     def __init__(
         self,
@@ -125,11 +118,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.pool = pool
         self.metrics = metrics
         self.inflight = 0
-        # Items read from streams and replies written back, over the node's life: equal after a clean drain.
-        self.received = 0
-        self.answered = 0
-        self.draining = False
-        self._streams: set[_Stream] = set()
+        self.streams = ItemStreams(f"node {node_id}")
         self._prepares: Group[Prepared] = Group()
         self._computes: Group[tuple[np.ndarray, int]] = Group()
         self._lock_token = f"{node_id}:{secrets.token_hex(4)}"
@@ -137,11 +126,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     # ---- the service -----------------------------------------------------------------------
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
-        async for reply in self._serve(request_iterator, context, "extract", self._extract):
+        handle = functools.partial(self._item, method="extract", reply_type=pb.ExtractReply, handle=self._extract)
+        async for reply in self.streams.serve(request_iterator, context, handle):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
-        async for reply in self._serve(request_iterator, context, "classify", self._classify):
+        handle = functools.partial(self._item, method="classify", reply_type=pb.ClassifyReply, handle=self._classify)
+        async for reply in self.streams.serve(request_iterator, context, handle):
             yield reply
 
     async def ListModels(self, request, context) -> pb.ListModelsReply:
@@ -155,73 +146,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         ]
         return pb.ListModelsReply(models=infos, default_model=self.default_model, node=self.node_id)
 
-    # ---- drain -----------------------------------------------------------------------------
+    # ---- one item -------------------------------------------------------------------------
 
     async def drain(self, timeout_s: float) -> None:
         """Stop reading new items on every stream, and wait for the admitted ones to be answered."""
-        self.draining = True
-        for stream in list(self._streams):
-            if stream.reader is not None and not stream.reader.done():
-                stream.cut = True
-                stream.reader.cancel()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while (self._streams or self.inflight) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        if self._streams or self.inflight:
-            log.warning("drain timed out with %d items in flight", self.inflight)
-        log.info("drained: received=%d answered=%d", self.received, self.answered)
-
-    # ---- one stream ------------------------------------------------------------------------
-
-    async def _serve(self, requests, context, method: str, handle: Callable[[pb.ImageRequest], Awaitable]):
-        if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"node {self.node_id} is draining; send to another node")
-        reply_type = pb.ExtractReply if method == "extract" else pb.ClassifyReply
-        out: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
-        stream = _Stream()
-        self._streams.add(stream)
-        outstanding = 0
-
-        def spawn(request: pb.ImageRequest) -> None:
-            task = asyncio.ensure_future(self._item(request, method, reply_type, handle))
-            tasks.add(task)
-            task.add_done_callback(lambda t: (tasks.discard(t), None if t.cancelled() else out.put_nowait(t.result())))
-
-        async def read() -> None:
-            nonlocal outstanding
-            try:
-                async for request in requests:
-                    outstanding += 1
-                    self.received += 1
-                    spawn(request)
-            finally:
-                out.put_nowait(_READER_DONE)
-
-        stream.reader = asyncio.ensure_future(read())
-        reader_done = False
-        try:
-            while not (reader_done and outstanding == 0):
-                message = await out.get()
-                if message is _READER_DONE:
-                    reader_done = True
-                    if not stream.reader.cancelled() and stream.reader.exception() is not None:
-                        raise stream.reader.exception()
-                    continue
-                outstanding -= 1
-                yield message
-                self.answered += 1
-            if stream.cut:
-                context.set_code(grpc.StatusCode.UNAVAILABLE)
-                context.set_details(
-                    f"node {self.node_id} is draining: every item it read was answered; re-send the rest elsewhere"
-                )
-        finally:
-            self._streams.discard(stream)
-            stream.reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+        await self.streams.drain(timeout_s)
 
     async def _item(self, request: pb.ImageRequest, method: str, reply_type, handle) -> object:
         started = time.perf_counter()

@@ -38,20 +38,29 @@ class CachePolicy(_message.Message):
     def __init__(self, mode: _Optional[_Union[CacheMode, str]] = ..., max_distance: _Optional[int] = ...) -> None: ...
 
 class ImageRequest(_message.Message):
-    __slots__ = ("request_id", "image", "model", "phash_hint", "cache_policy", "top_k")
+    __slots__ = ("request_id", "image", "model", "phash_hint", "cache_policy", "top_k", "trace_context")
+    class TraceContextEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PHASH_HINT_FIELD_NUMBER: _ClassVar[int]
     CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     image: bytes
     model: str
     phash_hint: int
     cache_policy: CachePolicy
     top_k: int
-    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., model: _Optional[str] = ..., phash_hint: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, _Mapping]] = ..., top_k: _Optional[int] = ...) -> None: ...
+    trace_context: _containers.ScalarMap[str, str]
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., model: _Optional[str] = ..., phash_hint: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, _Mapping]] = ..., top_k: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message")
