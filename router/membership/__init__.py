@@ -1,0 +1,1 @@
+"""Membership sources: where the router learns which nodes exist."""

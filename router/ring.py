@@ -1,0 +1,80 @@
+"""Placement: a consistent-hash ring over node identities, with bounded loads.
+
+The ring is uhashring's ketama continuum over stable names (StatefulSet pod
+names, never addresses), so every router that sees the same members places
+every key the same way, and adding one node to N moves about 1/(N+1) of the
+keys, all of them to the new node. Bounded loads (Mirrokni, Thorup and
+Zadimoghaddam, "Consistent Hashing with Bounded Loads", 2017): a node whose
+load would exceed c times the mean (weighted) is passed over for the next
+distinct node clockwise, so one hot key cannot melt one node while every
+other key stays where it was. Knows nothing of gRPC.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterator, Mapping
+
+from uhashring import HashRing
+
+from ringserve.contract.fingerprint import to_hex
+
+
+class Ring:
+    def __init__(self, members: Mapping[str, int] | None = None, load_factor: float = 1.25) -> None:
+        if load_factor < 1.0:
+            raise ValueError(f"load factor {load_factor} must be >= 1 (1 means perfectly even)")
+        self.load_factor = load_factor
+        self._weights: dict[str, int] = {}
+        self._ring = HashRing(nodes={}, hash_fn="ketama")
+        self.set_members(members or {})
+
+    @property
+    def members(self) -> dict[str, int]:
+        return dict(self._weights)
+
+    def __len__(self) -> int:
+        return len(self._weights)
+
+    def set_members(self, members: Mapping[str, int]) -> bool:
+        """Replace the member set (name -> weight); True if it changed."""
+        members = {name: max(1, int(w)) for name, w in members.items()}
+        if members == self._weights:
+            return False
+        self._weights = members
+        self._ring = HashRing(nodes={n: {"weight": w} for n, w in sorted(members.items())}, hash_fn="ketama")
+        return True
+
+    def owner(self, key: int) -> str | None:
+        """The node that owns ``key`` when loads are ignored."""
+        if not self._weights:
+            return None
+        return self._ring.get_node(to_hex(key))
+
+    def walk(self, key: int) -> Iterator[str]:
+        """Distinct members clockwise from ``key``: the owner first, then the failover order."""
+        if not self._weights:
+            return iter(())
+        return self._ring.iterate_nodes(to_hex(key), distinct=True)
+
+    def capacity(self, node: str, loads: Mapping[str, int]) -> int:
+        """Most in-flight items ``node`` may hold, counting the one being placed."""
+        total = sum(loads.get(n, 0) for n in self._weights) + 1
+        share = self._weights[node] / sum(self._weights.values())
+        return max(1, math.ceil(self.load_factor * total * share))
+
+    def place(self, key: int, loads: Mapping[str, int], exclude: Collection[str] = ()) -> str | None:
+        """First node clockwise from ``key`` with room under bounded loads, skipping ``exclude``.
+
+        When every remaining node is at capacity, the first remaining one takes it: bounded
+        loads spreads load, it does not refuse work (the nodes' own queues do that).
+        """
+        fallback = None
+        for node in self.walk(key):
+            if node in exclude:
+                continue
+            if fallback is None:
+                fallback = node
+            if loads.get(node, 0) + 1 <= self.capacity(node, loads):
+                return node
+        return fallback

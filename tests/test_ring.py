@@ -1,0 +1,77 @@
+import random
+from collections import Counter
+
+import pytest
+
+from ringserve.router.ring import Ring
+
+_RNG = random.Random(7)
+KEYS = [_RNG.getrandbits(64) for _ in range(20_000)]
+
+
+def owners(ring: Ring) -> dict[int, str]:
+    return {k: ring.owner(k) for k in KEYS}
+
+
+@pytest.mark.parametrize("n", [3, 4, 8])
+def test_adding_a_node_moves_about_one_over_n_plus_one_and_only_to_it(n):
+    before = Ring({f"node-{i}": 1 for i in range(n)})
+    after = Ring({f"node-{i}": 1 for i in range(n + 1)})
+    a, b = owners(before), owners(after)
+    moved = [k for k in KEYS if a[k] != b[k]]
+    assert all(b[k] == f"node-{n}" for k in moved)  # only to the new node
+    share = len(moved) / len(KEYS)
+    assert 0.5 / (n + 1) < share < 1.6 / (n + 1), share
+
+
+def test_removing_a_node_moves_only_its_own_keys():
+    full = Ring({f"node-{i}": 1 for i in range(5)})
+    less = Ring({f"node-{i}": 1 for i in range(5) if i != 2})
+    a, b = owners(full), owners(less)
+    assert all(a[k] == "node-2" for k in KEYS if a[k] != b[k])
+    assert all(b[k] != "node-2" for k in KEYS)
+
+
+def test_two_routers_with_the_same_members_agree():
+    members = {"web-0": 1, "web-1": 2, "web-2": 1}
+    assert owners(Ring(members)) == owners(Ring(dict(reversed(members.items()))))
+
+
+def test_walk_gives_distinct_nodes_owner_first():
+    ring = Ring({f"n{i}": 1 for i in range(4)})
+    for k in KEYS[:100]:
+        order = list(ring.walk(k))
+        assert order[0] == ring.owner(k) and sorted(order) == ["n0", "n1", "n2", "n3"]
+
+
+@pytest.mark.parametrize("c", [1.1, 1.25, 2.0])
+def test_bounded_loads_cap_every_node_under_a_skewed_workload(c):
+    ring = Ring({f"n{i}": 1 for i in range(5)}, load_factor=c)
+    rng = random.Random(1)
+    hot = KEYS[:3]
+    # 70% of items are three hot keys; items stay in flight (loads only grow)
+    loads: Counter = Counter()
+    for _ in range(2000):
+        key = rng.choice(hot) if rng.random() < 0.7 else rng.choice(KEYS)
+        node = ring.place(key, loads)
+        loads[node] += 1
+        mean = sum(loads.values()) / 5
+        assert loads[node] <= c * mean + 1
+    assert max(loads.values()) <= c * (2000 / 5) + 1
+
+
+def test_bounded_loads_keep_keys_home_when_loads_are_even():
+    ring = Ring({f"n{i}": 1 for i in range(4)})
+    loads = {f"n{i}": 10 for i in range(4)}
+    assert all(ring.place(k, loads) == ring.owner(k) for k in KEYS[:500])
+
+
+def test_place_skips_excluded_and_weights_scale_capacity():
+    ring = Ring({"a": 1, "b": 3})
+    k = KEYS[0]
+    first = ring.owner(k)
+    assert ring.place(k, {}, exclude={first}) != first
+    assert ring.place(k, {}, exclude={"a", "b"}) is None
+    assert ring.capacity("b", {"a": 0, "b": 99}) > ring.capacity("a", {"a": 0, "b": 99})
+    with pytest.raises(ValueError):
+        Ring({}, load_factor=0.9)
