@@ -23,6 +23,7 @@ import numpy as np
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
+from ringserve.contract import telemetry
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 
@@ -148,6 +149,7 @@ class AsyncClient:
         deadline = None if timeout is None else loop.time() + timeout
         pending = {r.request_id: r for r in requests}
         done: dict[str, Any] = {}
+        unavailable: dict[str, str] = {}  # the server's last word on each item it could not take
         last_unavailable = ""
         for attempt in range(cfg.retries + 1):
             if attempt:
@@ -156,7 +158,7 @@ class AsyncClient:
                     break
                 await asyncio.sleep(delay)
             try:
-                await self._stream_once(method, list(pending.values()), deadline, done, pending)
+                await self._stream_once(method, list(pending.values()), deadline, done, pending, unavailable)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     error = errors.from_status(exc.code(), exc.details() or "")
@@ -168,12 +170,13 @@ class AsyncClient:
             if not pending:
                 break
         for rid in pending:
-            done[rid] = errors.Unavailable(
-                f"not answered after {cfg.retries} retries: {last_unavailable or 'no server took it'}", rid)
+            reason = unavailable.get(rid) or last_unavailable or "no server took it"
+            done[rid] = errors.Unavailable(f"not answered after {cfg.retries} retries: {reason}", rid)
         return [done[r.request_id] for r in requests]
 
     async def _stream_once(self, method: str, items: list[pb.ImageRequest], deadline: float | None,
-                           done: dict[str, Any], pending: dict[str, pb.ImageRequest]) -> None:
+                           done: dict[str, Any], pending: dict[str, pb.ImageRequest],
+                           unavailable: dict[str, str]) -> None:
         if not items:
             return
         window = asyncio.Semaphore(self.config.window)
@@ -185,7 +188,9 @@ class AsyncClient:
 
         loop = asyncio.get_running_loop()
         timeout = None if deadline is None else max(0.001, deadline - loop.time())
-        call = getattr(self._stub, method)(send(), timeout=timeout)
+        carrier: dict[str, str] = {}
+        telemetry.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
+        call = getattr(self._stub, method)(send(), timeout=timeout, metadata=tuple(carrier.items()) or None)
         async for reply in call:
             window.release()
             rid = reply.request_id
@@ -193,6 +198,7 @@ class AsyncClient:
                 continue  # answered already: never hand a caller two answers for one item
             code = errors.code_of(reply.status.code)
             if code == grpc.StatusCode.UNAVAILABLE:
+                unavailable[rid] = reply.status.message
                 continue  # stays pending: re-sent on the next attempt
             del pending[rid]
             done[rid] = reply if code == grpc.StatusCode.OK else errors.from_status(code, reply.status.message, rid)

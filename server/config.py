@@ -43,6 +43,8 @@ class ServerConfig:
     # Then: the longest to wait for admitted items to be answered.
     grace_s: float = 30.0
     log_level: str = "INFO"
+    otlp_endpoint: str | None = None
+    trace_file: Path | None = None
 
 
 def parse_size(text: str) -> int:
@@ -77,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to keep serving after SIGTERM while health reports NOT_SERVING")
     g.add_argument("--grace", type=float, default=d.grace_s, help="most seconds to finish admitted items on stop")
     g.add_argument("--log-level", default=d.log_level)
+    g.add_argument("--otlp-endpoint", default=None, help="send traces to this OTLP/gRPC collector (needs [tracing])")
+    g.add_argument("--trace-file", type=Path, default=None, help="append finished spans here as JSON lines")
     g = p.add_argument_group("model")
     g.add_argument("--model", action="append", metavar="NAME[=WEIGHTS]",
                    help="model to serve, optionally with a weights file or folder; repeat for several, the first "
@@ -142,6 +146,7 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
             limits=NodeLimits(images=ImageLimits(max_bytes=a.max_image_bytes, max_pixels=a.max_pixels),
                               max_inflight=a.max_inflight),
             decode_workers=a.decode_workers, drain_delay_s=a.drain_delay, grace_s=a.grace, log_level=a.log_level,
+            otlp_endpoint=a.otlp_endpoint or None, trace_file=a.trace_file,
         )
     except ValueError as exc:
         parser.error(str(exc))

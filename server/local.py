@@ -252,5 +252,45 @@ class NodeProcess(_Child):
         return total
 
 
+class RouterProcess(NodeProcess):
+    """``python -m ringserve.router.main`` over the given members (``name=host:port,...``) or a members file."""
+
+    def __init__(self, workdir: Path, router_id: str = "router", members: str | None = None,
+                 members_file: Path | None = None, args: Sequence[str] = (), port: int | None = None,
+                 metrics_port: int | None = None) -> None:
+        super().__init__(workdir, router_id, args, port=port, metrics_port=metrics_port)
+        self.members = members
+        self.members_file = members_file
+
+    def start(self, wait: bool = True, timeout_s: float = 60.0) -> RouterProcess:
+        source = ["--members", self.members] if self.members else ["--members-file", str(self.members_file)]
+        self._spawn([sys.executable, "-m", "ringserve.router.main", "--router-id", self.node_id,
+                     "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+                     *source, *self.args], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        if wait:
+            try:
+                wait_healthy(self.target, timeout_s, proc=self.proc)
+            except LocalError as exc:
+                raise LocalError(f"router: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
+        return self
+
+    def wait_members(self, count: int, timeout_s: float = 30.0) -> list:
+        """Block until ``count`` members are SERVING on the router's ring; returns the Members reply."""
+        from ringserve.contract.v1 import cluster_pb2 as cpb
+        from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
+
+        deadline = time.monotonic() + timeout_s
+        with grpc.insecure_channel(self.target) as channel:
+            stub = cpb_grpc.ClusterStub(channel)
+            while True:
+                reply = stub.Members(cpb.MembersRequest(), timeout=5)
+                serving = [m for m in reply.members if m.state == cpb.MEMBER_STATE_SERVING]
+                if len(serving) == count:
+                    return list(reply.members)
+                if time.monotonic() > deadline:
+                    raise LocalError(f"router has {len(serving)} serving members, wanted {count}: {reply}")
+                time.sleep(0.05)
+
+
 def scratch_dir(prefix: str = "ringserve-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))

@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from ringserve.contract import telemetry
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server import config as config_mod
@@ -27,7 +28,7 @@ from ringserve.server.batcher import Batcher
 from ringserve.server.config import ServerConfig
 from ringserve.server.l1 import L1
 from ringserve.server.l2 import L2
-from ringserve.server.metrics import Metrics, make_provider, prometheus_reader
+from ringserve.server.metrics import Metrics
 from ringserve.server.servicer import InferenceServicer, ModelSlot
 
 log = logging.getLogger("ringserve.node")
@@ -39,7 +40,14 @@ class Node:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.metrics = Metrics(make_provider("ringserve-node", prometheus_reader(config.metrics_port)), config.node_id)
+        tconfig = telemetry.TelemetryConfig("ringserve-node", metrics_port=config.metrics_port,
+                                            otlp_endpoint=config.otlp_endpoint, trace_file=config.trace_file)
+        self.metrics = Metrics(telemetry.meter_provider(tconfig), config.node_id)
+        self.tracer_provider = telemetry.tracer_provider(tconfig)
+        if self.tracer_provider is not None:
+            from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+            RedisInstrumentor().instrument(tracer_provider=self.tracer_provider)
         self.pool = ThreadPoolExecutor(max_workers=config.decode_workers, thread_name_prefix="decode")
         self.slots: dict[str, ModelSlot] = {}
         for model_config in config.models:
@@ -67,7 +75,7 @@ class Node:
             slot.batcher.start()
         self.servicer = InferenceServicer(
             cfg.node_id, self.slots, next(iter(self.slots)), self.l1, self.l2, cfg.limits, cfg.policy, self.pool,
-            self.metrics,
+            self.metrics, tracer=self._tracer(),
         )
         m = self.metrics
         m.gauge("ringserve.inflight", "Items admitted and not yet answered", lambda: self.servicer.inflight)
@@ -94,6 +102,13 @@ class Node:
         log.info("node %s serving %s on %s:%d", cfg.node_id, ", ".join(self.slots), cfg.host, self.port)
         return self.port
 
+    def _tracer(self):
+        from opentelemetry import trace
+
+        if self.tracer_provider is None:
+            return trace.NoOpTracer()
+        return self.tracer_provider.get_tracer("ringserve.server")
+
     async def stop(self) -> None:
         """Drain: NOT_SERVING, wait for routers, answer admitted items, flush L2, close."""
         cfg = self.config
@@ -111,6 +126,8 @@ class Node:
             await self.l2.close()
         self.pool.shutdown(wait=True)
         self.metrics.provider.shutdown()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
         log.info("node %s stopped", cfg.node_id)
 
 

@@ -1,8 +1,7 @@
 """The node's metrics, made with opentelemetry-sdk and scraped by Prometheus.
 
 One ``Metrics`` object is built at start-up and passed down; nothing reads a
-global meter. Where the metrics go (a Prometheus endpoint, an OTLP collector)
-is configuration: ``start_prometheus`` serves the scrape endpoint.
+global meter. Where the metrics go is configuration (``contract.telemetry``).
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from collections.abc import Callable, Iterable
 
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.resources import Resource
 
 log = logging.getLogger(__name__)
 
@@ -64,19 +61,3 @@ class Metrics:
         self.provider.get_meter("ringserve.server").create_observable_gauge(
             name, callbacks=[callback], description=description
         )
-
-
-def make_provider(service: str, readers: list[MetricReader]) -> MeterProvider:
-    return MeterProvider(metric_readers=readers, resource=Resource.create({"service.name": service}))
-
-
-def prometheus_reader(port: int, host: str = "0.0.0.0") -> list[MetricReader]:
-    """A reader exposed on http://host:port/metrics; none when port is 0."""
-    if port == 0:
-        return []
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import start_http_server
-
-    start_http_server(port, addr=host)
-    log.info("metrics on http://%s:%d/metrics", host, port)
-    return [PrometheusMetricReader()]

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import torch
+from opentelemetry import trace
 
-from ringserve.contract import codec, fingerprint
+from ringserve.contract import codec, fingerprint, telemetry
 from ringserve.contract.images import ImageError, ImageLimits, decode
 from ringserve.contract.streams import ItemStreams
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -107,6 +108,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         policy: PolicyConfig,
         pool: Executor,
         metrics: Metrics,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.node_id = node_id
         self.slots = slots
@@ -117,6 +119,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.policy = policy
         self.pool = pool
         self.metrics = metrics
+        self.tracer = tracer or trace.NoOpTracer()
         self.inflight = 0
         self.streams = ItemStreams(f"node {node_id}")
         self._prepares: Group[Prepared] = Group()
@@ -126,12 +129,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     # ---- the service -----------------------------------------------------------------------
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
-        handle = functools.partial(self._item, method="extract", reply_type=pb.ExtractReply, handle=self._extract)
+        handle = functools.partial(self._item, method="extract", reply_type=pb.ExtractReply, handle=self._extract,
+                                   parent=telemetry.extract_metadata(context))
         async for reply in self.streams.serve(request_iterator, context, handle):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
-        handle = functools.partial(self._item, method="classify", reply_type=pb.ClassifyReply, handle=self._classify)
+        handle = functools.partial(self._item, method="classify", reply_type=pb.ClassifyReply, handle=self._classify,
+                                   parent=telemetry.extract_metadata(context))
         async for reply in self.streams.serve(request_iterator, context, handle):
             yield reply
 
@@ -152,7 +157,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         """Stop reading new items on every stream, and wait for the admitted ones to be answered."""
         await self.streams.drain(timeout_s)
 
-    async def _item(self, request: pb.ImageRequest, method: str, reply_type, handle) -> object:
+    async def _item(self, request: pb.ImageRequest, method: str, reply_type, handle, parent=None) -> object:
         started = time.perf_counter()
         source = "none"
         if self.inflight >= self.limits.max_inflight:
@@ -161,9 +166,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                            f"{self.limits.max_inflight}); back off and retry, or send to another node")
         else:
             self.inflight += 1
+            # An item multiplexed by a router carries its own trace context; a direct call's is the call's.
+            if request.trace_context:
+                parent = telemetry.extract(request.trace_context)
             try:
-                reply = await handle(request)
-                source = pb.Source.Name(reply.provenance.source).removeprefix("SOURCE_").lower()
+                with self.tracer.start_as_current_span(f"node.{method}", context=parent) as span:
+                    reply = await handle(request)
+                    source = pb.Source.Name(reply.provenance.source).removeprefix("SOURCE_").lower()
+                    span.set_attribute("ringserve.node", self.node_id)
+                    span.set_attribute("ringserve.source", source)
             except ImageError as exc:
                 reply = _error(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {exc}")
             except Overloaded as exc:

@@ -44,7 +44,7 @@ async def test_file_source_follows_changes_and_keeps_last_good_list(tmp_path):
 @pytest.fixture
 def dns_server():
     """A real DNS server on loopback (dnslib) answering SRV and A records we control."""
-    from dnslib import QTYPE, RR, A, DNSLabel, SRV
+    from dnslib import QTYPE, RR, SRV, A, DNSLabel
     from dnslib.server import BaseResolver, DNSServer
 
     from ringserve.server.local import free_port

@@ -1,0 +1,88 @@
+"""OpenTelemetry set-up shared by node and router, and trace context carried per item.
+
+Where telemetry goes is configuration: a Prometheus scrape port for metrics, an
+OTLP endpoint and/or a JSON-lines file for traces. Imports are lazy so the bare
+client, which only propagates context when OpenTelemetry is present, needs none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    service: str
+    # Prometheus /metrics port; 0 for none.
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
+    # OTLP/gRPC collector for traces, e.g. http://otel-collector:4317; None for none.
+    otlp_endpoint: str | None = None
+    # Append finished spans as JSON lines here (debugging, tests); None for none.
+    trace_file: Path | None = None
+
+
+def meter_provider(config: TelemetryConfig) -> Any:
+    """A MeterProvider, exposed on a Prometheus endpoint when a port is set."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+
+    readers = []
+    if config.metrics_port:
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_port, addr=config.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", config.metrics_host, config.metrics_port)
+        readers.append(PrometheusMetricReader())
+    return MeterProvider(metric_readers=readers, resource=Resource.create({"service.name": config.service}))
+
+
+def tracer_provider(config: TelemetryConfig) -> Any | None:
+    """A TracerProvider exporting where configured; None (tracing off) when nowhere."""
+    if not config.otlp_endpoint and not config.trace_file:
+        return None
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": config.service}))
+    if config.otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=config.otlp_endpoint, insecure=True)))
+    if config.trace_file:
+        out = open(config.trace_file, "a", buffering=1)
+        exporter = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
+        provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
+    return provider
+
+
+def inject(carrier: MutableMapping[str, str]) -> None:
+    """Write the current trace context (W3C traceparent) into ``carrier``, if OpenTelemetry is present."""
+    try:
+        from opentelemetry import propagate
+    except ImportError:
+        return
+    propagate.inject(carrier)
+
+
+def extract_metadata(context: Any) -> Any:
+    """The trace context a caller sent in a call's gRPC metadata (W3C traceparent), or None."""
+    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    if "traceparent" not in metadata:
+        return None
+    return extract(metadata)
+
+
+def extract(carrier: Mapping[str, str]) -> Any:
+    """The trace context in ``carrier`` (an item's trace_context map), for use as a span's parent."""
+    from opentelemetry import propagate
+
+    return propagate.extract(carrier)

@@ -1,0 +1,140 @@
+"""Router configuration: one dataclass per component, filled here and only here.
+
+Every flag can also come from the environment as RINGSERVE_ROUTER_<FLAG>
+(``--members`` is ``RINGSERVE_ROUTER_MEMBERS``); a flag on the command line wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ringserve.contract.images import ImageLimits
+from ringserve.router.health import HealthConfig
+from ringserve.router.membership.base import Member, MembershipError, parse_members
+
+ENV_PREFIX = "RINGSERVE_ROUTER_"
+
+
+@dataclass(frozen=True)
+class MembershipConfig:
+    """Exactly one source: a static list, a watched file, or a DNS name."""
+
+    static: tuple[Member, ...] = ()
+    file: Path | None = None
+    dns_name: str | None = None
+    dns_port: int = 50051  # node port for A records (SRV records carry their own)
+    dns_server: str | None = None  # default: the system resolver
+    dns_server_port: int = 53
+    interval_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class PlacementConfig:
+    # "ring" (consistent hashing with bounded loads) or "round-robin" (for comparison only).
+    policy: str = "ring"
+    load_factor: float = 1.25
+    # Nodes tried per item before it is answered with the last error.
+    max_attempts: int = 3
+    # Items in flight through the router, all callers together; past it RESOURCE_EXHAUSTED.
+    max_inflight: int = 4096
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    router_id: str = field(default_factory=socket.gethostname)
+    host: str = "0.0.0.0"
+    port: int = 50050
+    metrics_port: int = 0
+    membership: MembershipConfig = MembershipConfig()
+    placement: PlacementConfig = PlacementConfig()
+    health: HealthConfig = HealthConfig()
+    limits: ImageLimits = ImageLimits()
+    hash_workers: int = 2
+    drain_delay_s: float = 1.0
+    grace_s: float = 30.0
+    log_level: str = "INFO"
+    otlp_endpoint: str | None = None
+    trace_file: Path | None = None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RouterConfig()
+    p = argparse.ArgumentParser(
+        prog="ringserve-router",
+        description="Route Extract and Classify items to ringserve nodes on a consistent-hash ring of image "
+        "fingerprints, with health checks, failover and bounded loads. Every flag can be set as "
+        "RINGSERVE_ROUTER_<FLAG> in the environment.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    g = p.add_argument_group("router")
+    g.add_argument("--router-id", default=d.router_id)
+    g.add_argument("--host", default=d.host)
+    g.add_argument("--port", type=int, default=d.port)
+    g.add_argument("--metrics-port", type=int, default=d.metrics_port, help="Prometheus /metrics port, 0 for none")
+    g.add_argument("--hash-workers", type=int, default=d.hash_workers, help="threads that fingerprint unhinted images")
+    g.add_argument("--drain-delay", type=float, default=d.drain_delay_s)
+    g.add_argument("--grace", type=float, default=d.grace_s)
+    g.add_argument("--log-level", default=d.log_level)
+    g.add_argument("--otlp-endpoint", default=None, help="send traces to this OTLP/gRPC collector (needs [tracing])")
+    g.add_argument("--trace-file", type=Path, default=None, help="append finished spans here as JSON lines")
+    g = p.add_argument_group("membership (exactly one)")
+    g.add_argument("--members", default=None, help="static list: name=host:port[*weight],...")
+    g.add_argument("--members-file", type=Path, default=None, help="file of name=host:port lines, re-read on change")
+    g.add_argument("--members-dns", default=None,
+                   help="DNS name: _grpc._tcp.<headless service> (SRV: pod names) or a plain name (A records)")
+    g.add_argument("--dns-node-port", type=int, default=50051, help="node port for A records")
+    g.add_argument("--dns-server", default=None, help="resolver address (default: the system's)")
+    g.add_argument("--dns-server-port", type=int, default=53)
+    g.add_argument("--members-interval", type=float, default=d.membership.interval_s, help="seconds between re-reads")
+    g = p.add_argument_group("placement")
+    g.add_argument("--placement", choices=["ring", "round-robin"], default=d.placement.policy)
+    g.add_argument("--load-factor", type=float, default=d.placement.load_factor,
+                   help="bounded loads c: pass over a node above c x the mean in-flight load")
+    g.add_argument("--max-attempts", type=int, default=d.placement.max_attempts, help="nodes tried per item")
+    g.add_argument("--max-inflight", type=int, default=d.placement.max_inflight)
+    g = p.add_argument_group("health")
+    g.add_argument("--failures-to-eject", type=int, default=d.health.failures_to_eject)
+    g.add_argument("--base-ejection", type=float, default=d.health.base_ejection_s,
+                   help="seconds a failing node stays ejected, doubled per repeat")
+    g.add_argument("--max-image-bytes", type=int, default=d.limits.max_bytes)
+    return p
+
+
+def _env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    for action in parser._actions:
+        if not action.option_strings or action.dest == "help":
+            continue
+        value = environ.get(ENV_PREFIX + action.dest.upper())
+        if value is not None:
+            action.default = action.type(value) if action.type else value
+
+
+def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> RouterConfig:
+    parser = build_parser()
+    _env_defaults(parser, os.environ if environ is None else environ)
+    a = parser.parse_args(argv)
+    sources = [x for x in (a.members, a.members_file, a.members_dns) if x]
+    if len(sources) != 1:
+        parser.error("give exactly one of --members, --members-file, --members-dns")
+    try:
+        static = tuple(parse_members(a.members)) if a.members else ()
+        return RouterConfig(
+            router_id=a.router_id, host=a.host, port=a.port, metrics_port=a.metrics_port,
+            membership=MembershipConfig(static=static, file=a.members_file, dns_name=a.members_dns,
+                                        dns_port=a.dns_node_port, dns_server=a.dns_server,
+                                        dns_server_port=a.dns_server_port, interval_s=a.members_interval),
+            placement=PlacementConfig(policy=a.placement, load_factor=a.load_factor, max_attempts=a.max_attempts,
+                                      max_inflight=a.max_inflight),
+            health=HealthConfig(failures_to_eject=a.failures_to_eject, base_ejection_s=a.base_ejection),
+            limits=ImageLimits(max_bytes=a.max_image_bytes),
+            hash_workers=a.hash_workers, drain_delay_s=a.drain_delay, grace_s=a.grace, log_level=a.log_level,
+            otlp_endpoint=a.otlp_endpoint or None, trace_file=a.trace_file,
+        )
+    except (MembershipError, ValueError) as exc:
+        parser.error(str(exc))
+        raise

@@ -1,0 +1,148 @@
+"""The router process: learn members, watch their health, keep the ring, serve, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from ringserve.contract import telemetry
+from ringserve.contract.v1 import cluster_pb2 as cpb
+from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.router import config as config_mod
+from ringserve.router.config import MembershipConfig, RouterConfig
+from ringserve.router.health import HealthTracker
+from ringserve.router.membership.base import Source
+from ringserve.router.membership.dns import DnsSource
+from ringserve.router.membership.file import FileSource
+from ringserve.router.membership.static import StaticSource
+from ringserve.router.metrics import RouterMetrics
+from ringserve.router.peers import Peers
+from ringserve.router.ring import Ring
+from ringserve.router.servicer import ClusterServicer, RouterServicer
+
+log = logging.getLogger("ringserve.router")
+SERVICES = (pb.DESCRIPTOR.services_by_name["Inference"].full_name, cpb.DESCRIPTOR.services_by_name["Cluster"].full_name)
+
+
+def make_source(config: MembershipConfig) -> Source:
+    if config.static:
+        return StaticSource(config.static)
+    if config.file is not None:
+        return FileSource(config.file, interval_s=min(config.interval_s, 1.0))
+    if config.dns_name:
+        return DnsSource(config.dns_name, port=config.dns_port, interval_s=config.interval_s,
+                         nameserver=config.dns_server, nameserver_port=config.dns_server_port)
+    raise ValueError("no membership source configured")
+
+
+class Router:
+    def __init__(self, config: RouterConfig, source: Source | None = None) -> None:
+        self.config = config
+        tconfig = telemetry.TelemetryConfig("ringserve-router", metrics_port=config.metrics_port,
+                                            otlp_endpoint=config.otlp_endpoint, trace_file=config.trace_file)
+        self.metrics = RouterMetrics(telemetry.meter_provider(tconfig), config.router_id)
+        self.tracer_provider = telemetry.tracer_provider(tconfig)
+        self.source = source or make_source(config.membership)
+        self.ring = Ring(load_factor=config.placement.load_factor)
+        self.peers = Peers()
+        self.health = HealthTracker(config.health, on_change=self._update_ring,
+                                    on_eject=lambda node: self.metrics.ejections.add(1, {"node": node}))
+        self.pool = ThreadPoolExecutor(max_workers=config.hash_workers, thread_name_prefix="phash")
+        tracer = self.tracer_provider.get_tracer("ringserve.router") if self.tracer_provider else None
+        self.servicer = RouterServicer(config.router_id, self.ring, self.peers, self.health, config.placement,
+                                       config.limits, self.pool, self.metrics, tracer)
+        self.own_health = health_aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+        self._membership: asyncio.Task | None = None
+        m = self.metrics
+        m.observe("ringserve.router.inflight", "Items in flight per node", lambda: self.peers.loads())
+        m.observe("ringserve.router.members", "Nodes on the ring", lambda: len(self.ring))
+        m.observe("ringserve.router.known", "Nodes known from membership", lambda: len(self.health.nodes))
+
+    def _update_ring(self) -> None:
+        members = {name: m.weight for name, m in self.health.on_ring().items()}
+        if self.ring.set_members(members):
+            log.info("ring: %s", ", ".join(sorted(members)) or "(empty)")
+
+    async def _follow_membership(self) -> None:
+        async for members in self.source.watch():
+            log.info("membership: %s", ", ".join(f"{m.name}={m.address}" for m in members) or "(none)")
+            await self.peers.set_members(members)
+            self.health.set_members(members)
+
+    async def start(self) -> int:
+        cfg = self.config
+        self._membership = asyncio.get_running_loop().create_task(self._follow_membership(), name="membership")
+        self.server = grpc.aio.server(options=[
+            ("grpc.max_receive_message_length", cfg.limits.max_bytes + 1024 * 1024),
+            ("grpc.so_reuseport", 0),
+        ])
+        pb_grpc.add_InferenceServicer_to_server(self.servicer, self.server)
+        cpb_grpc.add_ClusterServicer_to_server(ClusterServicer(self.servicer), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.own_health, self.server)
+        reflection.enable_server_reflection(
+            (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            self.server)
+        self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
+        await self.server.start()
+        for service in ("", *SERVICES):
+            await self.own_health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("router %s serving on %s:%d", cfg.router_id, cfg.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        cfg = self.config
+        log.info("router %s draining", cfg.router_id)
+        await self.own_health.enter_graceful_shutdown()
+        await asyncio.sleep(cfg.drain_delay_s)
+        await self.servicer.drain(cfg.grace_s)
+        if self.server is not None:
+            await self.server.stop(grace=1.0)
+        if self._membership is not None:
+            self._membership.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._membership
+        await self.health.close()
+        await self.peers.close()
+        self.pool.shutdown(wait=True)
+        self.metrics.provider.shutdown()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        log.info("router %s stopped", cfg.router_id)
+
+
+async def serve(config: RouterConfig) -> None:
+    router = Router(config)
+    await router.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await router.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = config_mod.from_args(argv)
+    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(serve(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The router's metrics: placement per node, in-flight, retries, ejections, ring membership."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.sdk.metrics import MeterProvider
+
+
+class RouterMetrics:
+    def __init__(self, provider: MeterProvider, router_id: str) -> None:
+        self.provider = provider
+        self.router_id = router_id
+        meter = provider.get_meter("ringserve.router")
+        self.placed = meter.create_counter("ringserve.router.placed", description="Items sent to each node")
+        self.retries = meter.create_counter("ringserve.router.retries", description="Items re-sent to another node")
+        self.errors = meter.create_counter("ringserve.router.errors", description="Items the router answered with an error")
+        self.ejections = meter.create_counter("ringserve.router.ejections", description="Outlier ejections per node")
+        self._meter = meter
+
+    def observe(self, name: str, description: str, read: Callable[[], dict[str, float] | float]) -> None:
+        """A gauge read at scrape time; ``read`` returns a value, or a value per node."""
+
+        def callback(_options: CallbackOptions) -> Iterable[Observation]:
+            value = read()
+            if isinstance(value, dict):
+                for node, v in value.items():
+                    yield Observation(v, {"router": self.router_id, "node": node})
+            else:
+                yield Observation(value, {"router": self.router_id})
+
+        self._meter.create_observable_gauge(name, callbacks=[callback], description=description)

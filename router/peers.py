@@ -1,0 +1,166 @@
+"""How to reach a node: one channel and long-lived streams that multiplex items of every caller.
+
+Opening a stream per item would cost a round trip per image; instead each node
+gets one Extract and one Classify stream, items carry router-made ids, and replies
+are matched back to the waiting item whatever their order. When a stream breaks
+(the node died, or drained and ended it), every item still waiting on it fails
+with ``LinkError`` so the router can place it elsewhere, and the next item opens
+a fresh stream. Knows nothing of the ring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Iterable
+
+import grpc
+
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.router.membership.base import Member
+
+log = logging.getLogger(__name__)
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+_CLOSE = object()
+
+
+class LinkError(ConnectionError):
+    """The stream to a node broke before this item was answered: it may go to another node."""
+
+
+class _MethodStream:
+    """One long-lived bidirectional call to a node, shared by many items."""
+
+    def __init__(self, rpc: grpc.aio.StreamStreamMultiCallable, node: str, method: str) -> None:
+        self.node = node
+        self.method = method
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future] = {}
+        self.closed = False
+        self._task = asyncio.get_running_loop().create_task(self._run(rpc), name=f"link-{node}-{method}")
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    async def call(self, request: pb.ImageRequest):
+        if self.closed:
+            raise LinkError(f"stream to {self.node} is closed")
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._pending[request.request_id] = future
+        self._queue.put_nowait(request)
+        try:
+            return await future
+        finally:
+            self._pending.pop(request.request_id, None)
+
+    async def _requests(self) -> AsyncIterator[pb.ImageRequest]:
+        while True:
+            item = await self._queue.get()
+            if item is _CLOSE:
+                return
+            yield item
+
+    async def _run(self, rpc: grpc.aio.StreamStreamMultiCallable) -> None:
+        reason = "stream ended"
+        try:
+            async for reply in rpc(self._requests()):
+                future = self._pending.get(reply.request_id)
+                if future is not None and not future.done():
+                    future.set_result(reply)
+        except grpc.aio.AioRpcError as exc:
+            reason = f"{exc.code().name}: {exc.details()}"
+        except asyncio.CancelledError:
+            reason = "link closed"
+            raise
+        finally:
+            self.closed = True
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(LinkError(f"{self.node} {self.method}: {reason}"))
+
+    async def close(self) -> None:
+        self._queue.put_nowait(_CLOSE)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class NodeLink:
+    """A node's channel and its streams, opened on first use and reopened after a break."""
+
+    _ids = itertools.count()
+
+    def __init__(self, member: Member) -> None:
+        self.member = member
+        self.channel = grpc.aio.insecure_channel(member.address, options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+        ])
+        self._stub = pb_grpc.InferenceStub(self.channel)
+        self._streams: dict[str, _MethodStream] = {}
+        self.placed = 0
+
+    @property
+    def inflight(self) -> int:
+        return sum(s.inflight for s in self._streams.values())
+
+    async def call(self, method: str, request: pb.ImageRequest):
+        """Forward one item; its reply, or LinkError if the stream broke first."""
+        stream = self._streams.get(method)
+        if stream is None or stream.closed:
+            stream = _MethodStream(getattr(self._stub, method), self.member.name, method)
+            self._streams[method] = stream
+        forwarded = pb.ImageRequest()
+        forwarded.CopyFrom(request)
+        forwarded.request_id = f"r{next(self._ids)}"
+        self.placed += 1
+        reply = await stream.call(forwarded)
+        reply.request_id = request.request_id
+        return reply
+
+    async def close(self) -> None:
+        for stream in self._streams.values():
+            await stream.close()
+        await self.channel.close()
+
+
+class Peers:
+    """The links to every known member, kept in step with membership."""
+
+    def __init__(self) -> None:
+        self.links: dict[str, NodeLink] = {}
+
+    def __getitem__(self, name: str) -> NodeLink:
+        return self.links[name]
+
+    def loads(self) -> dict[str, int]:
+        return {name: link.inflight for name, link in self.links.items()}
+
+    async def set_members(self, members: Iterable[Member]) -> None:
+        wanted = {m.name: m for m in members}
+        for name in list(self.links):
+            if name not in wanted or wanted[name] != self.links[name].member:
+                link = self.links.pop(name)
+                asyncio.get_running_loop().create_task(self._close_later(link))
+        for name, member in wanted.items():
+            if name not in self.links:
+                self.links[name] = NodeLink(member)
+
+    @staticmethod
+    async def _close_later(link: NodeLink, after_s: float = 30.0) -> None:
+        """Let items already on a removed member's streams finish before closing its channel."""
+        deadline = asyncio.get_running_loop().time() + after_s
+        while link.inflight and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.1)
+        await link.close()
+
+    async def close(self) -> None:
+        for link in self.links.values():
+            await link.close()
+        self.links.clear()

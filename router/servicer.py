@@ -1,0 +1,190 @@
+"""The router's services: Inference (the same contract as a node) and Cluster.
+
+An item's path: its placement key (the caller's pHash hint, or the pHash the
+router computes off the event loop) -> the ring with bounded loads -> that
+node's long-lived stream -> on a broken link, UNAVAILABLE or RESOURCE_EXHAUSTED,
+the next distinct node clockwise -> the reply, with the caller's request id.
+Every item gets exactly one reply; an item that no node could take is answered
+with the last node's status, saying which nodes were tried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
+
+import grpc
+from opentelemetry import trace
+
+from ringserve.contract import fingerprint, telemetry
+from ringserve.contract.images import ImageError, ImageLimits
+from ringserve.contract.streams import ItemStreams
+from ringserve.contract.v1 import cluster_pb2 as cpb
+from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.router.config import PlacementConfig
+from ringserve.router.health import HealthTracker
+from ringserve.router.metrics import RouterMetrics
+from ringserve.router.peers import LinkError, Peers
+from ringserve.router.ring import Ring
+
+log = logging.getLogger(__name__)
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
+RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+
+
+class RouterServicer(pb_grpc.InferenceServicer):
+    def __init__(self, router_id: str, ring: Ring, peers: Peers, health: HealthTracker, placement: PlacementConfig,
+                 limits: ImageLimits, pool: Executor, metrics: RouterMetrics, tracer: trace.Tracer | None = None) -> None:
+        self.router_id = router_id
+        self.ring = ring
+        self.peers = peers
+        self.health = health
+        self.placement = placement
+        self.limits = limits
+        self.pool = pool
+        self.metrics = metrics
+        self.tracer = tracer or trace.NoOpTracer()
+        self.streams = ItemStreams(f"router {router_id}")
+        self.inflight = 0
+        self._round_robin = itertools.count()
+
+    async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
+        handle = functools.partial(self._route, method="Extract", reply_type=pb.ExtractReply,
+                                   parent=telemetry.extract_metadata(context))
+        async for reply in self.streams.serve(request_iterator, context, handle):
+            yield reply
+
+    async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
+        handle = functools.partial(self._route, method="Classify", reply_type=pb.ClassifyReply,
+                                   parent=telemetry.extract_metadata(context))
+        async for reply in self.streams.serve(request_iterator, context, handle):
+            yield reply
+
+    async def ListModels(self, request, context) -> pb.ListModelsReply:
+        """Any serving node's answer: every node of a deployment serves the same models."""
+        for name in self.ring.members:
+            try:
+                reply = await pb_grpc.InferenceStub(self.peers[name].channel).ListModels(request, timeout=5)
+                return reply
+            except (grpc.aio.AioRpcError, KeyError) as exc:
+                log.warning("ListModels on %s failed: %s", name, exc)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "no serving node answered ListModels")
+
+    async def drain(self, timeout_s: float) -> None:
+        await self.streams.drain(timeout_s)
+
+    # ---- one item -------------------------------------------------------------------------
+
+    async def key_of(self, request: pb.ImageRequest) -> int:
+        """Placement key: the hint if given, else the pHash, else (undecodable bytes) a digest."""
+        if request.HasField("phash_hint"):
+            return request.phash_hint
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self.pool, fingerprint.phash_bytes, request.image, self.limits)
+        except ImageError:
+            # The node will say why the image is bad; any node can, so spread such items evenly.
+            return int.from_bytes(hashlib.blake2b(request.image, digest_size=8).digest(), "big")
+
+    def pick(self, key: int, exclude: set[str]) -> str | None:
+        if self.placement.policy == "round-robin":
+            members = [m for m in sorted(self.ring.members) if m not in exclude]
+            return members[next(self._round_robin) % len(members)] if members else None
+        return self.ring.place(key, self.peers.loads(), exclude)
+
+    async def _route(self, request: pb.ImageRequest, method: str, reply_type, parent=None):
+        if self.inflight >= self.placement.max_inflight:
+            self.metrics.errors.add(1, {"reason": "router_overloaded"})
+            return _error(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"router {self.router_id} has {self.inflight} items in flight; back off and retry")
+        self.inflight += 1
+        try:
+            with self.tracer.start_as_current_span(f"router.{method.lower()}", context=parent) as span:
+                return await self._forward(request, method, reply_type, span)
+        finally:
+            self.inflight -= 1
+
+    async def _forward(self, request: pb.ImageRequest, method: str, reply_type, span):
+        key = await self.key_of(request)
+        forwarded = pb.ImageRequest()
+        forwarded.CopyFrom(request)
+        forwarded.phash_hint = key
+        forwarded.trace_context.clear()
+        telemetry.inject(forwarded.trace_context)
+        tried: list[str] = []
+        last = None
+        for _attempt in range(self.placement.max_attempts):
+            node = self.pick(key, set(tried))
+            if node is None:
+                break
+            tried.append(node)
+            if len(tried) > 1:
+                self.metrics.retries.add(1, {"node": node})
+            self.metrics.placed.add(1, {"node": node})
+            try:
+                reply = await self.peers[node].call(method, forwarded)
+            except LinkError as exc:
+                self.health.failure(node, str(exc))
+                last = _error(reply_type, request, grpc.StatusCode.UNAVAILABLE, str(exc))
+                continue
+            if reply.status.code == UNAVAILABLE:
+                self.health.failure(node, reply.status.message)
+                last = reply
+                continue
+            self.health.success(node)
+            if reply.status.code == RESOURCE_EXHAUSTED:
+                last = reply  # this node's queues are full: the next one under bounded loads may have room
+                continue
+            span.set_attribute("ringserve.node", node)
+            span.set_attribute("ringserve.attempts", len(tried))
+            return reply
+        self.metrics.errors.add(1, {"reason": "no_node"})
+        if last is None:
+            return _error(reply_type, request, grpc.StatusCode.UNAVAILABLE,
+                          f"router {self.router_id}: no serving node on the ring; check the nodes' health")
+        last.request_id = request.request_id
+        last.status.message = f"{last.status.message} (tried {', '.join(tried)})"
+        return last
+
+
+class ClusterServicer(cpb_grpc.ClusterServicer):
+    def __init__(self, router: RouterServicer) -> None:
+        self.router = router
+
+    async def Members(self, request, context) -> cpb.MembersReply:
+        r = self.router
+        members = []
+        for name, h in sorted(r.health.nodes.items()):
+            link = r.peers.links.get(name)
+            if h.on_ring:
+                state = cpb.MEMBER_STATE_SERVING
+            elif h.ejected:
+                state = cpb.MEMBER_STATE_EJECTED
+            else:
+                state = cpb.MEMBER_STATE_NOT_SERVING
+            members.append(cpb.Member(name=name, address=h.member.address, weight=h.member.weight, state=state,
+                                      inflight=link.inflight if link else 0, placed=link.placed if link else 0,
+                                      ejections=h.ejections, reason="" if h.on_ring else h.reason))
+        return cpb.MembersReply(members=members, router=r.router_id, load_factor=r.ring.load_factor)
+
+    async def Owner(self, request, context) -> cpb.OwnerReply:
+        r = self.router
+        if request.WhichOneof("key") == "phash":
+            key = request.phash
+        elif request.WhichOneof("key") == "image":
+            key = await r.key_of(pb.ImageRequest(image=request.image))
+        else:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give an image or a phash")
+        return cpb.OwnerReply(phash=key, owner=r.ring.owner(key) or "", order=list(r.ring.walk(key)),
+                              placed=r.pick(key, set()) or "")
+
+
+def _error(reply_type, request: pb.ImageRequest, code: grpc.StatusCode, message: str):
+    return reply_type(request_id=request.request_id, status=pb.ItemStatus(code=code.value[0], message=message))

@@ -1,0 +1,315 @@
+"""Integration: a real router over real nodes and a real Redis, on loopback."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+
+import grpc
+import numpy as np
+import pytest
+
+from ringserve.client import Client, Overloaded
+from ringserve.contract import fingerprint
+from ringserve.contract.v1 import cluster_pb2 as cpb
+from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.server.local import NodeProcess, RouterProcess, wait_healthy
+from tests.conftest import SMALL_MODEL
+from tests.imagegen import encode, jpeg, picture
+
+
+class LocalCluster:
+    """N nodes and a router that follows a members file, all stopped at the end."""
+
+    def __init__(self, workdir, redis_url: str | None, router_args=(), node_args=()) -> None:
+        self.workdir = workdir
+        self.redis_url = redis_url
+        self.node_args = list(node_args)
+        self.router_args = list(router_args)
+        self.nodes: dict[str, NodeProcess] = {}
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.members_file = workdir / "members"
+        self.members_file.write_text("")
+        self.router: RouterProcess | None = None
+        self.traces = None
+
+    def node_cmd(self, extra=()) -> list[str]:
+        redis = ["--redis-url", self.redis_url] if self.redis_url else []
+        return [*SMALL_MODEL, *redis, *self.node_args, *extra]
+
+    def add(self, *names: str, port: int | None = None, extra=()) -> None:
+        started = []
+        for name in names:
+            node = NodeProcess(self.workdir, name, self.node_cmd(extra), port=port)
+            node.start(wait=False)
+            self.nodes[name] = node
+            started.append(node)
+        for node in started:
+            wait_healthy(node.target, 120, proc=node.proc)
+        self.write_members()
+
+    def write_members(self) -> None:
+        self.members_file.write_text("".join(f"{n}={p.target}\n" for n, p in sorted(self.nodes.items())))
+
+    def start_router(self, *args: str) -> RouterProcess:
+        self.router = RouterProcess(self.workdir, members_file=self.members_file,
+                                    args=["--members-interval", "0.1", "--drain-delay", "0.2", *self.router_args, *args])
+        self.router.start()
+        self.router.wait_members(len(self.nodes))
+        return self.router
+
+    def owner(self, keys: list[int]) -> dict[int, str]:
+        with grpc.insecure_channel(self.router.target) as channel:
+            stub = cpb_grpc.ClusterStub(channel)
+            return {k: stub.Owner(cpb.OwnerRequest(phash=k)).owner for k in keys}
+
+    def members(self) -> dict[str, cpb.Member]:
+        with grpc.insecure_channel(self.router.target) as channel:
+            reply = cpb_grpc.ClusterStub(channel).Members(cpb.MembersRequest())
+        return {m.name: m for m in reply.members}
+
+    def stop(self) -> None:
+        if self.router is not None:
+            self.router.stop(15)
+        for node in self.nodes.values():
+            node.stop(15)
+
+
+@pytest.fixture
+def cluster(workdir, request, redis_db):
+    made: list[LocalCluster] = []
+
+    def make(n: int = 3, router_args=(), node_args=(), redis: bool = True) -> LocalCluster:
+        c = LocalCluster(workdir / request.node.name, redis_db.url if redis else None, router_args, node_args)
+        made.append(c)
+        c.add(*[f"node-{i}" for i in range(n)])
+        c.start_router()
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+def test_same_image_and_its_reencoding_go_to_the_same_node_and_hit_its_l1(cluster):
+    c = cluster(3)
+    # pictures whose re-encoding at another JPEG quality keeps the pHash (where pHash agrees)
+    pairs = []
+    for seed in range(3000, 3060):
+        a, b = jpeg(seed, quality=95), jpeg(seed, quality=80)
+        if fingerprint.phash_bytes(a) == fingerprint.phash_bytes(b):
+            pairs.append((a, b))
+        if len(pairs) == 8:
+            break
+    assert len(pairs) == 8
+    with Client(c.router.target, window=1) as client:
+        first = client.extract_detailed([a for a, _ in pairs])
+        again = client.extract_detailed([a for a, _ in pairs])
+        reencoded = client.extract_detailed([b for _, b in pairs], cache_mode="perceptual", radius=0)
+    assert [r.provenance.source for r in first] == ["computed"] * 8
+    assert [r.provenance.source for r in again] == ["l1"] * 8
+    assert [r.provenance.node for r in again] == [r.provenance.node for r in first]
+    assert [r.provenance.node for r in reencoded] == [r.provenance.node for r in first]
+    assert all(r.provenance.source == "l1" and r.provenance.perceptual for r in reencoded)
+    assert len({r.provenance.node for r in first}) >= 2  # spread over the ring
+
+
+def test_keys_moved_on_adding_and_removing_a_node_stay_near_one_over_n_plus_one(cluster):
+    c = cluster(3)
+    rng = np.random.default_rng(0)
+    keys = [int(k) for k in rng.integers(0, 2**63, size=1500, dtype=np.int64)]
+    before = c.owner(keys)
+    c.add("node-3")
+    c.router.wait_members(4)
+    after = c.owner(keys)
+    moved = [k for k in keys if before[k] != after[k]]
+    assert all(after[k] == "node-3" for k in moved)
+    assert 0.5 / 4 < len(moved) / len(keys) < 1.6 / 4
+    c.nodes.pop("node-3").stop()
+    c.write_members()
+    c.router.wait_members(3)
+    assert c.owner(keys) == before  # removing it moves back exactly its keys
+
+
+def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
+    c = cluster(3, router_args=["--max-attempts", "3"])
+    images = [jpeg(4000 + i, size=(160, 160)) for i in range(150)]
+    replies: list[pb.ExtractReply] = []
+    victim = "node-1"
+    killed_at = {}
+
+    def requests():
+        for i, image in enumerate(images):
+            if i == 60:
+                c.nodes[victim].kill()
+                killed_at["answered"] = len(replies)
+            # pace the stream so items are in flight on every node when the kill lands
+            while i - len(replies) > 24:
+                time.sleep(0.002)
+            yield pb.ImageRequest(request_id=str(i), image=image)
+
+    with grpc.insecure_channel(c.router.target) as channel:
+        for reply in pb_grpc.InferenceStub(channel).Extract(requests(), timeout=180):
+            replies.append(reply)
+    counts = Counter(r.request_id for r in replies)
+    assert len(counts) == 150 and set(counts.values()) == {1}, "lost or duplicated items"
+    assert all(r.status.code == 0 for r in replies), [r.status.message for r in replies if r.status.code][:3]
+    late = replies[killed_at["answered"] + 30 :]
+    assert late and all(r.provenance.node != victim for r in late)
+    members = c.members()
+    assert members[victim].state != cpb.MEMBER_STATE_SERVING
+    # the client library sees no error either
+    with Client(c.router.target) as client:
+        assert all(not isinstance(r, Exception) for r in client.extract_detailed(images[:20]))
+
+
+def test_a_draining_node_is_taken_off_the_ring_without_errors(cluster):
+    c = cluster(3, node_args=["--drain-delay", "2"])
+    images = [jpeg(5000 + i) for i in range(60)]
+    with Client(c.router.target) as client:
+        client.extract_detailed(images)
+        c.nodes["node-2"].signal(15)  # SIGTERM: NOT_SERVING for 2 s, then drain and exit
+        deadline = time.monotonic() + 10
+        while c.members()["node-2"].state == cpb.MEMBER_STATE_SERVING:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert "NOT_SERVING" in c.members()["node-2"].reason
+        results = client.extract_detailed(images + [jpeg(5100 + i) for i in range(30)])
+    assert all(not isinstance(r, Exception) for r in results)
+    assert all(r.provenance.node != "node-2" for r in results)
+    assert c.nodes["node-2"].proc.wait(30) == 0
+
+
+def test_a_restarted_node_rejoins_at_its_own_arc(cluster):
+    c = cluster(3)
+    keys = list(range(1, 2**64, 2**64 // 600))
+    before = c.owner(keys)
+    candidates = {fingerprint.phash_bytes(jpeg(6000 + i)): jpeg(6000 + i) for i in range(40)}
+    owners = c.owner(list(candidates))
+    image = next(img for key, img in candidates.items() if owners[key] == "node-0")
+    with Client(c.router.target) as client:
+        assert client.extract_detailed([image])[0].provenance.node == "node-0"
+        node = c.nodes["node-0"]
+        port = node.port
+        node.kill()
+        c.router.wait_members(2)
+        moved = client.extract_detailed([image])[0]
+        assert moved.provenance.node != "node-0" and moved.provenance.source == "l2"
+        c.nodes["node-0"] = NodeProcess(c.workdir, "node-0", c.node_cmd(), port=port).start()
+        c.router.wait_members(3)
+        assert c.owner(keys) == before
+        back = client.extract_detailed([image])[0]
+        assert back.provenance.node == "node-0" and back.provenance.source == "l2"  # its L1 refills from L2
+
+
+def test_spoofed_hint_through_the_router_is_answered_correctly(cluster):
+    c = cluster(2)
+    a, b = jpeg(7000), jpeg(7001)
+    with grpc.insecure_channel(c.router.target) as channel:
+        stub = pb_grpc.InferenceStub(channel)
+
+        def send(image, hint=None, mode=pb.CACHE_MODE_PERCEPTUAL):
+            req = pb.ImageRequest(request_id="1", image=image, cache_policy=pb.CachePolicy(mode=mode))
+            if hint is not None:
+                req.phash_hint = hint
+            return next(iter(stub.Extract(iter([req]), timeout=60)))
+
+        truth = send(a, mode=pb.CACHE_MODE_BYPASS)
+        send(b)  # b is cached somewhere
+        spoofed = send(a, hint=fingerprint.phash_bytes(b))
+        assert spoofed.status.code == 0 and spoofed.feature.data == truth.feature.data
+
+
+def test_overload_returns_resource_exhausted_and_nothing_queues_without_bound(cluster):
+    c = cluster(2, node_args=["--max-inflight", "4", "--max-queue", "2", "--max-batch", "1"])
+    images = [jpeg(8000 + i, size=(224, 224)) for i in range(8)]
+    with Client(c.router.target, window=300) as client:
+        results = client.extract_detailed(images * 40, cache_mode="bypass")
+    rejected = [r for r in results if isinstance(r, Overloaded)]
+    served = [r for r in results if not isinstance(r, Exception)]
+    assert rejected and served and len(rejected) + len(served) == 320
+    assert "tried" in rejected[0].message  # the router passed it on before giving up
+
+
+def test_a_hot_image_is_spread_by_bounded_loads(cluster):
+    c = cluster(3, router_args=["--load-factor", "1.25"])
+    hot = jpeg(9000, size=(224, 224))
+    with Client(c.router.target, window=64) as client:
+        results = client.extract_detailed([hot] * 150 + [jpeg(9001 + i) for i in range(30)], cache_mode="bypass")
+    assert all(not isinstance(r, Exception) for r in results)
+    hot_nodes = Counter(r.provenance.node for r in results[:150])
+    assert len(hot_nodes) >= 2, hot_nodes  # one hot key did not melt one node
+
+
+def test_a_trace_spans_router_and_node(cluster, workdir):
+    traces = workdir / "traces"
+    traces.mkdir(exist_ok=True)
+    c = cluster(1, router_args=["--trace-file", str(traces / "router.jsonl")],
+                node_args=["--trace-file", str(traces / "node.jsonl")])
+    with Client(c.router.target) as client:
+        client.extract(encode(picture(9100), "PNG"))
+    c.stop()
+    router_spans = [json.loads(x) for x in (traces / "router.jsonl").read_text().splitlines()]
+    node_spans = [json.loads(x) for x in (traces / "node.jsonl").read_text().splitlines()]
+    routed = next(s for s in router_spans if s["name"] == "router.extract")
+    served = next(s for s in node_spans if s["name"] == "node.extract")
+    assert served["context"]["trace_id"] == routed["context"]["trace_id"]
+    assert served["parent_id"] == routed["context"]["span_id"]
+    assert any(s["name"] in ("GET", "SET") or "redis" in json.dumps(s.get("attributes", {})).lower()
+               for s in node_spans), "no Redis span in the node's trace"
+
+
+def test_cluster_members_and_owner_service(cluster):
+    c = cluster(2)
+    members = c.members()
+    assert set(members) == {"node-0", "node-1"}
+    assert all(m.state == cpb.MEMBER_STATE_SERVING for m in members.values())
+    image = jpeg(9200)
+    with grpc.insecure_channel(c.router.target) as channel:
+        stub = cpb_grpc.ClusterStub(channel)
+        by_image = stub.Owner(cpb.OwnerRequest(image=image))
+        by_hash = stub.Owner(cpb.OwnerRequest(phash=fingerprint.phash_bytes(image)))
+    assert by_image.owner == by_hash.owner and by_image.phash == fingerprint.phash_bytes(image)
+    assert sorted(by_image.order) == ["node-0", "node-1"] and by_image.order[0] == by_image.owner
+    with Client(c.router.target) as client:
+        assert client.extract_detailed([image])[0].provenance.node == by_image.owner
+        assert client.list_models().models[0].name == "mobilenet_v3_small"
+
+
+def test_router_without_serving_nodes_answers_unavailable_fast(workdir, tmp_path):
+    from ringserve.client import Unavailable
+
+    members = tmp_path / "members"
+    members.write_text("ghost=127.0.0.1:1\n")
+    router = RouterProcess(tmp_path, members_file=members, args=["--drain-delay", "0"]).start()
+    try:
+        with Client(router.target, retries=1, backoff_s=0.01) as client:
+            result = client.extract_detailed([jpeg(1)])[0]
+        assert isinstance(result, Unavailable) and "no serving node" in result.message
+    finally:
+        router.stop()
+
+
+@pytest.mark.parametrize("threads", [4])
+def test_many_caller_streams_share_the_node_links(cluster, threads):
+    c = cluster(2)
+    errors = []
+
+    def caller(k: int) -> None:
+        try:
+            with Client(c.router.target) as client:
+                out = client.extract([jpeg(9300 + 10 * k + i) for i in range(10)])
+                assert out.shape == (10, 576)
+        except Exception as exc:  # collected and asserted below
+            errors.append(exc)
+
+    ts = [threading.Thread(target=caller, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
