@@ -15,6 +15,7 @@ import functools
 import hashlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 
@@ -57,13 +58,13 @@ class RouterServicer(pb_grpc.InferenceServicer):
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
         handle = functools.partial(self._route, method="Extract", reply_type=pb.ExtractReply,
-                                   parent=telemetry.extract_metadata(context))
+                                   parent=telemetry.extract_metadata(context), deadline=_deadline(context))
         async for reply in self.streams.serve(request_iterator, context, handle):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
         handle = functools.partial(self._route, method="Classify", reply_type=pb.ClassifyReply,
-                                   parent=telemetry.extract_metadata(context))
+                                   parent=telemetry.extract_metadata(context), deadline=_deadline(context))
         async for reply in self.streams.serve(request_iterator, context, handle):
             yield reply
 
@@ -99,7 +100,8 @@ class RouterServicer(pb_grpc.InferenceServicer):
             return members[next(self._round_robin) % len(members)] if members else None
         return self.ring.place(key, self.peers.loads(), exclude)
 
-    async def _route(self, request: pb.ImageRequest, method: str, reply_type, parent=None):
+    async def _route(self, request: pb.ImageRequest, method: str, reply_type, parent=None,
+                     deadline: float | None = None):
         if self.inflight >= self.placement.max_inflight:
             self.metrics.errors.add(1, {"reason": "router_overloaded"})
             return _error(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -107,11 +109,11 @@ class RouterServicer(pb_grpc.InferenceServicer):
         self.inflight += 1
         try:
             with self.tracer.start_as_current_span(f"router.{method.lower()}", context=parent) as span:
-                return await self._forward(request, method, reply_type, span)
+                return await self._forward(request, method, reply_type, span, deadline)
         finally:
             self.inflight -= 1
 
-    async def _forward(self, request: pb.ImageRequest, method: str, reply_type, span):
+    async def _forward(self, request: pb.ImageRequest, method: str, reply_type, span, deadline: float | None):
         key = await self.key_of(request)
         forwarded = pb.ImageRequest()
         forwarded.CopyFrom(request)
@@ -128,6 +130,12 @@ class RouterServicer(pb_grpc.InferenceServicer):
             if len(tried) > 1:
                 self.metrics.retries.add(1, {"node": node})
             self.metrics.placed.add(1, {"node": node})
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return _error(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
+                                  f"the caller's deadline passed after trying {', '.join(tried[:-1]) or 'no node'}")
+                forwarded.timeout_ms = max(1, int(remaining * 1000))
             try:
                 reply = await self.peers[node].call(method, forwarded)
             except LinkError as exc:
@@ -184,6 +192,12 @@ class ClusterServicer(cpb_grpc.ClusterServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give an image or a phash")
         return cpb.OwnerReply(phash=key, owner=r.ring.owner(key) or "", order=list(r.ring.walk(key)),
                               placed=r.pick(key, set()) or "")
+
+
+def _deadline(context: grpc.aio.ServicerContext) -> float | None:
+    """The caller's deadline on the monotonic clock, to pass on to nodes as a per-item timeout."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def _error(reply_type, request: pb.ImageRequest, code: grpc.StatusCode, message: str):

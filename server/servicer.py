@@ -171,12 +171,16 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 parent = telemetry.extract(request.trace_context)
             try:
                 with self.tracer.start_as_current_span(f"node.{method}", context=parent) as span:
-                    reply = await handle(request)
+                    work = handle(request)
+                    reply = await (asyncio.wait_for(work, request.timeout_ms / 1000) if request.timeout_ms else work)
                     source = pb.Source.Name(reply.provenance.source).removeprefix("SOURCE_").lower()
                     span.set_attribute("ringserve.node", self.node_id)
                     span.set_attribute("ringserve.source", source)
             except ImageError as exc:
                 reply = _error(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {exc}")
+            except TimeoutError:
+                reply = _error(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"node {self.node_id}: the caller's deadline ({request.timeout_ms} ms) passed")
             except Overloaded as exc:
                 reply = _error(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}")
             except UnknownModel as exc:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ringserve.client import Client
 from ringserve.client.errors import RingserveError
-from ringserve.server.local import LocalError, NodeProcess, RedisProcess, scratch_dir
+from ringserve.server.local import LocalError, NodeProcess, RedisProcess, RouterProcess, scratch_dir, wait_healthy
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model to serve (efficientnet_lite0 has real ImageNet weights; others start random)")
     p.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
     p.add_argument("--images", type=Path, default=SAMPLES, help="folder of images to send")
-    p.add_argument("--port", type=int, default=0, help="node port (default: a free one)")
+    p.add_argument("--nodes", type=int, default=3, help="how many nodes behind the router")
+    p.add_argument("--port", type=int, default=0, help="router port (default: a free one)")
     p.add_argument("--workdir", type=Path, help="where logs go (default: a new temporary folder)")
     p.add_argument("--keep", action="store_true", help="keep the node and Redis up until Ctrl-C")
     return p
@@ -70,9 +71,13 @@ def _report(title: str, names: list[str], results: list, seconds: float, tiers: 
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nodes < 1:
+        print("ringserve-up: --nodes must be at least 1", file=sys.stderr)
+        return 2
     workdir = args.workdir or scratch_dir("ringserve-up-")
     files = _images(args.images)
-    redis = node = None
+    redis = router = None
+    nodes: list[NodeProcess] = []
     try:
         if args.redis_url:
             redis_url = args.redis_url
@@ -80,34 +85,46 @@ def run(args: argparse.Namespace) -> int:
             print("starting embedded redis-server ...", flush=True)
             redis = RedisProcess(workdir / "redis").start()
             redis_url = redis.url
-        print(f"starting node with {args.model} (loading the model takes a few seconds) ...", flush=True)
-        node = NodeProcess(workdir, "node-0", ["--model", args.model, "--redis-url", redis_url,
-                                               "--metrics-port", "0"], port=args.port or None, metrics_port=0)
-        node.start()
-        print(f"node up at {node.target}, Redis at {redis_url}, logs in {workdir}")
+        print(f"starting {args.nodes} nodes with {args.model} (loading the model takes a few seconds) ...", flush=True)
+        node_args = ["--model", args.model, "--redis-url", redis_url, "--drain-delay", "0.5"]
+        nodes = [NodeProcess(workdir, f"node-{i}", node_args, metrics_port=0) for i in range(args.nodes)]
+        for node in nodes:
+            node.start(wait=False)
+        for node in nodes:
+            wait_healthy(node.target, 180, proc=node.proc)
+            print(f"  {node.node_id} up at {node.target}", flush=True)
+        members = ",".join(f"{n.node_id}={n.target}" for n in nodes)
+        router = RouterProcess(workdir, members=members, port=args.port or None, metrics_port=0,
+                               args=["--drain-delay", "0.2"]).start()
+        router.wait_members(len(nodes))
+        print(f"router up at {router.target} over {len(nodes)} nodes; Redis at {redis_url}; logs in {workdir}")
         tiers: Counter = Counter()
+        per_node: Counter = Counter()
         names = [f.name for f in files]
-        with Client(node.target) as client:
-            for title in ("pass 1: cold caches", "pass 2: the same bytes again"):
-                started = time.perf_counter()
-                results = client.classify_detailed(files, top_k=3)
-                _report(title, names, results, time.perf_counter() - started, tiers)
-        print("\nrestarting the node (SIGTERM: drain, flush L2 writes; same identity, empty L1) ...", flush=True)
-        node.stop()
-        node.start()
-        with Client(node.target) as client:
+
+        def send(title: str, images: list, labels: list[str], **options) -> None:
             started = time.perf_counter()
-            results = client.classify_detailed(files, top_k=3)
-            _report("pass 3: after the restart", names, results, time.perf_counter() - started, tiers)
-            started = time.perf_counter()
-            results = client.classify_detailed([_reencode(f) for f in files], top_k=3, cache_mode="perceptual")
-            _report("pass 4: re-encoded copies (75% size, JPEG q50), perceptual policy",
-                    [f"{n} (re-encoded)" for n in names], results, time.perf_counter() - started, tiers)
+            with Client(router.target) as client:
+                results = client.classify_detailed(images, top_k=3, **options)
+            _report(title, labels, results, time.perf_counter() - started, tiers)
+            per_node.update(r.provenance.node for r in results if not isinstance(r, RingserveError))
+
+        send("pass 1: cold caches, each photo computed on the node that owns its pHash", files, names)
+        send("pass 2: the same bytes again", files, names)
+        print("\nrestarting node-0 (SIGTERM: drain, flush L2 writes; same name, so the same arc; empty L1) ...",
+              flush=True)
+        nodes[0].stop()
+        nodes[0].start()
+        router.wait_members(len(nodes))
+        send("pass 3: after the restart", files, names)
+        send("pass 4: re-encoded copies (75% size, JPEG q50), perceptual policy", [_reencode(f) for f in files],
+             [f"{n} (re-encoded)" for n in names], cache_mode="perceptual")
         total = sum(tiers.values())
-        print("\nsummary: " + ", ".join(f"{k} {v}/{total}" for k, v in sorted(tiers.items())))
+        print("\nsummary: " + ", ".join(f"{k} {v}/{total}" for k, v in sorted(tiers.items()))
+              + "; per node: " + ", ".join(f"{k} {v}" for k, v in sorted(per_node.items())))
         if args.keep:
-            print(f"\nkept up: ringserve classify FILE --target {node.target}   (Ctrl-C to stop)")
-            while node.running:
+            print(f"\nkept up: ringserve classify FILE --target {router.target}   (Ctrl-C to stop)")
+            while router.running:
                 time.sleep(0.5)
         return 0
     except LocalError as exc:
@@ -117,7 +134,9 @@ def run(args: argparse.Namespace) -> int:
         print("\nstopping ...")
         return 130
     finally:
-        if node is not None:
+        if router is not None:
+            router.stop()
+        for node in nodes:
             node.stop()
         if redis is not None:
             redis.stop(5)

@@ -313,3 +313,18 @@ def test_many_caller_streams_share_the_node_links(cluster, threads):
     for t in ts:
         t.join()
     assert not errors
+
+
+def test_the_callers_deadline_reaches_the_node(cluster):
+    from ringserve.client import DeadlineExceeded
+
+    c = cluster(1, node_args=["--max-batch", "1"])
+    images = [jpeg(9400 + i, size=(224, 224)) for i in range(120)]
+    with Client(c.router.target, timeout_s=1.0, window=120, retries=0) as client:
+        results = client.extract_detailed(images, cache_mode="bypass")
+    assert any(isinstance(r, DeadlineExceeded) for r in results)
+    node = c.nodes["node-0"]
+    deadline = time.monotonic() + 20
+    while node.metric("ringserve_requests_total", status="DEADLINE_EXCEEDED") == 0:
+        assert time.monotonic() < deadline, "the node never saw the caller's deadline"
+        time.sleep(0.2)

@@ -38,7 +38,7 @@ class CachePolicy(_message.Message):
     def __init__(self, mode: _Optional[_Union[CacheMode, str]] = ..., max_distance: _Optional[int] = ...) -> None: ...
 
 class ImageRequest(_message.Message):
-    __slots__ = ("request_id", "image", "model", "phash_hint", "cache_policy", "top_k", "trace_context")
+    __slots__ = ("request_id", "image", "model", "phash_hint", "cache_policy", "top_k", "trace_context", "timeout_ms")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +53,7 @@ class ImageRequest(_message.Message):
     CACHE_POLICY_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     image: bytes
     model: str
@@ -60,7 +61,8 @@ class ImageRequest(_message.Message):
     cache_policy: CachePolicy
     top_k: int
     trace_context: _containers.ScalarMap[str, str]
-    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., model: _Optional[str] = ..., phash_hint: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, _Mapping]] = ..., top_k: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    timeout_ms: int
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., model: _Optional[str] = ..., phash_hint: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, _Mapping]] = ..., top_k: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message")
