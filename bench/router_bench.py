@@ -1,0 +1,145 @@
+"""The ring against round-robin over the same 4 nodes, and the router's added latency.
+
+    python -m bench.router_bench [--nodes 4] [--images 200] [--requests 1000]
+
+Workload: a fixed set of distinct images requested over and over in random
+order (each image ~requests/images times), sent through the router in streams of
+32. For each placement policy the nodes start fresh (empty L1) over an emptied
+Redis, so the policies see the same cold start. Reports the share of replies
+served from L1, L2 and computed, and throughput. Then, on warm caches, single
+image calls: L1 hit direct to its node against the same hit through the router.
+Writes bench/results/router.json and router.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import redis as redis_py
+
+from ringserve.client import Client
+from ringserve.server.local import NodeProcess, RedisProcess, RouterProcess, scratch_dir, wait_healthy
+from tests.imagegen import jpeg
+
+RESULTS = Path(__file__).resolve().parent / "results"
+POLICIES = {
+    "ring c=1.25": ["--placement", "ring", "--load-factor", "1.25"],
+    "ring c=2.0": ["--placement", "ring", "--load-factor", "2.0"],
+    "round-robin": ["--placement", "round-robin"],
+}
+
+
+def start_nodes(work: Path, n: int, redis_url: str, tag: str) -> list[NodeProcess]:
+    nodes = [NodeProcess(work, f"node-{i}", ["--redis-url", redis_url, "--drain-delay", "0", "--metrics-port", "0"],
+                         metrics_port=0) for i in range(n)]
+    for node in nodes:
+        node.name = f"{tag}-node-{node.node_id}"
+        node.start(wait=False)
+    for node in nodes:
+        wait_healthy(node.target, 180, proc=node.proc)
+    return nodes
+
+
+def run_policy(work: Path, label: str, args: list[str], nodes_n: int, redis: RedisProcess, images: list[bytes],
+               order: list[int], measure_latency: bool):
+    redis_py.Redis(port=redis.port).flushall()
+    nodes = start_nodes(work / label, nodes_n, redis.url, label)
+    router = RouterProcess(work / label, members=",".join(f"{n.node_id}={n.target}" for n in nodes),
+                           args=[*args, "--drain-delay", "0"], metrics_port=0).start()
+    router.wait_members(nodes_n)
+    tiers: Counter = Counter()
+    try:
+        with Client(router.target, window=32) as client:
+            started = time.perf_counter()
+            for i in range(0, len(order), 32):
+                for r in client.extract_detailed([images[j] for j in order[i : i + 32]]):
+                    tiers[r.provenance.source] += 1
+            elapsed = time.perf_counter() - started
+        latency = router_latency(router, nodes, images[:50]) if measure_latency else None
+    finally:
+        router.stop()
+        for node in nodes:
+            node.stop()
+    total = sum(tiers.values())
+    return {
+        "l1_hit_rate": round(tiers["l1"] / total, 4), "l2_hit_rate": round(tiers["l2"] / total, 4),
+        "computed_share": round(tiers["computed"] / total, 4), "images_per_s": round(total / elapsed, 1),
+    }, latency
+
+
+def router_latency(router: RouterProcess, nodes: list[NodeProcess], images: list[bytes]) -> dict:
+    """One image per call, every one an L1 hit: direct to the owning node, then through the router."""
+    by_name = {n.node_id: n for n in nodes}
+    with Client(router.target, window=1) as via_router:  # one at a time: no spill under bounded loads
+        owners = [r.provenance.node for r in via_router.extract_detailed(images)]
+    direct_clients = {name: Client(node.target) for name, node in by_name.items()}
+    direct, routed = [], []
+    try:
+        with Client(router.target) as via_router:
+            for _rep in range(3):
+                for image, owner in zip(images, owners, strict=True):
+                    t = time.perf_counter()
+                    assert direct_clients[owner].extract_detailed([image], hints=True)[0].provenance.source == "l1"
+                    direct.append(time.perf_counter() - t)
+                    t = time.perf_counter()
+                    r = via_router.extract_detailed([image], hints=True)[0]
+                    routed.append(time.perf_counter() - t)
+                    assert r.provenance.source == "l1" and r.provenance.node == owner
+    finally:
+        for c in direct_clients.values():
+            c.close()
+    ms = lambda xs, q: round(float(np.percentile(np.array(xs) * 1000, q)), 2)  # noqa: E731
+    return {"direct_l1_ms_p50": ms(direct, 50), "direct_l1_ms_p99": ms(direct, 99),
+            "router_l1_ms_p50": ms(routed, 50), "router_l1_ms_p99": ms(routed, 99),
+            "router_added_ms_p50": round(ms(routed, 50) - ms(direct, 50), 2), "calls": len(direct)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=4)
+    p.add_argument("--images", type=int, default=200)
+    p.add_argument("--requests", type=int, default=1000)
+    a = p.parse_args(argv)
+    rng = random.Random(0)
+    images = [jpeg(50_000 + i, size=(160, 160)) for i in range(a.images)]
+    order = [rng.randrange(a.images) for _ in range(a.requests)]
+    work = scratch_dir("ringserve-bench-router-")
+    redis = RedisProcess(work / "redis").start()
+    result: dict = {"nodes": a.nodes, "distinct_images": a.images, "requests": a.requests,
+                    "workload": "uniform random repeats of a fixed image set, streams of 32, cold start",
+                    "ideal_l1_hit_rate": round(1 - len(set(order)) / len(order), 4)}
+    try:
+        for label, args in POLICIES.items():
+            print(f"{label} ...", flush=True)
+            stats, latency = run_policy(work, label, args, a.nodes, redis, images, order, label == "ring c=1.25")
+            result[label] = stats
+            if latency:
+                result["latency"] = latency
+    finally:
+        redis.stop()
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "router.json").write_text(json.dumps(result, indent=2) + "\n")
+    rows = [f"| {pol} | {result[pol]['l1_hit_rate']} | {result[pol]['l2_hit_rate']} | {result[pol]['computed_share']} "
+            f"| {result[pol]['images_per_s']} |" for pol in POLICIES]
+    lat = result["latency"]
+    (RESULTS / "router.md").write_text(
+        f"# Ring against round-robin over {a.nodes} nodes\n\n{result['workload']}; {a.images} images, "
+        f"{a.requests} requests (best possible L1 hit rate {result['ideal_l1_hit_rate']}).\n\n"
+        "| placement | L1 hit rate | L2 hit rate | computed | images/s |\n| --- | --- | --- | --- | --- |\n"
+        + "\n".join(rows)
+        + f"\n\nL1 hit, one image per call ({lat['calls']} calls): direct p50 {lat['direct_l1_ms_p50']} ms, "
+        f"p99 {lat['direct_l1_ms_p99']} ms; through the router p50 {lat['router_l1_ms_p50']} ms, "
+        f"p99 {lat['router_l1_ms_p99']} ms; the router adds {lat['router_added_ms_p50']} ms at p50.\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
