@@ -22,11 +22,15 @@ ENV_PREFIX = "RINGSERVE_ROUTER_"
 
 @dataclass(frozen=True)
 class MembershipConfig:
-    """Exactly one source: a static list, a watched file, or a DNS name."""
+    """Exactly one source: a static list, a watched file, a DNS name, or Kubernetes EndpointSlices."""
 
     static: tuple[Member, ...] = ()
     file: Path | None = None
     dns_name: str | None = None
+    # "namespace/service": the ready endpoints of that Service's EndpointSlices.
+    k8s_service: str | None = None
+    k8s_port_name: str = "grpc"
+    k8s_api: str | None = None  # default: in-cluster configuration
     dns_port: int = 50051  # node port for A records (SRV records carry their own)
     dns_server: str | None = None  # default: the system resolver
     dns_server_port: int = 53
@@ -90,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dns-node-port", type=int, default=50051, help="node port for A records")
     g.add_argument("--dns-server", default=None, help="resolver address (default: the system's)")
     g.add_argument("--dns-server-port", type=int, default=53)
+    g.add_argument("--members-k8s", default=None, metavar="NAMESPACE/SERVICE",
+                   help="Kubernetes EndpointSlices of the nodes' Service (ready pods, named by pod)")
+    g.add_argument("--k8s-port-name", default="grpc", help="EndpointSlice port name of the nodes' gRPC port")
+    g.add_argument("--k8s-api", default=None, help="API server URL (default: the in-cluster configuration)")
     g.add_argument("--members-interval", type=float, default=d.membership.interval_s, help="seconds between re-reads")
     g = p.add_argument_group("placement")
     g.add_argument("--placement", choices=["ring", "round-robin"], default=d.placement.policy)
@@ -118,16 +126,20 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
     parser = build_parser()
     _env_defaults(parser, os.environ if environ is None else environ)
     a = parser.parse_args(argv)
-    sources = [x for x in (a.members, a.members_file, a.members_dns) if x]
+    sources = [x for x in (a.members, a.members_file, a.members_dns, a.members_k8s) if x]
     if len(sources) != 1:
-        parser.error("give exactly one of --members, --members-file, --members-dns")
+        parser.error("give exactly one of --members, --members-file, --members-dns, --members-k8s")
+    if a.members_k8s and a.members_k8s.count("/") != 1:
+        parser.error("--members-k8s takes NAMESPACE/SERVICE, e.g. default/ringserve-node")
     try:
         static = tuple(parse_members(a.members)) if a.members else ()
         return RouterConfig(
             router_id=a.router_id, host=a.host, port=a.port, metrics_port=a.metrics_port,
             membership=MembershipConfig(static=static, file=a.members_file, dns_name=a.members_dns,
                                         dns_port=a.dns_node_port, dns_server=a.dns_server,
-                                        dns_server_port=a.dns_server_port, interval_s=a.members_interval),
+                                        dns_server_port=a.dns_server_port, interval_s=a.members_interval,
+                                        k8s_service=a.members_k8s, k8s_port_name=a.k8s_port_name,
+                                        k8s_api=a.k8s_api),
             placement=PlacementConfig(policy=a.placement, load_factor=a.load_factor, max_attempts=a.max_attempts,
                                       max_inflight=a.max_inflight),
             health=HealthConfig(failures_to_eject=a.failures_to_eject, base_ejection_s=a.base_ejection),

@@ -44,6 +44,11 @@ def make_source(config: MembershipConfig) -> Source:
     if config.dns_name:
         return DnsSource(config.dns_name, port=config.dns_port, interval_s=config.interval_s,
                          nameserver=config.dns_server, nameserver_port=config.dns_server_port)
+    if config.k8s_service:
+        from ringserve.router.membership.kubernetes import EndpointSliceSource
+
+        namespace, service = config.k8s_service.split("/")
+        return EndpointSliceSource(namespace, service, port_name=config.k8s_port_name, api_url=config.k8s_api)
     raise ValueError("no membership source configured")
 
 

@@ -153,6 +153,13 @@ class RedisProcess(_Child):
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> RedisProcess:
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop(5)
+            raise
+
+    def _start(self, timeout_s: float) -> RedisProcess:
         self._spawn([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                      "--appendonly", "no", "--dir", str(self.workdir), *self.extra])
         deadline = time.monotonic() + timeout_s
@@ -184,6 +191,13 @@ class RedisClusterProcess:
         return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
 
     def start(self, timeout_s: float = 30.0) -> RedisClusterProcess:
+        try:
+            return self._start(timeout_s)
+        except BaseException:
+            self.stop()  # never leave half a cluster running
+            raise
+
+    def _start(self, timeout_s: float) -> RedisClusterProcess:
         for node in self.nodes:
             node.start()
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
@@ -263,7 +277,12 @@ class RouterProcess(NodeProcess):
         self.members_file = members_file
 
     def start(self, wait: bool = True, timeout_s: float = 60.0) -> RouterProcess:
-        source = ["--members", self.members] if self.members else ["--members-file", str(self.members_file)]
+        if self.members:
+            source = ["--members", self.members]
+        elif self.members_file:
+            source = ["--members-file", str(self.members_file)]
+        else:
+            source = []  # the source is in args (--members-dns, --members-k8s)
         self._spawn([sys.executable, "-m", "ringserve.router.main", "--router-id", self.node_id,
                      "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
                      *source, *self.args], env={**os.environ, "PYTHONUNBUFFERED": "1"})
