@@ -20,7 +20,9 @@ from PIL import Image
 
 from ringserve.client import Client
 from ringserve.client.errors import RingserveError
-from ringserve.server.local import LocalError, NodeProcess, RedisProcess, RouterProcess, scratch_dir, wait_healthy
+from ringserve.client.load import LoadGenerator
+from ringserve.server.cluster import LocalCluster
+from ringserve.server.local import LocalError, scratch_dir
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
@@ -36,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=3, help="how many nodes behind the router")
     p.add_argument("--port", type=int, default=0, help="router port (default: a free one)")
     p.add_argument("--workdir", type=Path, help="where logs go (default: a new temporary folder)")
-    p.add_argument("--keep", action="store_true", help="keep the node and Redis up until Ctrl-C")
+    p.add_argument("--keep", action="store_true", help="keep the cluster up until Ctrl-C")
+    p.add_argument("--roll", action="store_true",
+                   help="instead of the demo passes: continuous load while every node rolls over (SIGTERM, "
+                   "drain, restart under the same name), then scale N -> N+2 -> N; report failures and p99")
     return p
 
 
@@ -76,28 +81,19 @@ def run(args: argparse.Namespace) -> int:
         return 2
     workdir = args.workdir or scratch_dir("ringserve-up-")
     files = _images(args.images)
-    redis = router = None
-    nodes: list[NodeProcess] = []
+    cluster = None
     try:
-        if args.redis_url:
-            redis_url = args.redis_url
-        else:
+        if not args.redis_url:
             print("starting embedded redis-server ...", flush=True)
-            redis = RedisProcess(workdir / "redis").start()
-            redis_url = redis.url
+        cluster = LocalCluster(workdir, args.redis_url, embedded_redis=True,
+                               node_args=["--model", args.model, "--drain-delay", "0.5", "--metrics-port", "0"])
+        cluster.on_event = lambda message: print(f"  {message}", flush=True)
         print(f"starting {args.nodes} nodes with {args.model} (loading the model takes a few seconds) ...", flush=True)
-        node_args = ["--model", args.model, "--redis-url", redis_url, "--drain-delay", "0.5"]
-        nodes = [NodeProcess(workdir, f"node-{i}", node_args, metrics_port=0) for i in range(args.nodes)]
-        for node in nodes:
-            node.start(wait=False)
-        for node in nodes:
-            wait_healthy(node.target, 180, proc=node.proc)
-            print(f"  {node.node_id} up at {node.target}", flush=True)
-        members = ",".join(f"{n.node_id}={n.target}" for n in nodes)
-        router = RouterProcess(workdir, members=members, port=args.port or None, metrics_port=0,
-                               args=["--drain-delay", "0.2"]).start()
-        router.wait_members(len(nodes))
-        print(f"router up at {router.target} over {len(nodes)} nodes; Redis at {redis_url}; logs in {workdir}")
+        cluster.add(*[f"node-{i}" for i in range(args.nodes)])
+        router = cluster.start_router(port=args.port or None, metrics_port=0)
+        print(f"router up at {router.target} over {args.nodes} nodes; Redis at {cluster.redis_url}; logs in {workdir}")
+        if args.roll:
+            return _roll(cluster, files)
         tiers: Counter = Counter()
         per_node: Counter = Counter()
         names = [f.name for f in files]
@@ -113,9 +109,7 @@ def run(args: argparse.Namespace) -> int:
         send("pass 2: the same bytes again", files, names)
         print("\nrestarting node-0 (SIGTERM: drain, flush L2 writes; same name, so the same arc; empty L1) ...",
               flush=True)
-        nodes[0].stop()
-        nodes[0].start()
-        router.wait_members(len(nodes))
+        cluster.restart("node-0")
         send("pass 3: after the restart", files, names)
         send("pass 4: re-encoded copies (75% size, JPEG q50), perceptual policy", [_reencode(f) for f in files],
              [f"{n} (re-encoded)" for n in names], cache_mode="perceptual")
@@ -127,19 +121,40 @@ def run(args: argparse.Namespace) -> int:
             while router.running:
                 time.sleep(0.5)
         return 0
-    except LocalError as exc:
+    except (LocalError, RuntimeError) as exc:
         print(f"ringserve-up: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("\nstopping ...")
         return 130
     finally:
-        if router is not None:
-            router.stop()
-        for node in nodes:
-            node.stop()
-        if redis is not None:
-            redis.stop(5)
+        if cluster is not None:
+            cluster.stop()
+
+
+def _roll(cluster: LocalCluster, files: list[Path]) -> int:
+    """Continuous load while every node rolls over, then 3 -> 5 -> 3; prints what the callers saw."""
+    images = [f.read_bytes() for f in files] + [_reencode(f) for f in files]
+    n = len(cluster.nodes)
+    print(f"\nload: 4 streams, 8 items in flight each, over {len(images)} images; rolling {n} nodes, "
+          f"then scaling {n} -> {n + 2} -> {n}", flush=True)
+    load = LoadGenerator(cluster.router.target, images, streams=4, window=8).start()
+    time.sleep(1.0)
+    started = time.monotonic()
+    cluster.roll()
+    rolled = time.monotonic()
+    cluster.scale(n + 2)
+    cluster.scale(n)
+    time.sleep(1.0)
+    report = load.stop()
+    print(f"\n{report.summary()}")
+    print(f"during the roll ({rolled - started:.1f} s): p50 {report.latency_ms(50, started, rolled):.1f} ms, "
+          f"p99 {report.latency_ms(99, started, rolled):.1f} ms")
+    by_node = Counter(o.node for o in report.outcomes)
+    print("served per node: " + ", ".join(f"{k} {v}" for k, v in sorted(by_node.items())))
+    ok = report.lost == 0 and report.duplicates == 0 and report.failed == 0 and not report.stream_errors
+    print("no item failed, lost or duplicated" if ok else f"PROBLEMS: {report.codes()} {report.stream_errors}")
+    return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,66 +17,10 @@ from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
-from ringserve.server.local import NodeProcess, RouterProcess, wait_healthy
+from ringserve.server.cluster import LocalCluster
+from ringserve.server.local import NodeProcess, RouterProcess
 from tests.conftest import SMALL_MODEL
 from tests.imagegen import encode, jpeg, picture
-
-
-class LocalCluster:
-    """N nodes and a router that follows a members file, all stopped at the end."""
-
-    def __init__(self, workdir, redis_url: str | None, router_args=(), node_args=()) -> None:
-        self.workdir = workdir
-        self.redis_url = redis_url
-        self.node_args = list(node_args)
-        self.router_args = list(router_args)
-        self.nodes: dict[str, NodeProcess] = {}
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.members_file = workdir / "members"
-        self.members_file.write_text("")
-        self.router: RouterProcess | None = None
-        self.traces = None
-
-    def node_cmd(self, extra=()) -> list[str]:
-        redis = ["--redis-url", self.redis_url] if self.redis_url else []
-        return [*SMALL_MODEL, *redis, *self.node_args, *extra]
-
-    def add(self, *names: str, port: int | None = None, extra=()) -> None:
-        started = []
-        for name in names:
-            node = NodeProcess(self.workdir, name, self.node_cmd(extra), port=port)
-            node.start(wait=False)
-            self.nodes[name] = node
-            started.append(node)
-        for node in started:
-            wait_healthy(node.target, 120, proc=node.proc)
-        self.write_members()
-
-    def write_members(self) -> None:
-        self.members_file.write_text("".join(f"{n}={p.target}\n" for n, p in sorted(self.nodes.items())))
-
-    def start_router(self, *args: str) -> RouterProcess:
-        self.router = RouterProcess(self.workdir, members_file=self.members_file,
-                                    args=["--members-interval", "0.1", "--drain-delay", "0.2", *self.router_args, *args])
-        self.router.start()
-        self.router.wait_members(len(self.nodes))
-        return self.router
-
-    def owner(self, keys: list[int]) -> dict[int, str]:
-        with grpc.insecure_channel(self.router.target) as channel:
-            stub = cpb_grpc.ClusterStub(channel)
-            return {k: stub.Owner(cpb.OwnerRequest(phash=k)).owner for k in keys}
-
-    def members(self) -> dict[str, cpb.Member]:
-        with grpc.insecure_channel(self.router.target) as channel:
-            reply = cpb_grpc.ClusterStub(channel).Members(cpb.MembersRequest())
-        return {m.name: m for m in reply.members}
-
-    def stop(self) -> None:
-        if self.router is not None:
-            self.router.stop(15)
-        for node in self.nodes.values():
-            node.stop(15)
 
 
 @pytest.fixture
@@ -84,7 +28,8 @@ def cluster(workdir, request, redis_db):
     made: list[LocalCluster] = []
 
     def make(n: int = 3, router_args=(), node_args=(), redis: bool = True) -> LocalCluster:
-        c = LocalCluster(workdir / request.node.name, redis_db.url if redis else None, router_args, node_args)
+        c = LocalCluster(workdir / request.node.name, redis_db.url if redis else None, [*SMALL_MODEL, *node_args],
+                         router_args)
         made.append(c)
         c.add(*[f"node-{i}" for i in range(n)])
         c.start_router()

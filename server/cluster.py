@@ -1,0 +1,144 @@
+"""A whole ringserve cluster on this machine, operated the way Kubernetes operates one.
+
+Nodes are named like StatefulSet pods (``node-0``, ``node-1``, ...); the router
+follows a members file, the local stand-in for the headless Service's ready
+endpoints. ``restart`` and ``roll`` do what a StatefulSet rolling update does
+(SIGTERM, the endpoint leaves, drain, exit, a new process with the same name at
+a new address); ``scale`` adds or removes the highest ordinals. Used by
+``ringserve-up`` and the integration tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+
+from ringserve.contract.v1 import cluster_pb2 as cpb
+from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
+from ringserve.server.local import NodeProcess, RedisProcess, RouterProcess, wait_healthy
+
+log = logging.getLogger(__name__)
+
+
+class LocalCluster:
+    def __init__(self, workdir: Path, redis_url: str | None = None, node_args: Sequence[str] = (),
+                 router_args: Sequence[str] = (), embedded_redis: bool = False) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.redis: RedisProcess | None = None
+        if embedded_redis and redis_url is None:
+            self.redis = RedisProcess(workdir / "redis").start()
+            redis_url = self.redis.url
+        self.redis_url = redis_url
+        self.node_args = list(node_args)
+        self.router_args = list(router_args)
+        self.nodes: dict[str, NodeProcess] = {}
+        self.members_file = workdir / "members"
+        self.members_file.write_text("")
+        self.router: RouterProcess | None = None
+        self.on_event: Callable[[str], None] = lambda message: log.info("%s", message)
+
+    # ---- building it ---------------------------------------------------------------------
+
+    def node_cmd(self, extra: Sequence[str] = ()) -> list[str]:
+        redis = ["--redis-url", self.redis_url] if self.redis_url else []
+        return [*redis, *self.node_args, *extra]
+
+    def add(self, *names: str, extra: Sequence[str] = ()) -> None:
+        """Start nodes, wait until healthy, then publish them (a pod becomes a ready endpoint)."""
+        started = []
+        for name in names:
+            node = NodeProcess(self.workdir, name, self.node_cmd(extra))
+            node.start(wait=False)
+            self.nodes[name] = node
+            started.append(node)
+        for node in started:
+            wait_healthy(node.target, 180, proc=node.proc)
+        self.write_members()
+
+    def write_members(self) -> None:
+        self.members_file.write_text(
+            "".join(f"{name}={node.target}\n" for name, node in sorted(self.nodes.items()) if node.running))
+
+    def start_router(self, *args: str, port: int | None = None, metrics_port: int | None = None) -> RouterProcess:
+        self.router = RouterProcess(self.workdir, members_file=self.members_file, port=port, metrics_port=metrics_port,
+                                    args=["--members-interval", "0.1", "--drain-delay", "0.2", *self.router_args,
+                                          *args])
+        self.router.start()
+        self.router.wait_members(len(self.nodes))
+        return self.router
+
+    # ---- asking the router ---------------------------------------------------------------
+
+    def owner(self, keys: list[int]) -> dict[int, str]:
+        with grpc.insecure_channel(self.router.target) as channel:
+            stub = cpb_grpc.ClusterStub(channel)
+            return {k: stub.Owner(cpb.OwnerRequest(phash=k)).owner for k in keys}
+
+    def members(self) -> dict[str, cpb.Member]:
+        with grpc.insecure_channel(self.router.target) as channel:
+            reply = cpb_grpc.ClusterStub(channel).Members(cpb.MembersRequest())
+        return {m.name: m for m in reply.members}
+
+    # ---- operating it --------------------------------------------------------------------
+
+    def restart(self, name: str, timeout_s: float = 120.0) -> None:
+        """What a StatefulSet does to one pod in a rolling update: same name, new process, new address."""
+        node = self.nodes[name]
+        self.on_event(f"{name}: SIGTERM (drain)")
+        node.signal(15)
+        self.write_members_without(name)  # the terminating pod leaves the ready endpoints
+        code = node.proc.wait(timeout_s)
+        if code != 0:
+            raise RuntimeError(f"{name} exited with {code} on SIGTERM:\n{node.log_tail()}")
+        self.on_event(f"{name}: drained and exited; starting it again under the same name")
+        fresh = NodeProcess(self.workdir, name, node.args)  # a new port: the pod's new IP
+        fresh.start(wait=False)
+        wait_healthy(fresh.target, timeout_s, proc=fresh.proc)
+        self.nodes[name] = fresh
+        self.write_members()
+        self.router.wait_members(len(self.nodes))
+        self.on_event(f"{name}: back on the ring at {fresh.target}")
+
+    def write_members_without(self, name: str) -> None:
+        self.members_file.write_text("".join(f"{n}={p.target}\n" for n, p in sorted(self.nodes.items()) if n != name))
+
+    def roll(self) -> None:
+        """Restart every node one by one, highest ordinal first, as a StatefulSet update does."""
+        for name in sorted(self.nodes, key=_ordinal, reverse=True):
+            self.restart(name)
+
+    def scale(self, replicas: int) -> None:
+        """Add nodes up to ``replicas`` or drain and remove the highest ordinals down to it."""
+        current = sorted(self.nodes, key=_ordinal)
+        prefix = current[0].rsplit("-", 1)[0] if current else "node"
+        if replicas > len(current):
+            new = [f"{prefix}-{i}" for i in range(len(current), replicas)]
+            self.on_event(f"scale out to {replicas}: {', '.join(new)}")
+            self.add(*new)
+            self.router.wait_members(replicas)
+        for name in sorted(current, key=_ordinal, reverse=True)[: max(0, len(current) - replicas)]:
+            self.on_event(f"scale in: {name} SIGTERM (drain)")
+            node = self.nodes[name]
+            node.signal(15)
+            self.write_members_without(name)
+            if node.proc.wait(120) != 0:
+                raise RuntimeError(f"{name} did not drain cleanly:\n{node.log_tail()}")
+            del self.nodes[name]
+            self.router.wait_members(len(self.nodes))
+
+    def stop(self) -> None:
+        if self.router is not None:
+            self.router.stop(15)
+        for node in self.nodes.values():
+            node.stop(15)
+        if self.redis is not None:
+            self.redis.stop(5)
+
+
+def _ordinal(name: str) -> int:
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
