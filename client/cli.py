@@ -48,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("files", nargs="+", type=Path)
     cl.add_argument("--top-k", type=int, default=5)
     common(cl)
+    bt = sub.add_parser("batch", help="every image under a folder into a resumable Parquet dataset",
+                        description="Walk DIR, send every image (bounded window), write features or classes to "
+                        "OUT (a folder of Parquet parts, keyed by relative path). Re-run to resume: finished "
+                        "images are skipped. Bad files become rows with their reason. Needs ringserve[batch].")
+    bt.add_argument("root", type=Path, metavar="DIR")
+    bt.add_argument("--out", type=Path, required=True, help="output folder (Parquet dataset)")
+    bt.add_argument("--classify", action="store_true", help="write top-k classes instead of features")
+    bt.add_argument("--top-k", type=int, default=5)
+    bt.add_argument("--chunk", type=int, default=256, help="images per stream and per part file")
+    bt.add_argument("--no-progress", action="store_true")
+    common(bt)
     models = sub.add_parser("models", help="list the models served")
     models.add_argument("--target", default=os.environ.get("RINGSERVE_TARGET", DEFAULT_TARGET))
     return parser
@@ -73,6 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               "num_classes": m.num_classes, "input_size": m.input_size,
                               "random_weights": m.random_weights, "default": m.name == info.default_model}))
         return 0
+    if a.command == "batch":
+        return _batch(a)
     missing = [str(f) for f in a.files if not f.is_file()]
     if missing:
         print(f"ringserve: no such file: {', '.join(missing)}", file=sys.stderr)
@@ -104,6 +117,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         np.savez(a.out, **vectors)
         print(f"saved {len(vectors)} vectors to {a.out}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _batch(a: argparse.Namespace) -> int:
+    try:
+        from ringserve.client import batch
+    except ImportError as exc:
+        print(f"ringserve batch needs pyarrow and tqdm: pip install 'ringserve[batch]' ({exc})", file=sys.stderr)
+        return 2
+    if not a.root.is_dir():
+        print(f"ringserve: {a.root} is not a folder", file=sys.stderr)
+        return 2
+    config = batch.BatchConfig(root=a.root, out=a.out, kind="classify" if a.classify else "extract",
+                               top_k=a.top_k, chunk=a.chunk)
+    try:
+        with Client(config=_config(a)) as c:
+            s = batch.run(c, config, progress=not a.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished parts are kept in {a.out}; run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    rate = s.done / s.seconds if s.seconds else 0.0
+    print(f"{s.found} images: {s.done} done now ({rate:.1f}/s), {s.skipped} already done, {s.errors} failed "
+          f"(rows with ok=false and the reason in {a.out})", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":
