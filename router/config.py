@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ringserve.contract import process
 from ringserve.contract.images import ImageLimits
 from ringserve.router.health import HealthConfig
 from ringserve.router.membership.base import Member, MembershipError, parse_members
@@ -113,18 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = environ.get(ENV_PREFIX + action.dest.upper())
-        if value is not None:
-            action.default = action.type(value) if action.type else value
-
-
 def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> RouterConfig:
     parser = build_parser()
-    _env_defaults(parser, os.environ if environ is None else environ)
+    process.env_defaults(parser, os.environ if environ is None else environ, ENV_PREFIX)
     a = parser.parse_args(argv)
     sources = [x for x in (a.members, a.members_file, a.members_dns, a.members_k8s) if x]
     if len(sources) != 1:

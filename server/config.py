@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ringserve.contract import process
 from ringserve.contract.images import ImageLimits
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.l1 import L1Config
@@ -115,22 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = environ.get(ENV_PREFIX + action.dest.upper())
-        if value is None:
-            continue
-        if isinstance(action, argparse._AppendAction):
-            action.default = [v for v in value.split(",") if v]
-        else:
-            action.default = action.type(value) if action.type else value
-
-
 def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
     parser = build_parser()
-    _env_defaults(parser, os.environ if environ is None else environ)
+    process.env_defaults(parser, os.environ if environ is None else environ, ENV_PREFIX)
     a = parser.parse_args(argv)
     specs = a.model or ["mobilenet_v3_small"]
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from ringserve.contract import telemetry
+from ringserve.contract import process, telemetry
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server import config as config_mod
@@ -133,18 +132,12 @@ class Node:
 
 async def serve(config: ServerConfig) -> None:
     node = Node(config)
-    await node.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await node.stop()
+    await process.run_until_signal(node.start, node.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_mod.from_args(argv)
-    logging.basicConfig(level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    process.setup_logging(config.log_level)
     try:
         asyncio.run(serve(config))
     except models.ModelError as exc:
