@@ -10,6 +10,8 @@ Writes bench/results/suite.json, suite.md and PNG plots. Sections:
   ring      keys moved on +1/-1 member, max/mean load for 4..10 members with and without bounded loads
   latency   L1 hit through the router and direct to the node, p50/p99
   batching  dynamic batcher throughput by max batch size on this CPU (and CUDA when present)
+then, unless skipped, the fidelity study (bench/fidelity.py) and the Ray Serve peer (bench/ray_peer.py),
+each writing its own table next to these.
 """
 
 from __future__ import annotations
@@ -339,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run, not for reporting)")
     p.add_argument("--skip-resnet50", action="store_true", help="tiers with mobilenet_v3_small only")
+    p.add_argument("--skip-fidelity", action="store_true", help="do not run bench.fidelity after the suite")
+    p.add_argument("--skip-peer", action="store_true", help="do not run bench.ray_peer (Ray Serve) after the suite")
     a = p.parse_args(argv)
     import os
     import platform
@@ -361,6 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / "suite.md").write_text(markdown(result))
     plots(result)
     print((RESULTS / "suite.md").read_text())
+    if not a.skip_fidelity:
+        from bench import fidelity
+
+        print("[fidelity] ...", flush=True)
+        fidelity.main([])
+    if not a.skip_peer:
+        from bench import ray_peer
+
+        print("[ray peer] ...", flush=True)
+        ray_peer.main(["--requests", str(400 // scale)])
     return 0
 
 
