@@ -225,8 +225,11 @@ class L2:
 
     async def flush(self, timeout_s: float = 5.0) -> None:
         """Wait until queued writes are done (or given up on)."""
-        with contextlib.suppress(TimeoutError):
+        try:
             await asyncio.wait_for(self._writes.join(), timeout_s)
+        except TimeoutError:
+            log.warning("L2 flush gave up after %.1fs with %d writes still queued (Redis slow or down)",
+                        timeout_s, self._writes.qsize())
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -234,5 +237,7 @@ class L2:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
-        with contextlib.suppress(RedisError, OSError):
+        try:
             await self._redis.aclose()
+        except (RedisError, OSError) as exc:
+            log.warning("closing the Redis client failed: %s", exc)
