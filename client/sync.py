@@ -7,6 +7,8 @@ carries calls across to that loop and back.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -37,7 +39,23 @@ class Client:
         self.config = self._client.config
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        """Run ``coro`` on the client's loop in the caller's context, so its trace context goes along."""
+        context = contextvars.copy_context()
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def finish(task: asyncio.Task[T]) -> None:
+            if task.cancelled():
+                done.cancel()
+            elif task.exception() is not None:
+                done.set_exception(task.exception())
+            else:
+                done.set_result(task.result())
+
+        def start() -> None:
+            self._loop.create_task(coro, context=context).add_done_callback(finish)
+
+        self._loop.call_soon_threadsafe(start)
+        return done.result()
 
     def __enter__(self) -> Client:
         return self

@@ -17,8 +17,8 @@ async def api():
     await server.stop()
 
 
-async def next_members(agen, timeout=5.0):
-    return await asyncio.wait_for(agen.__anext__(), timeout)
+async def next_members(agen, wait_s=5.0):
+    return await asyncio.wait_for(agen.__anext__(), wait_s)
 
 
 async def test_lists_then_follows_watch_events_ready_pods_only(api):

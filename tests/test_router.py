@@ -195,13 +195,19 @@ def test_a_trace_spans_router_and_node(cluster, workdir):
     traces.mkdir(exist_ok=True)
     c = cluster(1, router_args=["--trace-file", str(traces / "router.jsonl")],
                 node_args=["--trace-file", str(traces / "node.jsonl")])
-    with Client(c.router.target) as client:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    caller = TracerProvider().get_tracer("caller")
+    with caller.start_as_current_span("caller.request") as root, Client(c.router.target) as client:
         client.extract(encode(picture(9100), "PNG"))
     c.stop()
     router_spans = [json.loads(x) for x in (traces / "router.jsonl").read_text().splitlines()]
     node_spans = [json.loads(x) for x in (traces / "node.jsonl").read_text().splitlines()]
     routed = next(s for s in router_spans if s["name"] == "router.extract")
     served = next(s for s in node_spans if s["name"] == "node.extract")
+    # one trace: the caller's span -> the router's item span -> the node's item span -> Redis
+    assert routed["context"]["trace_id"] == f"0x{root.get_span_context().trace_id:032x}"
+    assert routed["parent_id"] == f"0x{root.get_span_context().span_id:016x}"
     assert served["context"]["trace_id"] == routed["context"]["trace_id"]
     assert served["parent_id"] == routed["context"]["span_id"]
     assert any(s["name"] in ("GET", "SET") or "redis" in json.dumps(s.get("attributes", {})).lower()

@@ -104,7 +104,7 @@ class EndpointSliceSource:
                             if members != last:
                                 last = members
                                 yield members
-                except (ApiException, aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError) as exc:
+                except (TimeoutError, ApiException, aiohttp.ClientError, OSError, ValueError) as exc:
                     log.warning("EndpointSlice list/watch of %s/%s failed (%s); keeping the last list, retrying",
                                 self.namespace, self.service, exc)
                     await asyncio.sleep(self.retry_s)
