@@ -32,7 +32,8 @@ from ringserve.router.ring import Ring
 from ringserve.router.servicer import ClusterServicer, RouterServicer
 
 log = logging.getLogger("ringserve.router")
-SERVICES = (pb.DESCRIPTOR.services_by_name["Inference"].full_name, cpb.DESCRIPTOR.services_by_name["Cluster"].full_name)
+INFERENCE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+SERVICES = (INFERENCE, cpb.DESCRIPTOR.services_by_name["Cluster"].full_name)
 
 
 def make_source(config: MembershipConfig) -> Source:
@@ -71,6 +72,7 @@ class Router:
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._membership: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
         m = self.metrics
         m.observe("ringserve.router.inflight", "Items in flight per node", lambda: self.peers.loads())
         m.observe("ringserve.router.members", "Nodes on the ring", lambda: len(self.ring))
@@ -80,6 +82,15 @@ class Router:
         members = {name: m.weight for name, m in self.health.on_ring().items()}
         if self.ring.set_members(members):
             log.info("ring: %s", ", ".join(sorted(members)) or "(empty)")
+            if self.server is not None:
+                task = asyncio.get_running_loop().create_task(self._publish_readiness())
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+
+    async def _publish_readiness(self) -> None:
+        """Inference is SERVING only while some node is on the ring: a router with no nodes is not ready."""
+        status = health_pb2.HealthCheckResponse.SERVING if len(self.ring) else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.own_health.set(INFERENCE, status)
 
     async def _follow_membership(self) -> None:
         async for members in self.source.watch():
@@ -105,7 +116,9 @@ class Router:
             raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
         await self.server.start()
         for service in ("", *SERVICES):
-            await self.own_health.set(service, health_pb2.HealthCheckResponse.SERVING)
+            if service != INFERENCE:
+                await self.own_health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._publish_readiness()
         log.info("router %s serving on %s:%d", cfg.router_id, cfg.host, self.port)
         return self.port
 

@@ -241,6 +241,13 @@ def test_router_without_serving_nodes_answers_unavailable_fast(workdir, tmp_path
         with Client(router.target, retries=1, backoff_s=0.01) as client:
             result = client.extract_detailed([jpeg(1)])[0]
         assert isinstance(result, Unavailable) and "no serving node" in result.message
+        # alive, but not ready: readiness (the Inference service) says NOT_SERVING without nodes
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with grpc.insecure_channel(router.target) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            assert health.Check(health_pb2.HealthCheckRequest(service="")).status == 1
+            assert health.Check(health_pb2.HealthCheckRequest(service="ringserve.v1.Inference")).status == 2
     finally:
         router.stop()
 
