@@ -9,7 +9,8 @@ Values are opaque bytes here; ``l2.py`` knows no torch and no codec.
 
 Perceptual lookups use multi-index hashing (``mih.py``): each stored pHash is
 added to CHUNKS sets keyed by one 16-bit chunk, and a radius search reads the
-sets its probes name, in one pipelined round trip.
+sets its probes name, in one pipelined round trip. A member whose value has
+expired is removed from its sets when a search finds it (lazily, like a cache).
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ class _Write:
     values: list[tuple[str, bytes]]
     index: list[tuple[Namespace, int]] = field(default_factory=list)
     unlock: tuple[str, str] | None = None
+    # fingerprints found in the index whose value has expired: take them out of their chunk sets
+    unindex: list[tuple[Namespace, int]] = field(default_factory=list)
 
 
 def connect(url: str, timeout_s: float) -> Any:
@@ -165,10 +168,11 @@ class L2:
         values: list[tuple[str, bytes]],
         index: list[tuple[Namespace, int]] | None = None,
         unlock: tuple[str, str] | None = None,
+        unindex: list[tuple[Namespace, int]] | None = None,
     ) -> bool:
         """Queue a write; False (and counted) if the queue is full. Never blocks."""
         try:
-            self._writes.put_nowait(_Write(values, index or [], unlock))
+            self._writes.put_nowait(_Write(values, index or [], unlock, unindex or []))
         except asyncio.QueueFull:
             self._on_event("write_dropped")
             return False
@@ -216,6 +220,9 @@ class L2:
                         key = ns.chunk(i, chunk)
                         pipe.sadd(key, f"{phash:016x}")
                         pipe.expire(key, self.config.ttl_s * 2)
+                for ns, phash in w.unindex:
+                    for i, chunk in enumerate(mih.chunks(phash)):
+                        pipe.srem(ns.chunk(i, chunk), f"{phash:016x}")
             await pipe.execute()
 
         await self._call("write", write)

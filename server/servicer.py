@@ -290,8 +290,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             for distance, found in await self.l2.near(ns, phash, radius):
                 try:
                     vector = await self._l2_value(slot, ns.perceptual(found))
+                except CorruptValue:
+                    continue  # logged and counted; the next computation of it overwrites the value
                 except CacheMiss:
-                    continue  # indexed but expired or corrupt: try the next nearest
+                    self.l2.put_later([], unindex=[(ns, found)])  # indexed but expired: prune the index
+                    continue
                 self._lookup("l2", "perceptual", "hit")
                 self.l1.put(ns, None, found, vector)
                 return Served(vector, pb.SOURCE_L2, perceptual=True, distance=distance)

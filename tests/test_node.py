@@ -362,3 +362,29 @@ def test_client_retries_across_a_node_restart_and_loses_nothing(nodes):
     with Client(node.target) as c:
         truth = c.extract(images, cache_mode="bypass")
     assert np.array_equal(np.stack([r.vector for r in results]), truth)
+
+
+def test_expired_values_are_pruned_from_the_perceptual_index(nodes, redis_db):
+    from ringserve.server import mih
+
+    node = nodes("a", "--redis-url", redis_db.url, "--radius", "8")
+    original = jpeg(1500, quality=95)
+    target = fingerprint.phash_bytes(original)
+    reencoded = next(e for e in (jpeg(1500, quality=q) for q in range(90, 20, -5))
+                     if 0 < fingerprint.hamming(fingerprint.phash_bytes(e), target) <= 8)
+    with Client(node.target) as c:
+        version = c.extract_detailed([original])[0].provenance.model_version
+    node.stop()
+    ns = Namespace("mobilenet_v3_small", version)
+    r = redis_py.Redis(port=redis_db.port)
+    chunk_keys = [ns.chunk(i, v) for i, v in enumerate(mih.chunks(target))]
+    assert all(r.sismember(k, f"{target:016x}") for k in chunk_keys)
+    r.delete(ns.perceptual(target))  # the value expires before its index entry
+    node = nodes("a", "--redis-url", redis_db.url, "--radius", "8")
+    with Client(node.target) as c:
+        miss = c.extract_detailed([reencoded], cache_mode="perceptual")[0]
+    assert miss.provenance.source == "computed"
+    deadline = time.monotonic() + 10
+    while any(r.sismember(k, f"{target:016x}") for k in chunk_keys):
+        assert time.monotonic() < deadline, "the stale index entry was not pruned"
+        time.sleep(0.05)
