@@ -107,6 +107,11 @@ def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
     assert late and all(r.provenance.node != victim for r in late)
     members = c.members()
     assert members[victim].state != cpb.MEMBER_STATE_SERVING
+    # and the router's metrics tell the story
+    assert c.router.metric("ringserve_router_placed_total") >= 150
+    assert c.router.metric("ringserve_router_retries_total") >= 1
+    assert c.router.metric("ringserve_router_members") == 2
+    assert c.router.metric("ringserve_router_inflight", node="node-0") >= 0
     # the client library sees no error either
     with Client(c.router.target) as client:
         assert all(not isinstance(r, Exception) for r in client.extract_detailed(images[:20]))
