@@ -10,8 +10,9 @@ retried. Works against a node or the router alike.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import EllipsisType
@@ -19,6 +20,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+from PIL import Image
 
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
@@ -87,14 +89,14 @@ class AsyncClient:
         every item's outcome instead.
         """
         single = _is_single(images)
-        results = await self.extract_detailed([images] if single else images, **options)
+        results = await self.extract_detailed([images] if single else list(images), **options)
         vectors = [_raise_if_error(r).vector for r in results]
         return vectors[0] if single else np.stack(vectors) if vectors else np.empty((0, 0), np.float16)
 
     async def classify(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, **options: Any):
         """One image: its ``Classification``. Several: a list of them in the caller's order."""
         single = _is_single(images)
-        results = await self.classify_detailed([images] if single else images, top_k=top_k, **options)
+        results = await self.classify_detailed([images] if single else list(images), top_k=top_k, **options)
         out = [_raise_if_error(r) for r in results]
         return out[0] if single else out
 
@@ -205,7 +207,10 @@ class AsyncClient:
 
 
 def _is_single(images: Any) -> bool:
-    return not isinstance(images, (list, tuple))
+    """One image (a path, bytes, a PIL image, an array), or many (any other iterable of those)."""
+    if isinstance(images, (str, bytes, bytearray, memoryview, os.PathLike, Image.Image, np.ndarray)):
+        return True
+    return not isinstance(images, Iterable)
 
 
 def _raise_if_error(result: Any) -> Any:
