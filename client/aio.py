@@ -26,6 +26,7 @@ from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
 from ringserve.contract import telemetry
+from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 
@@ -198,7 +199,7 @@ class AsyncClient:
             rid = reply.request_id
             if rid not in pending:
                 continue  # answered already: never hand a caller two answers for one item
-            code = errors.code_of(reply.status.code)
+            code = code_of(reply.status.code)
             if code == grpc.StatusCode.UNAVAILABLE:
                 unavailable[rid] = reply.status.message
                 continue  # stays pending: re-sent on the next attempt

@@ -66,10 +66,3 @@ def from_status(code: grpc.StatusCode, message: str, request_id: str | None = No
         error.code = code
         return error
     return cls(message, request_id)
-
-
-def code_of(value: int) -> grpc.StatusCode:
-    for code in grpc.StatusCode:
-        if code.value[0] == value:
-            return code
-    return grpc.StatusCode.UNKNOWN

@@ -28,12 +28,17 @@ class ImageError(ValueError):
     """The bytes are not an image this service accepts; the message says why."""
 
 
-def decode(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """Return the image as RGB, upright per its EXIF orientation, first frame only."""
+def check_size(data: bytes, limits: ImageLimits) -> None:
+    """Refuse empty or oversize payloads from their length alone, before any work on them."""
     if not data:
         raise ImageError("empty image: the request carried no bytes")
     if len(data) > limits.max_bytes:
         raise ImageError(f"image of {len(data)} bytes is over the limit of {limits.max_bytes} bytes")
+
+
+def decode(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """Return the image as RGB, upright per its EXIF orientation, first frame only."""
+    check_size(data, limits)
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
         width, height = img.size

@@ -24,6 +24,7 @@ from opentelemetry import trace
 
 from ringserve.contract import fingerprint, telemetry
 from ringserve.contract.images import ImageError, ImageLimits
+from ringserve.contract.status import error_reply
 from ringserve.contract.streams import ItemStreams
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
@@ -104,7 +105,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
                      deadline: float | None = None):
         if self.inflight >= self.placement.max_inflight:
             self.metrics.errors.add(1, {"reason": "router_overloaded"})
-            return _error(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            return error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
                           f"router {self.router_id} has {self.inflight} items in flight; back off and retry")
         self.inflight += 1
         try:
@@ -133,14 +134,14 @@ class RouterServicer(pb_grpc.InferenceServicer):
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return _error(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
+                    return error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
                                   f"the caller's deadline passed after trying {', '.join(tried[:-1]) or 'no node'}")
                 forwarded.timeout_ms = max(1, int(remaining * 1000))
             try:
                 reply = await self.peers[node].call(method, forwarded)
             except LinkError as exc:
                 self.health.failure(node, str(exc))
-                last = _error(reply_type, request, grpc.StatusCode.UNAVAILABLE, str(exc))
+                last = error_reply(reply_type, request, grpc.StatusCode.UNAVAILABLE, str(exc))
                 continue
             if reply.status.code == UNAVAILABLE:
                 self.health.failure(node, reply.status.message)
@@ -155,7 +156,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
             return reply
         self.metrics.errors.add(1, {"reason": "no_node"})
         if last is None:
-            return _error(reply_type, request, grpc.StatusCode.UNAVAILABLE,
+            return error_reply(reply_type, request, grpc.StatusCode.UNAVAILABLE,
                           f"router {self.router_id}: no serving node on the ring; check the nodes' health")
         last.request_id = request.request_id
         last.status.message = f"{last.status.message} (tried {', '.join(tried)})"
@@ -198,7 +199,3 @@ def _deadline(context: grpc.aio.ServicerContext) -> float | None:
     """The caller's deadline on the monotonic clock, to pass on to nodes as a per-item timeout."""
     remaining = context.time_remaining()
     return None if remaining is None else time.monotonic() + remaining
-
-
-def _error(reply_type, request: pb.ImageRequest, code: grpc.StatusCode, message: str):
-    return reply_type(request_id=request.request_id, status=pb.ItemStatus(code=code.value[0], message=message))

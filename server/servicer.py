@@ -25,7 +25,8 @@ import torch
 from opentelemetry import trace
 
 from ringserve.contract import codec, fingerprint, telemetry
-from ringserve.contract.images import ImageError, ImageLimits, decode
+from ringserve.contract.images import ImageError, ImageLimits, check_size, decode
+from ringserve.contract.status import code_of, error_reply
 from ringserve.contract.streams import ItemStreams
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -161,7 +162,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         started = time.perf_counter()
         source = "none"
         if self.inflight >= self.limits.max_inflight:
-            reply = _error(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
+            reply = error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
                            f"node {self.node_id} has {self.inflight} items in flight (limit "
                            f"{self.limits.max_inflight}); back off and retry, or send to another node")
         else:
@@ -177,23 +178,23 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                     span.set_attribute("ringserve.node", self.node_id)
                     span.set_attribute("ringserve.source", source)
             except ImageError as exc:
-                reply = _error(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {exc}")
+                reply = error_reply(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {exc}")
             except TimeoutError:
-                reply = _error(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
+                reply = error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"node {self.node_id}: the caller's deadline ({request.timeout_ms} ms) passed")
             except Overloaded as exc:
-                reply = _error(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}")
+                reply = error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}")
             except UnknownModel as exc:
-                reply = _error(reply_type, request, grpc.StatusCode.NOT_FOUND, str(exc))
+                reply = error_reply(reply_type, request, grpc.StatusCode.NOT_FOUND, str(exc))
             except ValueError as exc:
-                reply = _error(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+                reply = error_reply(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             except Exception as exc:
                 log.exception("item %r failed", request.request_id)
-                reply = _error(reply_type, request, grpc.StatusCode.INTERNAL,
+                reply = error_reply(reply_type, request, grpc.StatusCode.INTERNAL,
                                f"node {self.node_id} failed on this item: {type(exc).__name__}: {exc}")
             finally:
                 self.inflight -= 1
-        status = grpc.StatusCode.OK.name if reply.status.code == 0 else _code_name(reply.status.code)
+        status = code_of(reply.status.code).name
         self.metrics.requests.add(1, self.metrics.attrs(method=method, status=status))
         self.metrics.latency.record(time.perf_counter() - started, self.metrics.attrs(method=method, source=source))
         return reply
@@ -233,7 +234,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def _feature(self, request: pb.ImageRequest, slot: ModelSlot) -> Served:
         data = request.image
-        self._check_size(data)
+        check_size(data, self.limits.images)  # before hashing: an oversize payload costs nothing
         mode, radius = self._policy(request)
         ns = slot.ns
         digest = await self._digest(data)
@@ -373,12 +374,6 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     # ---- helpers -----------------------------------------------------------------------------
 
-    def _check_size(self, data: bytes) -> None:
-        if not data:
-            raise ImageError("empty image: the request carried no bytes")
-        if len(data) > self.limits.images.max_bytes:
-            raise ImageError(f"image of {len(data)} bytes is over the limit of {self.limits.images.max_bytes} bytes")
-
     def _slot(self, name: str) -> ModelSlot:
         slot = self.slots.get(name or self.default_model)
         if slot is None:
@@ -401,15 +396,3 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     def _lookup(self, tier: str, kind: str, result: str) -> None:
         self.metrics.lookups.add(1, self.metrics.attrs(tier=tier, kind=kind, result=result))
-
-
-def _error(reply_type, request: pb.ImageRequest, code: grpc.StatusCode, message: str):
-    return reply_type(request_id=request.request_id, status=pb.ItemStatus(code=code.value[0], message=message))
-
-
-def _code_name(value: int) -> str:
-    for code in grpc.StatusCode:
-        if code.value[0] == value:
-            return code.name
-    return str(value)
-

@@ -1,0 +1,21 @@
+"""Per-item statuses: the gRPC code numbers an ItemStatus carries, both ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def code_of(value: int) -> grpc.StatusCode:
+    """The StatusCode of an ItemStatus.code number (UNKNOWN for a number gRPC does not define)."""
+    return _BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
+
+
+def error_reply(reply_type: Any, request: Any, code: grpc.StatusCode, message: str) -> Any:
+    """A reply of ``reply_type`` that fails ``request``'s item alone, with a message that says why."""
+    from ringserve.contract.v1 import inference_pb2 as pb
+
+    return reply_type(request_id=request.request_id, status=pb.ItemStatus(code=code.value[0], message=message))
