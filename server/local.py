@@ -236,16 +236,17 @@ class NodeProcess(_Child):
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "ringserve.server.main", "--node-id", self.node_id,
+                "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), *self.args]
+
     def start(self, wait: bool = True, timeout_s: float = 120.0) -> NodeProcess:
-        env = {**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"}
-        self._spawn([sys.executable, "-m", "ringserve.server.main", "--node-id", self.node_id,
-                     "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
-                     *self.args], env=env)
+        self._spawn(self.command(), env={**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"})
         if wait:
             try:
                 wait_healthy(self.target, timeout_s, proc=self.proc)
             except LocalError as exc:
-                raise LocalError(f"node {self.node_id}: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
+                raise LocalError(f"{self.node_id}: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
         return self
 
     def metrics_text(self) -> str:
@@ -276,22 +277,16 @@ class RouterProcess(NodeProcess):
         self.members = members
         self.members_file = members_file
 
-    def start(self, wait: bool = True, timeout_s: float = 60.0) -> RouterProcess:
+    def command(self) -> list[str]:
         if self.members:
             source = ["--members", self.members]
         elif self.members_file:
             source = ["--members-file", str(self.members_file)]
         else:
             source = []  # the source is in args (--members-dns, --members-k8s)
-        self._spawn([sys.executable, "-m", "ringserve.router.main", "--router-id", self.node_id,
-                     "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
-                     *source, *self.args], env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        if wait:
-            try:
-                wait_healthy(self.target, timeout_s, proc=self.proc)
-            except LocalError as exc:
-                raise LocalError(f"router: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
-        return self
+        return [sys.executable, "-m", "ringserve.router.main", "--router-id", self.node_id,
+                "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+                *source, *self.args]
 
     def wait_members(self, count: int, timeout_s: float = 30.0) -> list:
         """Block until ``count`` members are SERVING on the router's ring; returns the Members reply."""
