@@ -240,7 +240,10 @@ class NodeProcess(_Child):
         return [sys.executable, "-m", "ringserve.server.main", "--node-id", self.node_id,
                 "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), *self.args]
 
-    def start(self, wait: bool = True, timeout_s: float = 120.0) -> NodeProcess:
+    start_timeout_s = 120.0  # model loading
+
+    def start(self, wait: bool = True, timeout_s: float | None = None) -> NodeProcess:
+        timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
         self._spawn(self.command(), env={**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"})
         if wait:
             try:
@@ -269,6 +272,8 @@ class NodeProcess(_Child):
 
 class RouterProcess(NodeProcess):
     """``python -m ringserve.router.main`` over the given members (``name=host:port,...``) or a members file."""
+
+    start_timeout_s = 60.0
 
     def __init__(self, workdir: Path, router_id: str = "router", members: str | None = None,
                  members_file: Path | None = None, args: Sequence[str] = (), port: int | None = None,
