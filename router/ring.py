@@ -26,6 +26,7 @@ class Ring:
             raise ValueError(f"load factor {load_factor} must be >= 1 (1 means perfectly even)")
         self.load_factor = load_factor
         self._weights: dict[str, int] = {}
+        self._weight_sum = 0
         self._ring = HashRing(nodes={}, hash_fn="ketama")
         self.set_members(members or {})
 
@@ -42,6 +43,7 @@ class Ring:
         if members == self._weights:
             return False
         self._weights = members
+        self._weight_sum = sum(members.values())
         self._ring = HashRing(nodes={n: {"weight": w} for n, w in sorted(members.items())}, hash_fn="ketama")
         return True
 
@@ -59,8 +61,10 @@ class Ring:
 
     def capacity(self, node: str, loads: Mapping[str, int]) -> int:
         """Most in-flight items ``node`` may hold, counting the one being placed."""
-        total = sum(loads.get(n, 0) for n in self._weights) + 1
-        share = self._weights[node] / sum(self._weights.values())
+        return self._capacity(node, sum(loads.get(n, 0) for n in self._weights) + 1)
+
+    def _capacity(self, node: str, total: int) -> int:
+        share = self._weights[node] / self._weight_sum
         return max(1, math.ceil(self.load_factor * total * share))
 
     def place(self, key: int, loads: Mapping[str, int], exclude: Collection[str] = ()) -> str | None:
@@ -70,11 +74,12 @@ class Ring:
         loads spreads load, it does not refuse work (the nodes' own queues do that).
         """
         fallback = None
+        total = sum(loads.get(n, 0) for n in self._weights) + 1  # once per item, not per candidate
         for node in self.walk(key):
             if node in exclude:
                 continue
             if fallback is None:
                 fallback = node
-            if loads.get(node, 0) + 1 <= self.capacity(node, loads):
+            if loads.get(node, 0) + 1 <= self._capacity(node, total):
                 return node
         return fallback
