@@ -8,7 +8,7 @@ client, which only propagates context when OpenTelemetry is present, needs none 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,23 @@ def tracer_provider(config: TelemetryConfig) -> Any | None:
         exporter = ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n")
         provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
     return provider
+
+
+def gauge(meter: Any, name: str, description: str, read: Callable[[], float | Mapping[str, float]],
+          attrs: Mapping[str, str], per: str = "node") -> None:
+    """An observable gauge read at scrape time. ``read`` returns one value, or one value per ``per``
+    label (in-flight items per node, say); ``attrs`` label every observation."""
+    from opentelemetry.metrics import Observation
+
+    def callback(_options: Any) -> Iterator[Any]:
+        value = read()
+        if isinstance(value, Mapping):
+            for key, v in value.items():
+                yield Observation(v, {**attrs, per: key})
+        else:
+            yield Observation(value, dict(attrs))
+
+    meter.create_observable_gauge(name, callbacks=[callback], description=description)
 
 
 def inject(carrier: MutableMapping[str, str]) -> None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+
+from ringserve.contract import telemetry
 
 
 class RouterMetrics:
@@ -21,13 +22,4 @@ class RouterMetrics:
 
     def observe(self, name: str, description: str, read: Callable[[], dict[str, float] | float]) -> None:
         """A gauge read at scrape time; ``read`` returns a value, or a value per node."""
-
-        def callback(_options: CallbackOptions) -> Iterable[Observation]:
-            value = read()
-            if isinstance(value, dict):
-                for node, v in value.items():
-                    yield Observation(v, {"router": self.router_id, "node": node})
-            else:
-                yield Observation(value, {"router": self.router_id})
-
-        self._meter.create_observable_gauge(name, callbacks=[callback], description=description)
+        telemetry.gauge(self._meter, name, description, read, {"router": self.router_id})

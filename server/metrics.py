@@ -7,10 +7,11 @@ global meter. Where the metrics go is configuration (``contract.telemetry``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
+
+from ringserve.contract import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,4 @@ class Metrics:
 
     def gauge(self, name: str, description: str, read: Callable[[], float]) -> None:
         """An observable gauge read at scrape time (queue depth, in-flight items, L1 bytes)."""
-        attrs = self._attrs
-
-        def callback(_options: CallbackOptions) -> Iterable[Observation]:
-            yield Observation(read(), attrs)
-
-        self.provider.get_meter("ringserve.server").create_observable_gauge(
-            name, callbacks=[callback], description=description
-        )
+        telemetry.gauge(self.provider.get_meter("ringserve.server"), name, description, read, self._attrs)
