@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.suite import repeats_workload
+from bench.workload import repeats_workload
 from ringserve.client import AsyncClient
 from ringserve.server.local import NodeProcess, RedisProcess, scratch_dir
 from tests.imagegen import jpeg

@@ -18,14 +18,14 @@ import json
 import random
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import redis as redis_py
 
+from bench.workload import drive, ms
 from ringserve.client import Client
-from ringserve.server.local import NodeProcess, RedisProcess, RouterProcess, scratch_dir, wait_healthy
+from ringserve.server.cluster import LocalCluster
+from ringserve.server.local import NodeProcess, RedisProcess, RouterProcess, scratch_dir
 from tests.imagegen import jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -36,41 +36,22 @@ POLICIES = {
 }
 
 
-def start_nodes(work: Path, n: int, redis_url: str, tag: str) -> list[NodeProcess]:
-    nodes = [NodeProcess(work, f"node-{i}", ["--redis-url", redis_url, "--drain-delay", "0", "--metrics-port", "0"],
-                         metrics_port=0) for i in range(n)]
-    for node in nodes:
-        node.name = f"{tag}-node-{node.node_id}"
-        node.start(wait=False)
-    for node in nodes:
-        wait_healthy(node.target, 180, proc=node.proc)
-    return nodes
-
-
 def run_policy(work: Path, label: str, args: list[str], nodes_n: int, redis: RedisProcess, images: list[bytes],
                order: list[int], measure_latency: bool):
     redis_py.Redis(port=redis.port).flushall()
-    nodes = start_nodes(work / label, nodes_n, redis.url, label)
-    router = RouterProcess(work / label, members=",".join(f"{n.node_id}={n.target}" for n in nodes),
-                           args=[*args, "--drain-delay", "0"], metrics_port=0).start()
-    router.wait_members(nodes_n)
-    tiers: Counter = Counter()
+    cluster = LocalCluster(work / label, redis.url, node_args=["--drain-delay", "0"],
+                           router_args=[*args, "--drain-delay", "0"])
     try:
-        with Client(router.target, window=32) as client:
-            started = time.perf_counter()
-            for i in range(0, len(order), 32):
-                for r in client.extract_detailed([images[j] for j in order[i : i + 32]]):
-                    tiers[r.provenance.source] += 1
-            elapsed = time.perf_counter() - started
-        latency = router_latency(router, nodes, images[:50]) if measure_latency else None
+        cluster.add(*[f"node-{i}" for i in range(nodes_n)])
+        router = cluster.start_router()
+        stats = drive(router.target, images, order, window=32)
+        latency = router_latency(router, list(cluster.nodes.values()), images[:50]) if measure_latency else None
     finally:
-        router.stop()
-        for node in nodes:
-            node.stop()
-    total = sum(tiers.values())
+        cluster.stop()
+    total = stats["l1"] + stats["l2"] + stats["computed"]
     return {
-        "l1_hit_rate": round(tiers["l1"] / total, 4), "l2_hit_rate": round(tiers["l2"] / total, 4),
-        "computed_share": round(tiers["computed"] / total, 4), "images_per_s": round(total / elapsed, 1),
+        "l1_hit_rate": round(stats["l1"] / total, 4), "l2_hit_rate": round(stats["l2"] / total, 4),
+        "computed_share": round(stats["computed"] / total, 4), "images_per_s": stats["images_per_s"],
     }, latency
 
 
@@ -95,7 +76,6 @@ def router_latency(router: RouterProcess, nodes: list[NodeProcess], images: list
     finally:
         for c in direct_clients.values():
             c.close()
-    ms = lambda xs, q: round(float(np.percentile(np.array(xs) * 1000, q)), 2)  # noqa: E731
     return {"direct_l1_ms_p50": ms(direct, 50), "direct_l1_ms_p99": ms(direct, 99),
             "router_l1_ms_p50": ms(routed, 50), "router_l1_ms_p99": ms(routed, 99),
             "router_added_ms_p50": round(ms(routed, 50) - ms(direct, 50), 2), "calls": len(direct)}

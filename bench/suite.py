@@ -29,7 +29,7 @@ import numpy as np
 
 from bench.node_bench import bare_loop
 from bench.router_bench import router_latency
-from ringserve.client import Client
+from bench.workload import drive, repeats_workload
 from ringserve.server.cluster import LocalCluster
 from ringserve.server.local import NodeProcess, RedisProcess, scratch_dir
 from tests.imagegen import jpeg
@@ -37,40 +37,6 @@ from tests.imagegen import jpeg
 RESULTS = Path(__file__).resolve().parent / "results"
 # One feature's bytes in L1 (float16 + entry overhead), twice per image (exact and perceptual keys).
 L1_BYTES_PER_IMAGE = {"mobilenet_v3_small": 2 * (576 * 2 + 200), "resnet50": 2 * (2048 * 2 + 200)}
-
-
-def repeats_workload(n: int, repeat_share: float, seed: int = 0) -> list[int]:
-    """Request sequence where each request repeats an earlier image with probability ``repeat_share``."""
-    rng = random.Random(seed)
-    seq, distinct = [], 0
-    for _ in range(n):
-        if seq and rng.random() < repeat_share:
-            seq.append(rng.choice(seq))
-        else:
-            seq.append(distinct)
-            distinct += 1
-    return seq
-
-
-def ms(values: list[float], q: float) -> float:
-    return round(float(np.percentile(np.array(values) * 1000, q)), 2)
-
-
-def drive(target: str, images: list[bytes], order: list[int], window: int = 16, **options) -> dict:
-    """Send ``order`` in streams of ``window`` items; throughput, per-stream latency, tiers."""
-    tiers: Counter = Counter()
-    latencies = []
-    with Client(target, window=window) as client:
-        started = time.perf_counter()
-        for i in range(0, len(order), window):
-            t = time.perf_counter()
-            for r in client.extract_detailed([images[j] for j in order[i : i + window]], **options):
-                tiers[r.provenance.source] += 1
-            latencies.append(time.perf_counter() - t)
-        elapsed = time.perf_counter() - started
-    total = sum(tiers.values())
-    return {"images_per_s": round(total / elapsed, 1), "batch_ms_p50": ms(latencies, 50),
-            "batch_ms_p99": ms(latencies, 99), "l1": tiers["l1"], "l2": tiers["l2"], "computed": tiers["computed"]}
 
 
 # ---- tiers ------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ from PIL import Image
 
 from bench.fidelity import jpeg as bench_jpeg
 from bench.fidelity import strip_app_segments, variants
-from bench.suite import repeats_workload, ring_properties
+from bench.suite import ring_properties
+from bench.workload import repeats_workload
 from ringserve.contract.images import decode
 from tests.imagegen import picture
 
