@@ -59,9 +59,10 @@ class LocalCluster:
             wait_healthy(node.target, 180, proc=node.proc)
         self.write_members()
 
-    def write_members(self) -> None:
-        self.members_file.write_text(
-            "".join(f"{name}={node.target}\n" for name, node in sorted(self.nodes.items()) if node.running))
+    def write_members(self, without: str | None = None) -> None:
+        """Publish the running nodes (the ready endpoints), leaving out ``without``."""
+        self.members_file.write_text("".join(f"{name}={node.target}\n" for name, node in sorted(self.nodes.items())
+                                             if node.running and name != without))
 
     def start_router(self, *args: str, port: int | None = None, metrics_port: int | None = None) -> RouterProcess:
         self.router = RouterProcess(self.workdir, members_file=self.members_file, port=port, metrics_port=metrics_port,
@@ -85,26 +86,26 @@ class LocalCluster:
 
     # ---- operating it --------------------------------------------------------------------
 
-    def restart(self, name: str, timeout_s: float = 120.0) -> None:
-        """What a StatefulSet does to one pod in a rolling update: same name, new process, new address."""
+    def _drain_out(self, name: str, timeout_s: float) -> NodeProcess:
+        """SIGTERM a node, take it out of the ready endpoints, and wait for its clean exit."""
         node = self.nodes[name]
-        self.on_event(f"{name}: SIGTERM (drain)")
         node.signal(15)
-        self.write_members_without(name)  # the terminating pod leaves the ready endpoints
+        self.write_members(without=name)  # the terminating pod leaves the ready endpoints
         code = node.proc.wait(timeout_s)
         if code != 0:
-            raise RuntimeError(f"{name} exited with {code} on SIGTERM:\n{node.log_tail()}")
+            raise RuntimeError(f"{name} exited with {code} on SIGTERM instead of draining:\n{node.log_tail()}")
+        return node
+
+    def restart(self, name: str, timeout_s: float = 120.0) -> None:
+        """What a StatefulSet does to one pod in a rolling update: same name, new process, new address."""
+        self.on_event(f"{name}: SIGTERM (drain)")
+        old = self._drain_out(name, timeout_s)
         self.on_event(f"{name}: drained and exited; starting it again under the same name")
-        fresh = NodeProcess(self.workdir, name, node.args)  # a new port: the pod's new IP
-        fresh.start(wait=False)
-        wait_healthy(fresh.target, timeout_s, proc=fresh.proc)
+        fresh = NodeProcess(self.workdir, name, old.args).start(timeout_s=timeout_s)  # a new port: the pod's new IP
         self.nodes[name] = fresh
         self.write_members()
         self.router.wait_members(len(self.nodes))
         self.on_event(f"{name}: back on the ring at {fresh.target}")
-
-    def write_members_without(self, name: str) -> None:
-        self.members_file.write_text("".join(f"{n}={p.target}\n" for n, p in sorted(self.nodes.items()) if n != name))
 
     def roll(self) -> None:
         """Restart every node one by one, highest ordinal first, as a StatefulSet update does."""
@@ -122,11 +123,7 @@ class LocalCluster:
             self.router.wait_members(replicas)
         for name in sorted(current, key=_ordinal, reverse=True)[: max(0, len(current) - replicas)]:
             self.on_event(f"scale in: {name} SIGTERM (drain)")
-            node = self.nodes[name]
-            node.signal(15)
-            self.write_members_without(name)
-            if node.proc.wait(120) != 0:
-                raise RuntimeError(f"{name} did not drain cleanly:\n{node.log_tail()}")
+            self._drain_out(name, 120)
             del self.nodes[name]
             self.router.wait_members(len(self.nodes))
 
