@@ -21,8 +21,7 @@ import numpy as np
 
 from ringserve.client.errors import RingserveError
 from ringserve.client.sync import Client
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
+from ringserve.contract.images import SUFFIXES
 
 
 @dataclass(frozen=True)
@@ -50,7 +49,7 @@ def find_images(root: Path) -> list[str]:
     found = []
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
-            if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+            if Path(name).suffix.lower() in SUFFIXES:
                 found.append((Path(dirpath) / name).relative_to(root).as_posix())
     return sorted(found)
 

@@ -21,11 +21,11 @@ from PIL import Image
 from ringserve.client import Client
 from ringserve.client.errors import RingserveError
 from ringserve.client.load import LoadGenerator
+from ringserve.contract.images import SUFFIXES
 from ringserve.server.cluster import LocalCluster
 from ringserve.server.local import LocalError, scratch_dir
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _images(folder: Path) -> list[Path]:
-    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in SUFFIXES)
     if not files:
         raise LocalError(f"no images in {folder}: pass --images DIR with JPEG/PNG/... files")
     return files
