@@ -111,17 +111,20 @@ class NodeLink:
         return sum(s.inflight for s in self._streams.values())
 
     async def call(self, method: str, request: pb.ImageRequest):
-        """Forward one item; its reply, or LinkError if the stream broke first."""
+        """Forward one item; its reply (with the item's own request id), or LinkError if the stream broke first.
+
+        ``request`` is the router's own copy of the item: its request_id is replaced by a link-wide id
+        rather than copying the message (and its image bytes) again.
+        """
         stream = self._streams.get(method)
         if stream is None or stream.closed:
             stream = _MethodStream(getattr(self._stub, method), self.member.name, method)
             self._streams[method] = stream
-        forwarded = pb.ImageRequest()
-        forwarded.CopyFrom(request)
-        forwarded.request_id = f"r{next(self._ids)}"
+        item_id = request.request_id
+        request.request_id = f"r{next(self._ids)}"
         self.placed += 1
-        reply = await stream.call(forwarded)
-        reply.request_id = request.request_id
+        reply = await stream.call(request)
+        reply.request_id = item_id
         return reply
 
     async def close(self) -> None:

@@ -106,7 +106,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
         if self.inflight >= self.placement.max_inflight:
             self.metrics.errors.add(1, {"reason": "router_overloaded"})
             return error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                          f"router {self.router_id} has {self.inflight} items in flight; back off and retry")
+                               f"router {self.router_id} has {self.inflight} items in flight; back off and retry")
         self.inflight += 1
         try:
             with self.tracer.start_as_current_span(f"router.{method.lower()}", context=parent) as span:
@@ -124,6 +124,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
         tried: list[str] = []
         last = None
         for _attempt in range(self.placement.max_attempts):
+            forwarded.request_id = request.request_id  # each link swaps in its own id
             node = self.pick(key, set(tried))
             if node is None:
                 break
@@ -135,7 +136,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                  f"the caller's deadline passed after trying {', '.join(tried[:-1]) or 'no node'}")
+                                       f"the caller's deadline passed after trying {', '.join(tried[:-1]) or 'no node'}")
                 forwarded.timeout_ms = max(1, int(remaining * 1000))
             try:
                 reply = await self.peers[node].call(method, forwarded)
@@ -157,7 +158,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
         self.metrics.errors.add(1, {"reason": "no_node"})
         if last is None:
             return error_reply(reply_type, request, grpc.StatusCode.UNAVAILABLE,
-                          f"router {self.router_id}: no serving node on the ring; check the nodes' health")
+                               f"router {self.router_id}: no serving node on the ring; check the nodes' health")
         last.request_id = request.request_id
         last.status.message = f"{last.status.message} (tried {', '.join(tried)})"
         return last

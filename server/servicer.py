@@ -163,8 +163,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         source = "none"
         if self.inflight >= self.limits.max_inflight:
             reply = error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                           f"node {self.node_id} has {self.inflight} items in flight (limit "
-                           f"{self.limits.max_inflight}); back off and retry, or send to another node")
+                                f"node {self.node_id} has {self.inflight} items in flight (limit "
+                                f"{self.limits.max_inflight}); back off and retry, or send to another node")
         else:
             self.inflight += 1
             # An item multiplexed by a router carries its own trace context; a direct call's is the call's.
@@ -181,7 +181,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 reply = error_reply(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {exc}")
             except TimeoutError:
                 reply = error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
-                               f"node {self.node_id}: the caller's deadline ({request.timeout_ms} ms) passed")
+                                    f"node {self.node_id}: the caller's deadline ({request.timeout_ms} ms) passed")
             except Overloaded as exc:
                 reply = error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}")
             except UnknownModel as exc:
@@ -191,7 +191,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             except Exception as exc:
                 log.exception("item %r failed", request.request_id)
                 reply = error_reply(reply_type, request, grpc.StatusCode.INTERNAL,
-                               f"node {self.node_id} failed on this item: {type(exc).__name__}: {exc}")
+                                    f"node {self.node_id} failed on this item: {type(exc).__name__}: {exc}")
             finally:
                 self.inflight -= 1
         status = code_of(reply.status.code).name
