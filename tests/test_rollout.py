@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from ringserve.client.load import LoadGenerator
 from ringserve.contract import fingerprint
@@ -12,8 +13,13 @@ from tests.imagegen import jpeg
 
 
 def test_roll_then_scale_3_5_3_under_load_loses_and_duplicates_nothing(workdir, redis_db, capsys):
+    # Load factor 3 with 3 nodes and 32 items in flight: the bound (ceil(3 * 33 / 3) = 33) is never reached
+    # in steady state, so every item goes to its ring owner and a misplaced key is a ring bug, not a spill.
+    # A closed loop piles its in-flight items onto whichever node is slowest at the moment, so at the
+    # deployed 1.25 (or 2.0) a tenth of the items spill on a busy machine (CI measured 0.868 own at 2.0).
+    # Spilling itself is tested by test_router.py::test_a_hot_image_is_spread_by_bounded_loads.
     cluster = LocalCluster(workdir / "rollout", redis_db.url, node_args=[*SMALL_MODEL, "--drain-delay", "0.5"],
-                           router_args=["--load-factor", "2.0"])
+                           router_args=["--load-factor", "3.0"])
     events: list[tuple[float, str]] = []
     cluster.on_event = lambda message: events.append((time.monotonic(), message))
     try:
@@ -46,10 +52,10 @@ def test_roll_then_scale_3_5_3_under_load_loses_and_duplicates_nothing(workdir, 
     assert report.sent > 500
     # every restarted node came back to its own arc
     assert owners_after == owners_before
-    # in steady state each node serves (and so fills its L1 with) its own keys, bounded loads aside
+    # in steady state each node serves (and so fills its L1 with) its own keys
     served = [o for o in report.outcomes if o.sent > steady]
-    own = sum(1 for o in served if owners_after[hints[o.image]] == o.node)
-    assert served and own / len(served) >= 0.9, own / len(served)
+    misplaced = Counter((owners_after[hints[o.image]], o.node) for o in served if owners_after[hints[o.image]] != o.node)
+    assert served and sum(misplaced.values()) / len(served) <= 0.01, misplaced
     assert sum(1 for o in served if o.source == "l1") / len(served) >= 0.8
     # nodes really were restarted and scaled
     assert sum("SIGTERM" in m for _, m in events) == 5

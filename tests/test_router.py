@@ -89,9 +89,12 @@ def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
 
     def requests():
         for i, image in enumerate(images):
-            if i == 60:
+            # From item 60 on, kill the victim the moment the router has items waiting on it: a kill
+            # between its items would test a clean failover, not the re-sending of items in flight.
+            if i >= 60 and "answered" not in killed_at and (i == 120 or c.members()[victim].inflight > 0):
                 c.nodes[victim].kill()
                 killed_at["answered"] = len(replies)
+                killed_at["item"] = i
             # pace the stream so items are in flight on every node when the kill lands
             while i - len(replies) > 24:
                 time.sleep(0.002)
@@ -109,6 +112,7 @@ def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
     assert members[victim].state != cpb.MEMBER_STATE_SERVING
     # and the router's metrics tell the story
     assert c.router.metric("ringserve_router_placed_total") >= 150
+    assert killed_at["item"] < 120, "the victim never had an item in flight: the stream was not paced"
     assert c.router.metric("ringserve_router_retries_total") >= 1
     assert c.router.metric("ringserve_router_members") == 2
     assert c.router.metric("ringserve_router_inflight", node="node-0") >= 0
