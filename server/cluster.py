@@ -18,7 +18,7 @@ import grpc
 
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
-from ringserve.server.local import NodeProcess, RedisProcess, RouterProcess, wait_healthy
+from ringserve.server.local import NodeProcess, RedisProcess, RouterProcess
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class LocalCluster:
             self.nodes[name] = node
             started.append(node)
         for node in started:
-            wait_healthy(node.target, 180, proc=node.proc)
+            node.wait_healthy(180)
         self.write_members()
 
     def write_members(self, without: str | None = None) -> None:

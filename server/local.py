@@ -246,11 +246,15 @@ class NodeProcess(_Child):
         timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
         self._spawn(self.command(), env={**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"})
         if wait:
-            try:
-                wait_healthy(self.target, timeout_s, proc=self.proc)
-            except LocalError as exc:
-                raise LocalError(f"{self.node_id}: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
+            self.wait_healthy(timeout_s)
         return self
+
+    def wait_healthy(self, timeout_s: float | None = None) -> None:
+        """Block until SERVING; if it dies or times out first, the error carries the end of its log."""
+        try:
+            wait_healthy(self.target, self.start_timeout_s if timeout_s is None else timeout_s, proc=self.proc)
+        except LocalError as exc:
+            raise LocalError(f"{self.node_id}: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
 
     def metrics_text(self) -> str:
         import urllib.request

@@ -12,6 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,7 +53,11 @@ class Node:
         for model_config in config.models:
             model = models.load(model_config)
             batcher = Batcher(model.features, config.batcher, name=f"batcher-{model.name}", on_batch=self._on_batch)
-            self.slots[model.name] = ModelSlot(model, batcher)
+            # The head waits for no company: a Classify hit must not pay a batching delay, and under
+            # load the items that queue while one head batch runs form the next one.
+            head = Batcher(model.scores_batch, replace(config.batcher, max_delay_ms=0.0), name=f"head-{model.name}",
+                           on_batch=self._on_head_batch)
+            self.slots[model.name] = ModelSlot(model, batcher, head)
         self.l1 = L1(config.l1)
         self.l2: L2 | None = None
         self.health = health_aio.HealthServicer()
@@ -65,6 +70,9 @@ class Node:
         self.metrics.batch_duration.record(seconds, self.metrics.attrs())
         self.metrics.backbone_images.add(size, self.metrics.attrs())
 
+    def _on_head_batch(self, size: int, seconds: float) -> None:
+        self.metrics.head_batch_size.record(size, self.metrics.attrs())
+
     async def start(self) -> int:
         cfg = self.config
         if cfg.l2.url:
@@ -72,6 +80,7 @@ class Node:
             await self.l2.start()
         for slot in self.slots.values():
             slot.batcher.start()
+            slot.head.start()
         self.servicer = InferenceServicer(
             cfg.node_id, self.slots, next(iter(self.slots)), self.l1, self.l2, cfg.limits, cfg.policy, self.pool,
             self.metrics, tracer=self._tracer(),
@@ -120,6 +129,7 @@ class Node:
             await self.server.stop(grace=1.0)
         for slot in self.slots.values():
             await slot.batcher.close()
+            await slot.head.close()
         if self.l2 is not None:
             await self.l2.flush()
             await self.l2.close()

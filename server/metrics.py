@@ -38,6 +38,10 @@ class Metrics:
         self.batch_size = meter.create_histogram(
             "ringserve.batch.size", description="Images per backbone batch", explicit_bucket_boundaries_advisory=BATCH_BUCKETS
         )
+        self.head_batch_size = meter.create_histogram(
+            "ringserve.head.batch.size", description="Features per classification-head batch (Classify)",
+            explicit_bucket_boundaries_advisory=BATCH_BUCKETS,
+        )
         self.batch_duration = meter.create_histogram(
             "ringserve.batch.duration", unit="s", description="Backbone time per batch",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,

@@ -73,10 +73,11 @@ class NodeLimits:
 
 @dataclass
 class ModelSlot:
-    """A served model with its key namespace and its own batcher."""
+    """A served model with its key namespace and its own batchers: the backbone's, and the head's for Classify."""
 
     model: Model
     batcher: Batcher[torch.Tensor, np.ndarray]
+    head: Batcher[np.ndarray, np.ndarray]
 
     @property
     def ns(self) -> Namespace:
@@ -219,8 +220,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if top_k > self.limits.max_top_k:
             raise ValueError(f"top_k {top_k} is over the limit of {self.limits.max_top_k}")
         served = await self._feature(request, slot)
-        loop = asyncio.get_running_loop()
-        scores = await loop.run_in_executor(self.pool, slot.model.scores, served.vector)
+        scores = await slot.head.submit(served.vector)
         top = np.argsort(-scores)[: min(top_k, len(scores))]
         names = slot.model.class_names
         return pb.ClassifyReply(
@@ -236,11 +236,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         data = request.image
         check_size(data, self.limits.images)  # before hashing: an oversize payload costs nothing
         mode, radius = self._policy(request)
+        if mode == pb.CACHE_MODE_BYPASS:
+            # No cache is read or written, so neither key is needed: decode and run the model, nothing else.
+            tensor = await asyncio.get_running_loop().run_in_executor(
+                self.pool, lambda: slot.model.preprocess(decode(data, self.limits.images)))
+            return Served(await slot.batcher.submit(tensor), pb.SOURCE_COMPUTED)
         ns = slot.ns
         digest = await self._digest(data)
-        if mode == pb.CACHE_MODE_BYPASS:
-            prepared = await self._prepare(slot, digest, data)
-            return Served(await slot.batcher.submit(prepared.tensor), pb.SOURCE_COMPUTED)
 
         # 1. L1, these very bytes.
         try:

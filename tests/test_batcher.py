@@ -92,3 +92,26 @@ async def test_cancelled_items_are_skipped():
     assert await kept == "kept"
     await b.close()
     assert ran == ["kept"]
+
+
+async def test_no_delay_takes_what_is_queued_and_the_next_batch_fills_while_one_runs():
+    """The head's batcher (max_delay 0): no wait for company, yet items arriving together share a batch."""
+    sizes = []
+    release = threading.Event()
+
+    def run(items):
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            release.wait(5)
+        return items
+
+    b = Batcher(run, BatcherConfig(max_batch=8, max_delay_ms=0, max_queue=100))
+    b.start()
+    together = asyncio.gather(*(b.submit(i) for i in range(5)))
+    await asyncio.sleep(0.05)  # the first batch is running and blocked
+    later = asyncio.gather(*(b.submit(i) for i in range(5, 11)))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await together == list(range(5)) and await later == list(range(5, 11))
+    await b.close()
+    assert sizes == [5, 6]

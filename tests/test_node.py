@@ -279,6 +279,11 @@ def test_classify_runs_the_head_on_cached_features(nodes):
     assert list(first.indices) == list(second.indices) and len(first.names) == 3
     assert np.all(np.diff(first.scores) <= 0) and 0 < first.scores[0] <= 1
     assert len(many) == 2 and len(many[1].names) == 7
+    assert list(many[0].indices[:3]) == list(first.indices)
+    np.testing.assert_allclose(many[0].scores[:3], first.scores, rtol=1e-5)
+    # the head ran in its own batcher, once per item
+    assert node.metric("ringserve_head_batch_size_sum") == 4
+    assert 1 <= node.metric("ringserve_head_batch_size_count") <= 4
 
 
 def test_health_reflection_and_list_models(nodes):
@@ -354,7 +359,9 @@ def test_client_retries_across_a_node_restart_and_loses_nothing(nodes):
 
     t = threading.Thread(target=restart)
     t.start()
-    with Client(node.target, retries=30, backoff_max_s=0.5, window=8) as c:
+    # A restart takes 4 to 7 s here (drain, then torch and the model load); 30 retries at 0.5 s with
+    # jitter could run out after 7 s, so give the client 80 (20 to 40 s).
+    with Client(node.target, retries=80, backoff_max_s=0.5, window=8) as c:
         results = c.extract_detailed(images)
     t.join()
     assert restarted.is_set()
