@@ -1,10 +1,11 @@
 """The ring against round-robin over the same 4 nodes, and the router's added latency.
 
-    python -m bench.router_bench [--nodes 4] [--images 200] [--requests 1000]
+    python -m bench.router_bench [--nodes 4] [--images 200] [--requests 1000] [--windows 32 8]
 
 Workload: a fixed set of distinct images requested over and over in random
-order (each image ~requests/images times), sent through the router in streams of
-32. For each placement policy the nodes start fresh (empty L1) over an emptied
+order (each image ~requests/images times), sent through the router with a
+window of 32 items in flight (a busy cluster), then 8 (a quiet one). For each
+window and placement policy the nodes start fresh (empty L1) over an emptied
 Redis, so the policies see the same cold start. Reports the share of replies
 served from L1, L2 and computed, and throughput. Then, on warm caches, single
 image calls: L1 hit direct to its node against the same hit through the router.
@@ -30,21 +31,22 @@ from tests.imagegen import jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 POLICIES = {
-    "ring c=1.25": ["--placement", "ring", "--load-factor", "1.25"],
-    "ring c=2.0": ["--placement", "ring", "--load-factor", "2.0"],
+    "ring c=1.25": ["--placement", "ring", "--load-factor", "1.25", "--min-load", "1"],
+    "ring c=1.25, min load 8": ["--placement", "ring", "--load-factor", "1.25", "--min-load", "8"],
+    "ring c=2.0": ["--placement", "ring", "--load-factor", "2.0", "--min-load", "1"],
     "round-robin": ["--placement", "round-robin"],
 }
 
 
 def run_policy(work: Path, label: str, args: list[str], nodes_n: int, redis: RedisProcess, images: list[bytes],
-               order: list[int], measure_latency: bool):
+               order: list[int], window: int, measure_latency: bool):
     redis_py.Redis(port=redis.port).flushall()
-    cluster = LocalCluster(work / label, redis.url, node_args=["--drain-delay", "0"],
+    cluster = LocalCluster(work / f"{label} w{window}", redis.url, node_args=["--drain-delay", "0"],
                            router_args=[*args, "--drain-delay", "0"])
     try:
         cluster.add(*[f"node-{i}" for i in range(nodes_n)])
         router = cluster.start_router()
-        stats = drive(router.target, images, order, window=32)
+        stats = drive(router.target, images, order, window=window)
         latency = router_latency(router, list(cluster.nodes.values()), images[:50]) if measure_latency else None
     finally:
         cluster.stop()
@@ -86,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, default=4)
     p.add_argument("--images", type=int, default=200)
     p.add_argument("--requests", type=int, default=1000)
+    p.add_argument("--windows", type=int, nargs="+", default=[32, 8], help="items in flight, one run per window")
     a = p.parse_args(argv)
     rng = random.Random(0)
     images = [jpeg(50_000 + i, size=(160, 160)) for i in range(a.images)]
@@ -93,26 +96,29 @@ def main(argv: list[str] | None = None) -> int:
     work = scratch_dir("ringserve-bench-router-")
     redis = RedisProcess(work / "redis").start()
     result: dict = {"nodes": a.nodes, "distinct_images": a.images, "requests": a.requests,
-                    "workload": "uniform random repeats of a fixed image set, streams of 32, cold start",
-                    "ideal_l1_hit_rate": round(1 - len(set(order)) / len(order), 4)}
+                    "workload": "uniform random repeats of a fixed image set, one stream, cold start",
+                    "ideal_l1_hit_rate": round(1 - len(set(order)) / len(order), 4), "runs": []}
     try:
-        for label, args in POLICIES.items():
-            print(f"{label} ...", flush=True)
-            stats, latency = run_policy(work, label, args, a.nodes, redis, images, order, label == "ring c=1.25")
-            result[label] = stats
-            if latency:
-                result["latency"] = latency
+        for window in a.windows:
+            for label, args in POLICIES.items():
+                print(f"window {window}, {label} ...", flush=True)
+                stats, latency = run_policy(work, label, args, a.nodes, redis, images, order, window,
+                                            label == "ring c=1.25" and window == a.windows[0])
+                result["runs"].append({"window": window, "placement": label, **stats})
+                if latency:
+                    result["latency"] = latency
     finally:
         redis.stop()
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "router.json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = [f"| {pol} | {result[pol]['l1_hit_rate']} | {result[pol]['l2_hit_rate']} | {result[pol]['computed_share']} "
-            f"| {result[pol]['images_per_s']} |" for pol in POLICIES]
+    rows = [f"| {r['window']} | {r['placement']} | {r['l1_hit_rate']} | {r['l2_hit_rate']} | {r['computed_share']} "
+            f"| {r['images_per_s']} |" for r in result["runs"]]
     lat = result["latency"]
     (RESULTS / "router.md").write_text(
         f"# Ring against round-robin over {a.nodes} nodes\n\n{result['workload']}; {a.images} images, "
         f"{a.requests} requests (best possible L1 hit rate {result['ideal_l1_hit_rate']}).\n\n"
-        "| placement | L1 hit rate | L2 hit rate | computed | images/s |\n| --- | --- | --- | --- | --- |\n"
+        "| items in flight | placement | L1 hit rate | L2 hit rate | computed | images/s |\n"
+        "| --- | --- | --- | --- | --- | --- |\n"
         + "\n".join(rows)
         + f"\n\nL1 hit, one image per call ({lat['calls']} calls): direct p50 {lat['direct_l1_ms_p50']} ms, "
         f"p99 {lat['direct_l1_ms_p99']} ms; through the router p50 {lat['router_l1_ms_p50']} ms, "

@@ -43,10 +43,20 @@ class PlacementConfig:
     # "ring" (consistent hashing with bounded loads) or "round-robin" (for comparison only).
     policy: str = "ring"
     load_factor: float = 1.25
+    # Below this many items in flight a node is never passed over (bounded loads apply above it).
+    min_load: int = 8
     # Nodes tried per item before it is answered with the last error.
     max_attempts: int = 3
     # Items in flight through the router, all callers together; past it RESOURCE_EXHAUSTED.
     max_inflight: int = 4096
+
+    def __post_init__(self) -> None:
+        if self.load_factor < 1.0:
+            raise ValueError(f"--load-factor {self.load_factor} must be >= 1 (1 means perfectly even)")
+        if self.min_load < 1:
+            raise ValueError(f"--min-load {self.min_load} must be >= 1 (1 applies bounded loads from the first item)")
+        if self.max_attempts < 1:
+            raise ValueError(f"--max-attempts {self.max_attempts} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--placement", choices=["ring", "round-robin"], default=d.placement.policy)
     g.add_argument("--load-factor", type=float, default=d.placement.load_factor,
                    help="bounded loads c: pass over a node above c x the mean in-flight load")
+    g.add_argument("--min-load", type=int, default=d.placement.min_load,
+                   help="in-flight items below which a node keeps its own keys whatever the mean (1: no floor)")
     g.add_argument("--max-attempts", type=int, default=d.placement.max_attempts, help="nodes tried per item")
     g.add_argument("--max-inflight", type=int, default=d.placement.max_inflight)
     g = p.add_argument_group("health")
@@ -132,7 +144,8 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
                                         dns_server_port=a.dns_server_port, interval_s=a.members_interval,
                                         k8s_service=a.members_k8s, k8s_port_name=a.k8s_port_name,
                                         k8s_api=a.k8s_api),
-            placement=PlacementConfig(policy=a.placement, load_factor=a.load_factor, max_attempts=a.max_attempts,
+            placement=PlacementConfig(policy=a.placement, load_factor=a.load_factor, min_load=a.min_load,
+                                      max_attempts=a.max_attempts,
                                       max_inflight=a.max_inflight),
             health=HealthConfig(failures_to_eject=a.failures_to_eject, base_ejection_s=a.base_ejection),
             limits=ImageLimits(max_bytes=a.max_image_bytes),

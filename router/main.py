@@ -60,7 +60,7 @@ class Router:
         self.metrics = RouterMetrics(telemetry.meter_provider(tconfig), config.router_id)
         self.tracer_provider = telemetry.tracer_provider(tconfig)
         self.source = source or make_source(config.membership)
-        self.ring = Ring(load_factor=config.placement.load_factor)
+        self.ring = Ring(load_factor=config.placement.load_factor, min_load=config.placement.min_load)
         self.peers = Peers()
         self.health = HealthTracker(config.health, on_change=self._update_ring,
                                     on_eject=lambda node: self.metrics.ejections.add(1, {"node": node}))

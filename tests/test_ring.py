@@ -1,3 +1,4 @@
+import math
 import random
 from collections import Counter
 
@@ -64,6 +65,24 @@ def test_bounded_loads_keep_keys_home_when_loads_are_even():
     ring = Ring({f"n{i}": 1 for i in range(4)})
     loads = {f"n{i}": 10 for i in range(4)}
     assert all(ring.place(k, loads) == ring.owner(k) for k in KEYS[:500])
+
+
+def test_a_node_under_min_load_keeps_its_keys_and_bounded_loads_apply_above_it():
+    key = KEYS[0]
+    plain, floored = Ring({f"n{i}": 1 for i in range(4)}), Ring({f"n{i}": 1 for i in range(4)}, min_load=8)
+    owner = plain.owner(key)
+    quiet = {n: 0 for n in plain.members}
+    # three items already on the owner, none elsewhere: plain bounded loads moves the fourth away
+    assert plain.place(key, {**quiet, owner: 3}) != owner
+    assert floored.place(key, {**quiet, owner: 3}) == owner
+    assert floored.place(key, {**quiet, owner: 7}) == owner
+    # at the floor, and with the owner far above the mean, it spills like the plain ring
+    assert floored.place(key, {**quiet, owner: 8}) != owner
+    # the floor does not cap a busy cluster below c x the mean
+    busy = {n: 40 for n in plain.members}
+    assert floored.capacity(owner, busy) == plain.capacity(owner, busy) == math.ceil(1.25 * 161 / 4)
+    with pytest.raises(ValueError):
+        Ring({}, min_load=0)
 
 
 def test_place_skips_excluded_and_weights_scale_capacity():

@@ -21,6 +21,15 @@ def test_environment_fills_and_flags_win():
     assert c.placement.load_factor == 2.0
 
 
+def test_placement_flags_are_checked_and_named(capsys):
+    assert config.from_args(["--members", "a=h:1"], {"RINGSERVE_ROUTER_MIN_LOAD": "3"}).placement.min_load == 3
+    assert config.from_args(["--members", "a=h:1"], {}).placement.min_load == config.PlacementConfig().min_load
+    for flag, value in (("--min-load", "0"), ("--load-factor", "0.5"), ("--max-attempts", "0")):
+        with pytest.raises(SystemExit):
+            config.from_args(["--members", "a=h:1", flag, value], {})
+        assert flag in capsys.readouterr().err
+
+
 def test_bad_member_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         config.from_args(["--members", "nohostport"], {})
