@@ -18,18 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
+from bench.workload import ms
 from ringserve.client import Client
 from ringserve.contract.images import decode
 from ringserve.server.local import NodeProcess, RedisProcess, scratch_dir
 from tests.imagegen import jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.array(values) * 1000, q))
 
 
 def rate(fn, count: int, reps: int) -> float:
@@ -107,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "node_vs_bare_ratio": round(served / bare, 3),
         "node_cold_cache_images_per_s": round(cold, 1),
         "node_all_l1_hits_stream_images_per_s": round(l1_stream, 1),
-        "l1_hit_ms_p50": round(pct(l1, 50), 2), "l1_hit_ms_p99": round(pct(l1, 99), 2),
-        "l2_hit_ms_p50": round(pct(l2, 50), 2), "l2_hit_ms_p99": round(pct(l2, 99), 2),
+        "l1_hit_ms_p50": ms(l1, 50), "l1_hit_ms_p99": ms(l1, 99),
+        "l2_hit_ms_p50": ms(l2, 50), "l2_hit_ms_p99": ms(l2, 99),
         "l1_hit_ms_mean": round(statistics.mean(l1) * 1000, 2),
     }
     RESULTS.mkdir(exist_ok=True)
