@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import grpc
 import numpy as np
 
+from ringserve.contract.status import source_name
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 
@@ -128,7 +129,7 @@ class LoadGenerator:
                         index, t0 = sent[reply.request_id]
                         self.report.outcomes.append(Outcome(
                             index, t0, now, reply.status.code, reply.provenance.node,
-                            pb.Source.Name(reply.provenance.source).removeprefix("SOURCE_").lower()))
+                            source_name(reply.provenance.source)))
             except grpc.RpcError as exc:
                 with self._lock:
                     self.report.stream_errors.append(f"stream {k}: {exc.code().name}: {exc.details()}")

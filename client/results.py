@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ringserve.contract.status import source_name
 from ringserve.contract.v1 import inference_pb2 as pb
 
 
@@ -21,7 +22,7 @@ class Provenance:
     @classmethod
     def from_pb(cls, p: pb.Provenance) -> Provenance:
         return cls(
-            source=pb.Source.Name(p.source).removeprefix("SOURCE_").lower(),
+            source=source_name(p.source),
             node=p.node, model=p.model, model_version=p.model_version, perceptual=p.perceptual, distance=p.distance,
         )
 

@@ -1,4 +1,4 @@
-"""Per-item statuses: the gRPC code numbers an ItemStatus carries, both ways."""
+"""What a reply says of its item: the gRPC code number of its ItemStatus, and the tier that served it."""
 
 from __future__ import annotations
 
@@ -19,3 +19,10 @@ def error_reply(reply_type: Any, request: Any, code: grpc.StatusCode, message: s
     from ringserve.contract.v1 import inference_pb2 as pb
 
     return reply_type(request_id=request.request_id, status=pb.ItemStatus(code=code.value[0], message=message))
+
+
+def source_name(value: int) -> str:
+    """A Provenance.source number as the name callers, logs and metrics use: "l1", "l2" or "computed"."""
+    from ringserve.contract.v1 import inference_pb2 as pb
+
+    return pb.Source.Name(value).removeprefix("SOURCE_").lower()

@@ -26,7 +26,7 @@ from opentelemetry import trace
 
 from ringserve.contract import codec, fingerprint, telemetry
 from ringserve.contract.images import ImageError, ImageLimits, check_size, decode
-from ringserve.contract.status import code_of, error_reply
+from ringserve.contract.status import code_of, error_reply, source_name
 from ringserve.contract.streams import ItemStreams
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -175,7 +175,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 with self.tracer.start_as_current_span(f"node.{method}", context=parent) as span:
                     work = handle(request)
                     reply = await (asyncio.wait_for(work, request.timeout_ms / 1000) if request.timeout_ms else work)
-                    source = pb.Source.Name(reply.provenance.source).removeprefix("SOURCE_").lower()
+                    source = source_name(reply.provenance.source)
                     span.set_attribute("ringserve.node", self.node_id)
                     span.set_attribute("ringserve.source", source)
             except ImageError as exc:

@@ -40,3 +40,16 @@ def test_bare_install_does_not_depend_on_torch_or_redis():
     bare = " ".join(project["dependencies"]).lower()
     assert "torch" not in bare and "redis" not in bare
     assert any(d.startswith("torch") for d in project["optional-dependencies"]["server"])
+
+
+def test_item_status_and_source_numbers_read_both_ways():
+    import grpc
+
+    from ringserve.contract.status import code_of, error_reply, source_name
+    from ringserve.contract.v1 import inference_pb2 as pb
+
+    assert [source_name(s) for s in (pb.SOURCE_L1, pb.SOURCE_L2, pb.SOURCE_COMPUTED)] == ["l1", "l2", "computed"]
+    assert code_of(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]) is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert code_of(999) is grpc.StatusCode.UNKNOWN
+    reply = error_reply(pb.ExtractReply, pb.ImageRequest(request_id="7"), grpc.StatusCode.NOT_FOUND, "no model x")
+    assert reply.request_id == "7" and code_of(reply.status.code) is grpc.StatusCode.NOT_FOUND
