@@ -8,10 +8,21 @@ from pathlib import Path
 
 import pytest
 
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server.local import NodeProcess, RedisClusterProcess, RedisProcess
 
 # Small, fast, deterministic: random weights from seed 0, so every node computes the same features.
 SMALL_MODEL = ["--model", "mobilenet_v3_small", "--drain-delay", "0.2"]
+
+
+def extract_one(stub: pb_grpc.InferenceStub, image: bytes, mode: int, hint: int | None = None,
+                **fields) -> pb.ExtractReply:
+    """One raw ImageRequest on its own Extract stream, below the client library (a hostile or odd caller)."""
+    request = pb.ImageRequest(request_id="1", image=image, cache_policy=pb.CachePolicy(mode=mode, **fields))
+    if hint is not None:
+        request.phash_hint = hint
+    return next(iter(stub.Extract(iter([request]), timeout=60)))
 
 
 @pytest.fixture(scope="session")

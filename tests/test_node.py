@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 
 import grpc
@@ -15,6 +16,7 @@ from ringserve.contract import fingerprint
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server.keys import Namespace, exact_digest
+from tests.conftest import extract_one
 from tests.imagegen import encode, jpeg, picture, png_bomb
 
 
@@ -221,22 +223,15 @@ def test_spoofed_hint_costs_nothing_but_placement(nodes):
     a, b = jpeg(1000), jpeg(1001)
     with grpc.insecure_channel(node.target) as channel:
         stub = pb_grpc.InferenceStub(channel)
-
-        def one(image, hint=None, mode=pb.CACHE_MODE_EXACT):
-            req = pb.ImageRequest(request_id="x", image=image, cache_policy=pb.CachePolicy(mode=mode))
-            if hint is not None:
-                req.phash_hint = hint
-            return next(iter(stub.Extract(iter([req]), timeout=60)))
-
+        one = functools.partial(extract_one, stub, mode=pb.CACHE_MODE_EXACT)
         truth_a = one(a, mode=pb.CACHE_MODE_BYPASS)
         truth_b = one(b, mode=pb.CACHE_MODE_BYPASS)
         spoofed = one(a, hint=fingerprint.phash_bytes(b))
         assert spoofed.feature.data == truth_a.feature.data
         # and the cache was not poisoned: b (exact or perceptual at radius 0) is not served a's feature
         assert one(b).feature.data == truth_b.feature.data
-        hostile = pb.ImageRequest(request_id="y", image=b, phash_hint=fingerprint.phash_bytes(a),
-                                  cache_policy=pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=0))
-        assert next(iter(stub.Extract(iter([hostile]), timeout=60))).feature.data == truth_b.feature.data
+        hostile = one(b, hint=fingerprint.phash_bytes(a), mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=0)
+        assert hostile.feature.data == truth_b.feature.data
 
 
 def test_sigterm_during_a_stream_answers_every_accepted_item(nodes):

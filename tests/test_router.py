@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -19,7 +20,7 @@ from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server.cluster import LocalCluster
 from ringserve.server.local import NodeProcess, RouterProcess
-from tests.conftest import SMALL_MODEL
+from tests.conftest import SMALL_MODEL, extract_one
 from tests.imagegen import encode, jpeg, picture
 
 
@@ -164,14 +165,7 @@ def test_spoofed_hint_through_the_router_is_answered_correctly(cluster):
     c = cluster(2)
     a, b = jpeg(7000), jpeg(7001)
     with grpc.insecure_channel(c.router.target) as channel:
-        stub = pb_grpc.InferenceStub(channel)
-
-        def send(image, hint=None, mode=pb.CACHE_MODE_PERCEPTUAL):
-            req = pb.ImageRequest(request_id="1", image=image, cache_policy=pb.CachePolicy(mode=mode))
-            if hint is not None:
-                req.phash_hint = hint
-            return next(iter(stub.Extract(iter([req]), timeout=60)))
-
+        send = functools.partial(extract_one, pb_grpc.InferenceStub(channel), mode=pb.CACHE_MODE_PERCEPTUAL)
         truth = send(a, mode=pb.CACHE_MODE_BYPASS)
         send(b)  # b is cached somewhere
         spoofed = send(a, hint=fingerprint.phash_bytes(b))
