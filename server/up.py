@@ -1,9 +1,11 @@
-"""``ringserve-up``: a real Redis and a node on this machine, and sample images sent through them.
+"""``ringserve-up``: a real Redis, nodes and a router on this machine, and sample images sent through them.
 
-Starts an embedded redis-server (or uses ``--redis-url``), starts a node with
-the pretrained EfficientNet-Lite0, sends the sample photos twice (computed,
-then L1 hits), then re-encoded copies under the perceptual policy, and prints
-where every answer came from. Everything it started is stopped on exit or Ctrl-C.
+Starts an embedded redis-server (or uses ``--redis-url``), ``--nodes`` nodes with
+the pretrained EfficientNet-Lite0 and a router over them; sends the sample photos
+twice (computed, then L1 hits), restarts node-0 (its keys come back from Redis),
+then sends re-encoded copies under the perceptual policy, and prints where every
+answer came from. ``--roll`` instead rolls every node under continuous load.
+Everything it started is stopped on exit or Ctrl-C.
 """
 
 from __future__ import annotations
