@@ -31,6 +31,7 @@ class Outcome:
     code: int
     node: str
     source: str
+    message: str = ""
 
 
 @dataclass
@@ -129,7 +130,7 @@ class LoadGenerator:
                         index, t0 = sent[reply.request_id]
                         self.report.outcomes.append(Outcome(
                             index, t0, now, reply.status.code, reply.provenance.node,
-                            source_name(reply.provenance.source)))
+                            source_name(reply.provenance.source), reply.status.message))
             except grpc.RpcError as exc:
                 with self._lock:
                     self.report.stream_errors.append(f"stream {k}: {exc.code().name}: {exc.details()}")

@@ -17,6 +17,7 @@ from ringserve.contract import process
 from ringserve.contract.images import ImageLimits
 from ringserve.router.health import HealthConfig
 from ringserve.router.membership.base import Member, MembershipError, parse_members
+from ringserve.router.retry import RetryConfig
 
 ENV_PREFIX = "RINGSERVE_ROUTER_"
 
@@ -45,8 +46,6 @@ class PlacementConfig:
     load_factor: float = 1.25
     # Below this many items in flight a node is never passed over (bounded loads apply above it).
     min_load: int = 8
-    # Nodes tried per item before it is answered with the last error.
-    max_attempts: int = 3
     # Items in flight through the router, all callers together; past it RESOURCE_EXHAUSTED.
     max_inflight: int = 4096
 
@@ -55,8 +54,6 @@ class PlacementConfig:
             raise ValueError(f"--load-factor {self.load_factor} must be >= 1 (1 means perfectly even)")
         if self.min_load < 1:
             raise ValueError(f"--min-load {self.min_load} must be >= 1 (1 applies bounded loads from the first item)")
-        if self.max_attempts < 1:
-            raise ValueError(f"--max-attempts {self.max_attempts} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -67,6 +64,7 @@ class RouterConfig:
     metrics_port: int = 0
     membership: MembershipConfig = MembershipConfig()
     placement: PlacementConfig = PlacementConfig()
+    retry: RetryConfig = RetryConfig()
     health: HealthConfig = HealthConfig()
     limits: ImageLimits = ImageLimits()
     hash_workers: int = 2
@@ -116,8 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bounded loads c: pass over a node above c x the mean in-flight load")
     g.add_argument("--min-load", type=int, default=d.placement.min_load,
                    help="in-flight items below which a node keeps its own keys whatever the mean (1: no floor)")
-    g.add_argument("--max-attempts", type=int, default=d.placement.max_attempts, help="nodes tried per item")
     g.add_argument("--max-inflight", type=int, default=d.placement.max_inflight)
+    g = p.add_argument_group("retries", "an item a node could not take is re-sent until the caller's deadline")
+    g.add_argument("--retry-budget", type=float, default=d.retry.budget_s,
+                   help="seconds an item is re-sent when its caller set no deadline")
+    g.add_argument("--backoff-base", type=float, default=d.retry.backoff_base_s,
+                   help="seconds before the second round over the nodes, doubled per round")
+    g.add_argument("--backoff-max", type=float, default=d.retry.backoff_max_s, help="longest pause between rounds")
+    g.add_argument("--max-attempts", type=int, default=d.retry.max_attempts,
+                   help="nodes an overloaded item is offered to before RESOURCE_EXHAUSTED reaches the caller")
     g = p.add_argument_group("health")
     g.add_argument("--failures-to-eject", type=int, default=d.health.failures_to_eject)
     g.add_argument("--base-ejection", type=float, default=d.health.base_ejection_s,
@@ -145,8 +150,9 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
                                         k8s_service=a.members_k8s, k8s_port_name=a.k8s_port_name,
                                         k8s_api=a.k8s_api),
             placement=PlacementConfig(policy=a.placement, load_factor=a.load_factor, min_load=a.min_load,
-                                      max_attempts=a.max_attempts,
                                       max_inflight=a.max_inflight),
+            retry=RetryConfig(budget_s=a.retry_budget, backoff_base_s=a.backoff_base, backoff_max_s=a.backoff_max,
+                              max_attempts=a.max_attempts),
             health=HealthConfig(failures_to_eject=a.failures_to_eject, base_ejection_s=a.base_ejection),
             limits=ImageLimits(max_bytes=a.max_image_bytes),
             hash_workers=a.hash_workers, drain_delay_s=a.drain_delay, grace_s=a.grace, log_level=a.log_level,

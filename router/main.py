@@ -67,7 +67,7 @@ class Router:
         self.pool = ThreadPoolExecutor(max_workers=config.hash_workers, thread_name_prefix="phash")
         tracer = self.tracer_provider.get_tracer("ringserve.router") if self.tracer_provider else None
         self.servicer = RouterServicer(config.router_id, self.ring, self.peers, self.health, config.placement,
-                                       config.limits, self.pool, self.metrics, tracer)
+                                       config.limits, self.pool, self.metrics, tracer, config.retry)
         self.own_health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0

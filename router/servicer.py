@@ -2,10 +2,12 @@
 
 An item's path: its placement key (the caller's pHash hint, or the pHash the
 router computes off the event loop) -> the ring with bounded loads -> that
-node's long-lived stream -> on a broken link, UNAVAILABLE or RESOURCE_EXHAUSTED,
-the next distinct node clockwise -> the reply, with the caller's request id.
-Every item gets exactly one reply; an item that no node could take is answered
-with the last node's status, saying which nodes were tried.
+node's long-lived stream -> on a broken link or UNAVAILABLE, the next distinct
+node, then new rounds over the members as they are now, with backoff, until the
+caller's deadline (``retry.py``) -> the reply, with the caller's request id.
+Every item gets exactly one reply: a node's answer, RESOURCE_EXHAUSTED when
+every node it was offered to is full, or, when time runs out, DEADLINE_EXCEEDED
+(or UNAVAILABLE after the router's retry budget) naming the nodes tried.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ringserve.router.config import PlacementConfig
 from ringserve.router.health import HealthTracker
 from ringserve.router.metrics import RouterMetrics
 from ringserve.router.peers import LinkError, Peers
+from ringserve.router.retry import Attempts, RetryConfig
 from ringserve.router.ring import Ring
 
 log = logging.getLogger(__name__)
@@ -43,8 +46,10 @@ RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
 class RouterServicer(pb_grpc.InferenceServicer):
     def __init__(self, router_id: str, ring: Ring, peers: Peers, health: HealthTracker, placement: PlacementConfig,
-                 limits: ImageLimits, pool: Executor, metrics: RouterMetrics, tracer: trace.Tracer | None = None) -> None:
+                 limits: ImageLimits, pool: Executor, metrics: RouterMetrics, tracer: trace.Tracer | None = None,
+                 retry: RetryConfig = RetryConfig()) -> None:
         self.router_id = router_id
+        self.retry = retry
         self.ring = ring
         self.peers = peers
         self.health = health
@@ -114,54 +119,87 @@ class RouterServicer(pb_grpc.InferenceServicer):
         finally:
             self.inflight -= 1
 
-    async def _forward(self, request: pb.ImageRequest, method: str, reply_type, span, deadline: float | None):
+    async def _forward(self, request: pb.ImageRequest, method: str, reply_type: type, span: trace.Span,
+                       deadline: float | None) -> object:
         key = await self.key_of(request)
         forwarded = pb.ImageRequest()
         forwarded.CopyFrom(request)
         forwarded.phash_hint = key
         forwarded.trace_context.clear()
         telemetry.inject(forwarded.trace_context)
-        tried: list[str] = []
-        last = None
-        for _attempt in range(self.placement.max_attempts):
-            forwarded.request_id = request.request_id  # each link swaps in its own id
-            node = self.pick(key, set(tried))
+        attempts = Attempts(self.retry, deadline)
+        reason = f"router {self.router_id}: no serving node on the ring; check the nodes' health"
+        shed = None  # the last RESOURCE_EXHAUSTED reply, if a node said so
+        while True:
+            node = self.pick(key, attempts.excluded)
             if node is None:
-                break
-            tried.append(node)
-            if len(tried) > 1:
-                self.metrics.retries.add(1, {"node": node})
-            self.metrics.placed.add(1, {"node": node})
+                if shed is not None:  # every node still on the ring is full: shed the load, do not queue it
+                    return self._gave_up(shed, request, attempts, "overloaded")
+                pause = attempts.next_round()
+                if pause is None:
+                    return self._out_of_time(reply_type, request, attempts, reason)
+                await asyncio.sleep(pause)
+                continue
+            if attempts.remaining() <= 0:
+                return self._out_of_time(reply_type, request, attempts, reason)
             if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                       f"the caller's deadline passed after trying {', '.join(tried[:-1]) or 'no node'}")
-                forwarded.timeout_ms = max(1, int(remaining * 1000))
+                forwarded.timeout_ms = max(1, int(attempts.remaining() * 1000))
+            if attempts.tried:
+                self.metrics.retries.add(1, {"node": node})
+            attempts.sent(node)
+            link = self.peers.links.get(node)
+            if link is None:  # left membership a moment ago; the ring follows at once
+                attempts.failed(node)
+                reason = f"{node} left the membership"
+                continue
+            self.metrics.placed.add(1, {"node": node})
+            forwarded.request_id = request.request_id  # each link swaps in its own id
             try:
-                reply = await self.peers[node].call(method, forwarded)
+                call = link.call(method, forwarded)
+                # A node that hangs (frozen, partitioned) must not hold the item past the caller's deadline.
+                reply = await (call if deadline is None else asyncio.wait_for(call, attempts.remaining()))
+            except TimeoutError:
+                return self._out_of_time(reply_type, request, attempts, f"{node} did not answer in time")
             except LinkError as exc:
                 self.health.failure(node, str(exc))
-                last = error_reply(reply_type, request, grpc.StatusCode.UNAVAILABLE, str(exc))
+                attempts.failed(node)
+                reason = str(exc)
                 continue
             if reply.status.code == UNAVAILABLE:
                 self.health.failure(node, reply.status.message)
-                last = reply
+                attempts.failed(node)
+                reason = reply.status.message
                 continue
             self.health.success(node)
             if reply.status.code == RESOURCE_EXHAUSTED:
-                last = reply  # this node's queues are full: the next one under bounded loads may have room
-                continue
+                attempts.failed(node)
+                attempts.overloaded += 1
+                shed = reply
+                if attempts.overloaded >= self.retry.max_attempts:
+                    return self._gave_up(shed, request, attempts, "overloaded")
+                continue  # the next node under bounded loads may have room
             span.set_attribute("ringserve.node", node)
-            span.set_attribute("ringserve.attempts", len(tried))
+            span.set_attribute("ringserve.attempts", len(attempts.tried))
             return reply
+
+    def _gave_up(self, reply, request: pb.ImageRequest, attempts: Attempts, why: str) -> object:
+        """A node's own error reply, passed on with the caller's id and the nodes tried."""
+        self.metrics.errors.add(1, {"reason": why})
+        reply.request_id = request.request_id
+        reply.status.message = f"{reply.status.message} ({attempts.describe()})"
+        return reply
+
+    def _out_of_time(self, reply_type: type, request: pb.ImageRequest, attempts: Attempts, reason: str) -> object:
+        """No node took the item before the caller's deadline, or within the retry budget when it set none."""
+        if attempts.deadline is not None:
+            self.metrics.errors.add(1, {"reason": "deadline"})
+            return error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"router {self.router_id}: the caller's deadline passed before a node answered "
+                               f"({attempts.describe()}); last: {reason}")
         self.metrics.errors.add(1, {"reason": "no_node"})
-        if last is None:
-            return error_reply(reply_type, request, grpc.StatusCode.UNAVAILABLE,
-                               f"router {self.router_id}: no serving node on the ring; check the nodes' health")
-        last.request_id = request.request_id
-        last.status.message = f"{last.status.message} (tried {', '.join(tried)})"
-        return last
+        return error_reply(reply_type, request, grpc.StatusCode.UNAVAILABLE,
+                           f"{reason} (no node answered within the router's retry budget of "
+                           f"{self.retry.budget_s:g} s; {attempts.describe()})")
 
 
 class ClusterServicer(cpb_grpc.ClusterServicer):

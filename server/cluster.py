@@ -11,6 +11,7 @@ a new address); ``scale`` adds or removes the highest ordinals. Used by
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -60,9 +61,15 @@ class LocalCluster:
         self.write_members()
 
     def write_members(self, without: str | None = None) -> None:
-        """Publish the running nodes (the ready endpoints), leaving out ``without``."""
-        self.members_file.write_text("".join(f"{name}={node.target}\n" for name, node in sorted(self.nodes.items())
-                                             if node.running and name != without))
+        """Publish the running nodes (the ready endpoints), leaving out ``without``.
+
+        Written whole and renamed into place, as a ConfigMap update swaps its file: a router that
+        polls must never read the moment between truncating and writing (an empty member list).
+        """
+        staged = self.members_file.with_name(self.members_file.name + ".new")
+        staged.write_text("".join(f"{name}={node.target}\n" for name, node in sorted(self.nodes.items())
+                                  if node.running and name != without))
+        os.replace(staged, self.members_file)
 
     def start_router(self, *args: str, port: int | None = None, metrics_port: int | None = None) -> RouterProcess:
         self.router = RouterProcess(self.workdir, members_file=self.members_file, port=port, metrics_port=metrics_port,

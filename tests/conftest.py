@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,3 +71,16 @@ def nodes(workdir, request) -> Iterator[callable]:
     for node in started:
         with contextlib.suppress(Exception):
             node.stop(15)
+
+
+@pytest.fixture
+def busy_cores() -> Iterator[int]:
+    """Every core kept busy by other work while the test runs, as on a shared or production machine."""
+    count = os.cpu_count() or 2
+    loops = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield count
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait(10)

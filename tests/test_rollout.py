@@ -12,7 +12,9 @@ from tests.conftest import SMALL_MODEL
 from tests.imagegen import jpeg
 
 
-def test_roll_then_scale_3_5_3_under_load_loses_and_duplicates_nothing(workdir, redis_db, capsys):
+def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(workdir, redis_db, busy_cores, capsys):
+    # Every core is kept busy beside the cluster (``busy_cores``): new nodes load their model while the
+    # others serve, as in a real roll, and a drain or membership race shows up as failed items.
     # Load factor 3 with 3 nodes and 32 items in flight: the bound (ceil(3 * 33 / 3) = 33) is never reached
     # in steady state, so every item goes to its ring owner and a misplaced key is a ring bug, not a spill.
     # A closed loop piles its in-flight items onto whichever node is slowest at the moment, so at the
@@ -44,11 +46,11 @@ def test_roll_then_scale_3_5_3_under_load_loses_and_duplicates_nothing(workdir, 
         cluster.stop()
 
     with capsys.disabled():
-        print(f"\nrollout under load: {report.summary()}; during the roll p99 "
+        print(f"\nrollout under load, {busy_cores} cores kept busy: {report.summary()}; during the roll p99 "
               f"{report.latency_ms(99, roll_started, roll_ended):.1f} ms")
     assert report.stream_errors == []
     assert report.lost == 0 and report.duplicates == 0
-    assert report.failed == 0, report.codes()
+    assert report.failed == 0, (report.codes(), Counter(o.message for o in report.outcomes if o.code).most_common(5))
     assert report.sent > 500
     # every restarted node came back to its own arc
     assert owners_after == owners_before

@@ -116,7 +116,8 @@ def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
     assert killed_at["item"] < 120, "the victim never had an item in flight: the stream was not paced"
     assert c.router.metric("ringserve_router_retries_total") >= 1
     assert c.router.metric("ringserve_router_members") == 2
-    assert c.router.metric("ringserve_router_inflight", node="node-0") >= 0
+    # every item was answered, so no node's in-flight gauge is left counting one
+    assert 'node="node-0"' in c.router.metrics_text() and c.router.metric("ringserve_router_inflight", node="node-0") == 0
     # the client library sees no error either
     with Client(c.router.target) as client:
         assert all(not isinstance(r, Exception) for r in client.extract_detailed(images[:20]))
@@ -234,16 +235,22 @@ def test_cluster_members_and_owner_service(cluster):
         assert client.list_models().models[0].name == "mobilenet_v3_small"
 
 
-def test_router_without_serving_nodes_answers_unavailable_fast(workdir, tmp_path):
-    from ringserve.client import Unavailable
+def test_router_without_serving_nodes_waits_then_says_which_nodes_it_tried(workdir, tmp_path):
+    from ringserve.client import DeadlineExceeded, Unavailable
 
     members = tmp_path / "members"
     members.write_text("ghost=127.0.0.1:1\n")
-    router = RouterProcess(tmp_path, members_file=members, args=["--drain-delay", "0"]).start()
+    router = RouterProcess(tmp_path, members_file=members, args=["--drain-delay", "0", "--retry-budget", "0.5"]).start()
     try:
-        with Client(router.target, retries=1, backoff_s=0.01) as client:
+        # no deadline: re-sent for the router's retry budget, then UNAVAILABLE that says why
+        with Client(router.target, retries=0, timeout_s=None) as client:
             result = client.extract_detailed([jpeg(1)])[0]
-        assert isinstance(result, Unavailable) and "no serving node" in result.message
+        assert isinstance(result, Unavailable), result
+        assert "no serving node" in result.message and "retry budget of 0.5 s" in result.message
+        # a deadline shorter than the budget: DEADLINE_EXCEEDED from the router, before the caller's own fires
+        with Client(router.target, retries=0, timeout_s=0.3) as client:
+            result = client.extract_detailed([jpeg(2)])[0]
+        assert isinstance(result, DeadlineExceeded) and "no serving node" in result.message, result
         # alive, but not ready: readiness (the Inference service) says NOT_SERVING without nodes
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -253,6 +260,60 @@ def test_router_without_serving_nodes_answers_unavailable_fast(workdir, tmp_path
             assert health.Check(health_pb2.HealthCheckRequest(service="ringserve.v1.Inference")).status == 2
     finally:
         router.stop()
+
+
+def _paced_stream(target: str, images: list[bytes], every_s: float, timeout_s: float) -> tuple[list, dict[str, float]]:
+    """Send one image every ``every_s`` on one raw stream; the replies, and each item's send time."""
+    sent: dict[str, float] = {}
+
+    def requests():
+        for i, image in enumerate(images):
+            sent[str(i)] = time.monotonic()
+            yield pb.ImageRequest(request_id=str(i), image=image)
+            time.sleep(every_s)
+
+    with grpc.insecure_channel(target) as channel:
+        replies = [(time.monotonic(), r) for r in pb_grpc.InferenceStub(channel).Extract(requests(), timeout=timeout_s)]
+    return replies, sent
+
+
+def test_items_wait_while_the_only_node_restarts_and_are_served_within_their_deadline(cluster):
+    c = cluster(1)
+    images = [jpeg(9500 + i) for i in range(400)]
+    outcome: list[tuple[list, dict[str, float]]] = []
+    caller = threading.Thread(target=lambda: outcome.append(_paced_stream(c.router.target, images, 0.02, 120)))
+    caller.start()
+    time.sleep(1.0)
+    away = time.monotonic()
+    c.restart("node-0")  # drain, exit, model load, back on the ring: seconds with no node at all
+    back = time.monotonic()
+    caller.join(150)
+    replies, sent = outcome[0]
+    counts = Counter(r.request_id for _, r in replies)
+    assert len(counts) == len(images) and set(counts.values()) == {1}, "lost or duplicated items"
+    assert all(r.status.code == 0 for _, r in replies), [r.status.message for _, r in replies if r.status.code][:3]
+    # items sent while no node was on the ring waited at the router and were served once it came back
+    waited = [(t, r) for t, r in replies if away + 0.5 < sent[r.request_id] < back - 0.5]
+    assert waited and all(t >= back - 0.5 for t, _ in waited)
+    assert c.router.metric("ringserve_router_errors_total") == 0
+
+
+def test_every_node_frozen_past_the_deadline_is_deadline_exceeded_naming_the_nodes(cluster):
+    import signal
+
+    from ringserve.client import DeadlineExceeded
+
+    c = cluster(2)
+    for node in c.nodes.values():
+        node.signal(signal.SIGSTOP)  # alive to TCP and to health, answering nothing
+    try:
+        with Client(c.router.target, retries=0, timeout_s=1.5) as client:
+            results = client.extract_detailed([jpeg(9600 + i) for i in range(4)])
+    finally:
+        for node in c.nodes.values():
+            node.signal(signal.SIGCONT)
+    assert all(isinstance(r, DeadlineExceeded) for r in results), results
+    assert all("tried node-" in r.message and "did not answer in time" in r.message for r in results), results
 
 
 @pytest.mark.parametrize("threads", [4])

@@ -3,6 +3,8 @@
 Polls the file's content rather than watching inotify events: ConfigMap
 updates swap a symlink, which event watchers miss, and a poll every second
 costs nothing. A file that fails to parse keeps the last good list, loudly.
+Whoever writes the file writes it whole and renames it into place: a poll
+may otherwise read it half written, and an empty list empties the ring.
 """
 
 from __future__ import annotations
