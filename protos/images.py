@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ringserve.contract.errors import CallerError
+
 FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 # File name endings of those formats, for tools that pick images out of a folder.
 SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
@@ -26,8 +28,11 @@ class ImageLimits:
     max_side: int = 16_384
 
 
-class ImageError(ValueError):
+class ImageError(CallerError):
     """The bytes are not an image this service accepts; the message says why."""
+
+    def reason(self) -> str:
+        return f"bad image: {self}"
 
 
 def check_size(data: bytes, limits: ImageLimits) -> None:

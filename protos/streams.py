@@ -1,7 +1,9 @@
 """Serving a bidirectional stream of items: read, handle each concurrently, answer in completion order.
 
-Shared by the node and the router. Each item gets exactly one reply; a drain
-stops reading new items on every open stream, lets the admitted ones finish,
+Shared by the node and the router. Each item gets exactly one reply: a handler
+that raises answers its item INTERNAL with the exception's type and message (the
+traceback goes to the log, the count to ``on_error``), and the stream goes on. A
+drain stops reading new items on every open stream, lets the admitted ones finish,
 and ends the cut streams with UNAVAILABLE so callers re-send the rest elsewhere.
 """
 
@@ -13,6 +15,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+
+from ringserve.contract.status import error_reply
 
 log = logging.getLogger(__name__)
 _READER_DONE = object()
@@ -27,8 +31,10 @@ class _Stream:
 class ItemStreams:
     """All open item streams of one server, so they can be drained together."""
 
-    def __init__(self, who: str) -> None:
+    def __init__(self, who: str, on_error: Callable[[str], None] | None = None) -> None:
         self.who = who
+        # Told the exception type of every item a handler failed on (a metric).
+        self._on_error = on_error or (lambda _kind: None)
         self.draining = False
         # Items read from streams and replies written back, over the server's life.
         self.received = 0
@@ -40,8 +46,15 @@ class ItemStreams:
         return len(self._streams)
 
     async def serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
-                    handle: Callable[[Any], Awaitable[Any]]) -> AsyncIterator[Any]:
-        """Yield ``await handle(item)`` for every item read, as each completes."""
+                    handle: Callable[[Any], Awaitable[Any]], reply_type: type) -> AsyncIterator[Any]:
+        """Yield ``await handle(item)`` for every item read, as each completes.
+
+        Args:
+            requests: the call's request stream.
+            context: the call's context, for aborting and the final status.
+            handle: answers one item; whatever it raises becomes that item's INTERNAL reply.
+            reply_type: the reply message type, for those INTERNAL replies.
+        """
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.who} is draining; send to another server")
         out: asyncio.Queue = asyncio.Queue()
@@ -61,7 +74,7 @@ class ItemStreams:
                 async for request in requests:
                     outstanding += 1
                     self.received += 1
-                    task = asyncio.ensure_future(handle(request))
+                    task = asyncio.ensure_future(self._answer(handle, request, reply_type))
                     tasks.add(task)
                     task.add_done_callback(done)
             finally:
@@ -88,6 +101,15 @@ class ItemStreams:
             stream.reader.cancel()
             for task in list(tasks):
                 task.cancel()
+
+    async def _answer(self, handle: Callable[[Any], Awaitable[Any]], request: Any, reply_type: type) -> Any:
+        try:
+            return await handle(request)
+        except Exception as exc:  # answered and logged: an unanswered item would hang its caller
+            log.exception("%s failed on item %r", self.who, request.request_id)
+            self._on_error(type(exc).__name__)
+            return error_reply(reply_type, request, grpc.StatusCode.INTERNAL,
+                               f"{self.who} failed on this item: {type(exc).__name__}: {exc}")
 
     async def drain(self, timeout_s: float) -> None:
         """Stop reading new items on every stream; wait until every item read is answered."""

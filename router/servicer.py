@@ -58,20 +58,21 @@ class RouterServicer(pb_grpc.InferenceServicer):
         self.pool = pool
         self.metrics = metrics
         self.tracer = tracer or trace.NoOpTracer()
-        self.streams = ItemStreams(f"router {router_id}")
+        self.streams = ItemStreams(f"router {router_id}", on_error=lambda kind: metrics.errors.add(
+            1, {"reason": "internal", "type": kind}))
         self.inflight = 0
         self._round_robin = itertools.count()
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
         handle = functools.partial(self._route, method="Extract", reply_type=pb.ExtractReply,
                                    parent=telemetry.extract_metadata(context), deadline=_deadline(context))
-        async for reply in self.streams.serve(request_iterator, context, handle):
+        async for reply in self.streams.serve(request_iterator, context, handle, pb.ExtractReply):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
         handle = functools.partial(self._route, method="Classify", reply_type=pb.ClassifyReply,
                                    parent=telemetry.extract_metadata(context), deadline=_deadline(context))
-        async for reply in self.streams.serve(request_iterator, context, handle):
+        async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
             yield reply
 
     async def ListModels(self, request, context) -> pb.ListModelsReply:

@@ -1,4 +1,8 @@
-"""Typed failures inside a node; the servicer maps each to one gRPC status at the edge."""
+"""Typed failures inside a node; the servicer maps each to one gRPC status at the edge.
+
+The caller's own mistakes are ``ringserve.contract.errors.CallerError``s; these are the node's
+conditions (a tier that misses or is down, a full queue, a drain).
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,6 @@ class CacheUnavailable(RuntimeError):
 
 class Overloaded(RuntimeError):
     """A bounded queue is full: the caller should back off or try another node."""
-
-
-class UnknownModel(LookupError):
-    """The request named a model this node does not serve."""
 
 
 class Draining(RuntimeError):

@@ -49,6 +49,9 @@ class Metrics:
         self.l2_events = meter.create_counter(
             "ringserve.l2.events", description="L2 writes (ok, error, dropped), breaker openings, corrupt values"
         )
+        self.internal_errors = meter.create_counter(
+            "ringserve.internal_errors", description="Items answered INTERNAL because a handler raised, by exception type"
+        )
         self.singleflight = meter.create_counter(
             "ringserve.singleflight.shared", description="Misses served by a computation already in flight"
         )

@@ -25,14 +25,15 @@ import torch
 from opentelemetry import trace
 
 from ringserve.contract import codec, fingerprint, telemetry
-from ringserve.contract.images import ImageError, ImageLimits, check_size, decode
+from ringserve.contract.errors import CallerError, InvalidRequest, UnknownModel
+from ringserve.contract.images import ImageLimits, check_size, decode
 from ringserve.contract.status import code_of, error_reply, source_name
 from ringserve.contract.streams import ItemStreams
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server import keys
 from ringserve.server.batcher import Batcher
-from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue, Overloaded, UnknownModel
+from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue, Overloaded
 from ringserve.server.keys import Namespace
 from ringserve.server.l1 import L1
 from ringserve.server.l2 import L2
@@ -123,7 +124,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.metrics = metrics
         self.tracer = tracer or trace.NoOpTracer()
         self.inflight = 0
-        self.streams = ItemStreams(f"node {node_id}")
+        self.streams = ItemStreams(f"node {node_id}", on_error=lambda kind: metrics.internal_errors.add(
+            1, metrics.attrs(type=kind)))
         self._prepares: Group[Prepared] = Group()
         self._computes: Group[tuple[np.ndarray, int]] = Group()
         self._lock_token = f"{node_id}:{secrets.token_hex(4)}"
@@ -133,13 +135,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
         handle = functools.partial(self._item, method="extract", reply_type=pb.ExtractReply, handle=self._extract,
                                    parent=telemetry.extract_metadata(context))
-        async for reply in self.streams.serve(request_iterator, context, handle):
+        async for reply in self.streams.serve(request_iterator, context, handle, pb.ExtractReply):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
         handle = functools.partial(self._item, method="classify", reply_type=pb.ClassifyReply, handle=self._classify,
                                    parent=telemetry.extract_metadata(context))
-        async for reply in self.streams.serve(request_iterator, context, handle):
+        async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
             yield reply
 
     async def ListModels(self, request, context) -> pb.ListModelsReply:
@@ -178,18 +180,14 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                     source = source_name(reply.provenance.source)
                     span.set_attribute("ringserve.node", self.node_id)
                     span.set_attribute("ringserve.source", source)
-            except ImageError as exc:
-                reply = error_reply(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, f"bad image: {exc}")
+            except CallerError as exc:
+                reply = error_reply(reply_type, request, exc.code, exc.reason())
             except TimeoutError:
                 reply = error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
                                     f"node {self.node_id}: the caller's deadline ({request.timeout_ms} ms) passed")
             except Overloaded as exc:
                 reply = error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}")
-            except UnknownModel as exc:
-                reply = error_reply(reply_type, request, grpc.StatusCode.NOT_FOUND, str(exc))
-            except ValueError as exc:
-                reply = error_reply(reply_type, request, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-            except Exception as exc:
+            except Exception as exc:  # the node's own failure, never the caller's: INTERNAL, with the traceback logged
                 log.exception("item %r failed", request.request_id)
                 reply = error_reply(reply_type, request, grpc.StatusCode.INTERNAL,
                                     f"node {self.node_id} failed on this item: {type(exc).__name__}: {exc}")
@@ -218,7 +216,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         slot = self._slot(request.model)
         top_k = request.top_k or DEFAULT_TOP_K
         if top_k > self.limits.max_top_k:
-            raise ValueError(f"top_k {top_k} is over the limit of {self.limits.max_top_k}")
+            raise InvalidRequest(f"top_k {top_k} is over the limit of {self.limits.max_top_k}; ask for fewer classes")
         served = await self._feature(request, slot)
         scores = await slot.head.submit(served.vector)
         top = np.argsort(-scores)[: min(top_k, len(scores))]
@@ -308,6 +306,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def _compute(self, slot: ModelSlot, digest: str, prepared: Prepared) -> tuple[np.ndarray, int]:
         ns = slot.ns
+        # L1 again, inside the flight (groupcache's load does the same): a request that missed L1 just
+        # before another finished computing these bytes enters a new flight after that one has ended,
+        # and would otherwise compute them a second time.
+        try:
+            return self.l1.get_exact(ns, digest), pb.SOURCE_L1
+        except CacheMiss:
+            pass
         lock = None
         if self.l2 is not None:
             lock_key = ns.lock(digest)
@@ -388,7 +393,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         if mode == pb.CACHE_MODE_UNSPECIFIED:
             mode = pb.CACHE_MODE_PERCEPTUAL if self.policy.default_mode == "perceptual" else pb.CACHE_MODE_EXACT
         radius = policy.max_distance if policy.HasField("max_distance") else self.policy.default_radius
-        return mode, min(radius, self.policy.max_radius)
+        if radius > self.policy.max_radius:
+            raise InvalidRequest(f"perceptual radius {radius} is over this node's maximum of {self.policy.max_radius}; "
+                                 f"ask for at most {self.policy.max_radius}")
+        return mode, radius
 
     def _provenance(self, slot: ModelSlot, served: Served) -> pb.Provenance:
         return pb.Provenance(

@@ -39,3 +39,35 @@ async def test_errors_reach_every_waiter_and_cancel_does_not_kill_shared_work():
     gate.set()
     with pytest.raises(ValueError, match="boom"):
         await second
+
+
+async def test_work_is_cancelled_when_its_last_caller_leaves_and_a_new_caller_starts_afresh():
+    group: Group[int] = Group()
+    cancelled = asyncio.Event()
+    runs = 0
+
+    async def work():
+        nonlocal runs
+        runs += 1
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    first = asyncio.ensure_future(group.do("k", work))
+    second = asyncio.ensure_future(group.do("k", work))
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.sleep(0)
+    assert not cancelled.is_set() and len(group) == 1  # one caller still waits: the work goes on
+    second.cancel()
+    await asyncio.wait_for(cancelled.wait(), 1)
+    assert len(group) == 0
+
+    async def quick():
+        return 7
+
+    assert await group.do("k", quick) == (7, False)
+    assert runs == 1

@@ -1,0 +1,153 @@
+"""The fast tier: the node's and the router's real servicers in this process, with a fake model.
+
+No child processes and no Redis: each test forces one interleaving or one failure
+of the request path and asserts what the caller sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import grpc
+import pytest
+
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.server.batcher import BatcherConfig
+from ringserve.server.servicer import InferenceServicer
+from tests.fakes import FakeModel, extract, metric_total, node_servicer, router_servicer, serving, start_batchers, wait_until
+from tests.imagegen import jpeg
+
+pytestmark = pytest.mark.fast
+INTERNAL = grpc.StatusCode.INTERNAL.value[0]
+INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+NOT_FOUND = grpc.StatusCode.NOT_FOUND.value[0]
+DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+
+
+async def one(node: InferenceServicer, image: bytes, method: str = "extract", **fields) -> object:
+    """One item through the node's request path, as its stream engine would hand it over."""
+    request = pb.ImageRequest(request_id="x", image=image, **fields)
+    reply_type, handle = ((pb.ExtractReply, node._extract) if method == "extract"
+                          else (pb.ClassifyReply, node._classify))
+    return await node._item(request, method=method, reply_type=reply_type, handle=handle)
+
+
+async def test_a_node_handler_that_raises_answers_its_item_internal_and_the_stream_goes_on():
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    real = node._item
+
+    async def item(request, **kwargs):
+        if request.request_id == "boom":
+            raise KeyError("injected")
+        return await real(request, **kwargs)
+
+    node._item = item
+    async with serving(node) as target:
+        replies = await extract(target, [jpeg(1), jpeg(2), jpeg(3)], ids=["a", "boom", "c"], timeout_s=10)
+    assert replies["boom"].status.code == INTERNAL
+    assert "KeyError" in replies["boom"].status.message and "injected" in replies["boom"].status.message
+    assert replies["a"].status.code == 0 and replies["c"].status.code == 0
+    assert metric_total(node.metrics.provider, "ringserve.internal_errors", type="KeyError") == 1
+
+
+async def test_a_router_handler_that_raises_answers_its_item_internal_and_the_stream_goes_on():
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    async with serving(node) as node_target:
+        router = await router_servicer({"n0": node_target})
+        real = router.key_of
+        poison = jpeg(2)
+
+        async def key_of(request):
+            if request.image == poison:
+                raise KeyError("ring and peers disagree")
+            return await real(request)
+
+        router.key_of = key_of
+        async with serving(router) as target:
+            replies = await extract(target, [jpeg(1), poison, jpeg(3)], timeout_s=10)
+        await router.peers.close()
+    assert replies["1"].status.code == INTERNAL and "KeyError: 'ring and peers disagree'" in replies["1"].status.message
+    assert replies["0"].status.code == 0 and replies["2"].status.code == 0
+    assert metric_total(router.metrics.provider, "ringserve.router.errors", reason="internal", type="KeyError") == 1
+
+
+async def test_a_ring_member_the_router_has_no_link_to_is_skipped_not_fatal():
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    async with serving(node) as node_target:
+        router = await router_servicer({"n0": node_target})
+        router.ring.set_members({"n0": 1, "ghost": 1})  # ring and links out of step for a moment
+        async with serving(router) as target:
+            replies = await extract(target, [jpeg(i) for i in range(40)], timeout_s=10)
+        await router.peers.close()
+    assert all(r.status.code == 0 and r.provenance.node == "fake-node" for r in replies.values())
+
+
+async def test_an_internal_value_error_is_internal_not_the_callers_fault():
+    node = node_servicer(FakeModel(fail=ValueError("operands could not be broadcast together")))
+    start_batchers(node)
+    reply = await one(node, jpeg(1))
+    assert reply.status.code == INTERNAL and "ValueError: operands could not" in reply.status.message
+
+
+async def test_caller_mistakes_map_to_their_own_codes():
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    bad = await one(node, b"not an image")
+    assert bad.status.code == INVALID_ARGUMENT and bad.status.message.startswith("bad image:")
+    too_many = await one(node, jpeg(1), method="classify", top_k=10_000)
+    assert too_many.status.code == INVALID_ARGUMENT and "top_k 10000" in too_many.status.message
+    too_far = await one(node, jpeg(1), cache_policy=pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=9))
+    assert too_far.status.code == INVALID_ARGUMENT and "radius 9" in too_far.status.message
+    unknown = await one(node, jpeg(1), model="resnet9000")
+    assert unknown.status.code == NOT_FOUND and "resnet9000" in unknown.status.message
+
+
+async def test_a_miss_that_enters_the_flight_after_another_computed_the_bytes_reads_l1_not_the_model():
+    model = FakeModel()
+    node = node_servicer(model)
+    start_batchers(node)
+    image = jpeg(7)
+    release = asyncio.Event()
+    real = node._prepare
+    calls = 0
+
+    async def prepare(*args):
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the first request has missed L1; hold it until the second has computed
+            await release.wait()
+        return await real(*args)
+
+    node._prepare = prepare
+    first = asyncio.ensure_future(one(node, image))
+    await wait_until(lambda: calls == 1)
+    second = await one(node, image)
+    assert second.status.code == 0 and second.provenance.source == pb.SOURCE_COMPUTED
+    release.set()
+    late = await first
+    assert late.status.code == 0 and late.provenance.source == pb.SOURCE_L1
+    assert late.feature.data == second.feature.data
+    assert model.images == 1
+
+
+async def test_an_item_whose_deadline_passes_in_the_queue_never_reaches_the_model():
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    node = node_servicer(model, batcher=BatcherConfig(max_batch=1, max_delay_ms=0.0))
+    start_batchers(node)
+    try:
+        running = asyncio.ensure_future(one(node, jpeg(1)))
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 10)  # the model is busy
+        late = await one(node, jpeg(2), timeout_ms=100)  # queued behind it
+        assert late.status.code == DEADLINE_EXCEEDED
+    finally:
+        gate.set()
+    assert (await running).status.code == 0
+    batcher = node.slots[model.name].batcher
+    await wait_until(lambda: batcher.depth == 0)
+    await asyncio.sleep(0.05)
+    assert model.images == 1 and batcher.items == 1
