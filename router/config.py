@@ -48,12 +48,18 @@ class PlacementConfig:
     min_load: int = 8
     # Items in flight through the router, all callers together; past it RESOURCE_EXHAUSTED.
     max_inflight: int = 4096
+    # Items this router has in flight on one node; more wait here for room (Ray Serve's
+    # max_ongoing_requests). Keep it at or below the nodes' --max-queue, so that a node coming
+    # back after an outage is not handed the whole backlog at once.
+    max_node_inflight: int = 256
 
     def __post_init__(self) -> None:
         if self.load_factor < 1.0:
             raise ValueError(f"--load-factor {self.load_factor} must be >= 1 (1 means perfectly even)")
         if self.min_load < 1:
             raise ValueError(f"--min-load {self.min_load} must be >= 1 (1 applies bounded loads from the first item)")
+        if self.max_node_inflight < 1:
+            raise ValueError(f"--max-node-inflight {self.max_node_inflight} must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bounded loads c: pass over a node above c x the mean in-flight load")
     g.add_argument("--min-load", type=int, default=d.placement.min_load,
                    help="in-flight items below which a node keeps its own keys whatever the mean (1: no floor)")
-    g.add_argument("--max-inflight", type=int, default=d.placement.max_inflight)
+    g.add_argument("--max-inflight", type=int, default=d.placement.max_inflight,
+                   help="items in flight through this router; past it RESOURCE_EXHAUSTED")
+    g.add_argument("--max-node-inflight", type=int, default=d.placement.max_node_inflight,
+                   help="items in flight on one node from this router; more wait here (at most the nodes' --max-queue)")
     g = p.add_argument_group("retries", "an item a node could not take is re-sent until the caller's deadline")
     g.add_argument("--retry-budget", type=float, default=d.retry.budget_s,
                    help="seconds an item is re-sent when its caller set no deadline")
@@ -150,7 +159,7 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
                                         k8s_service=a.members_k8s, k8s_port_name=a.k8s_port_name,
                                         k8s_api=a.k8s_api),
             placement=PlacementConfig(policy=a.placement, load_factor=a.load_factor, min_load=a.min_load,
-                                      max_inflight=a.max_inflight),
+                                      max_inflight=a.max_inflight, max_node_inflight=a.max_node_inflight),
             retry=RetryConfig(budget_s=a.retry_budget, backoff_base_s=a.backoff_base, backoff_max_s=a.backoff_max,
                               max_attempts=a.max_attempts),
             health=HealthConfig(failures_to_eject=a.failures_to_eject, base_ejection_s=a.base_ejection),

@@ -76,6 +76,7 @@ class Router:
         m = self.metrics
         m.observe("ringserve.router.inflight", "Items in flight per node", lambda: self.peers.loads())
         m.observe("ringserve.router.members", "Nodes on the ring", lambda: len(self.ring))
+        m.observe("ringserve.router.waiting", "Items waiting for a node to have room", lambda: self.peers.waiting)
         m.observe("ringserve.router.known", "Nodes known from membership", lambda: len(self.health.nodes))
 
     def _update_ring(self) -> None:

@@ -5,7 +5,8 @@ gets one Extract and one Classify stream, items carry router-made ids, and repli
 are matched back to the waiting item whatever their order. When a stream breaks
 (the node died, or drained and ended it), every item still waiting on it fails
 with ``LinkError`` so the router can place it elsewhere, and the next item opens
-a fresh stream. Knows nothing of the ring.
+a fresh stream. ``Peers`` also queues the items that wait for a node to have room
+(``wait_for_room``): each answer wakes the longest-waiting one. Knows nothing of the ring.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
 
 import grpc
 
@@ -94,8 +96,9 @@ class NodeLink:
 
     _ids = itertools.count()
 
-    def __init__(self, member: Member) -> None:
+    def __init__(self, member: Member, on_done: Callable[[], None] = lambda: None) -> None:
         self.member = member
+        self._on_done = on_done  # told when an item leaves this link, answered or not
         self.channel = grpc.aio.insecure_channel(member.address, options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -123,7 +126,10 @@ class NodeLink:
         item_id = request.request_id
         request.request_id = f"r{next(self._ids)}"
         self.placed += 1
-        reply = await stream.call(request)
+        try:
+            reply = await stream.call(request)
+        finally:
+            self._on_done()
         reply.request_id = item_id
         return reply
 
@@ -138,12 +144,38 @@ class Peers:
 
     def __init__(self) -> None:
         self.links: dict[str, NodeLink] = {}
+        self._waiting: deque[asyncio.Future[None]] = deque()
 
     def __getitem__(self, name: str) -> NodeLink:
         return self.links[name]
 
     def loads(self) -> dict[str, int]:
         return {name: link.inflight for name, link in self.links.items()}
+
+    def full(self, limit: int) -> set[str]:
+        """Members holding ``limit`` or more items in flight."""
+        return {name for name, link in self.links.items() if link.inflight >= limit}
+
+    @property
+    def waiting(self) -> int:
+        """Items waiting for a node to have room."""
+        return sum(1 for f in self._waiting if not f.done())
+
+    async def wait_for_room(self, timeout_s: float) -> None:
+        """Return when some link has answered an item (the longest waiter first), or after ``timeout_s``."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(future)
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            pass  # the caller looks again: a slot may have been handed to a waiter that could not use it
+
+    def _released(self) -> None:
+        while self._waiting:
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
 
     async def set_members(self, members: Iterable[Member]) -> None:
         wanted = {m.name: m for m in members}
@@ -153,7 +185,7 @@ class Peers:
                 asyncio.get_running_loop().create_task(self._close_later(link))
         for name, member in wanted.items():
             if name not in self.links:
-                self.links[name] = NodeLink(member)
+                self.links[name] = NodeLink(member, on_done=self._released)
 
     @staticmethod
     async def _close_later(link: NodeLink, after_s: float = 30.0) -> None:

@@ -132,7 +132,14 @@ class RouterServicer(pb_grpc.InferenceServicer):
         reason = f"router {self.router_id}: no serving node on the ring; check the nodes' health"
         shed = None  # the last RESOURCE_EXHAUSTED reply, if a node said so
         while True:
-            node = self.pick(key, attempts.excluded)
+            full = self.peers.full(self.placement.max_node_inflight)
+            node = self.pick(key, attempts.excluded | full)
+            if node is None and full - attempts.excluded:
+                # Nodes that could take it are busy with this router's other items: wait here for room.
+                if attempts.remaining() <= 0:
+                    return self._out_of_time(reply_type, request, attempts, "every node was busy")
+                await self.peers.wait_for_room(min(attempts.remaining(), self.retry.backoff_max_s))
+                continue
             if node is None:
                 if shed is not None:  # every node still on the ring is full: shed the load, do not queue it
                     return self._gave_up(shed, request, attempts, "overloaded")

@@ -136,12 +136,13 @@ async def serving(servicer: InferenceServicer | RouterServicer) -> AsyncIterator
         await server.stop(grace=0.5)
 
 
-async def router_servicer(members: dict[str, str], retry: RetryConfig = RetryConfig()) -> RouterServicer:
+async def router_servicer(members: dict[str, str], retry: RetryConfig = RetryConfig(),
+                          placement: PlacementConfig = PlacementConfig()) -> RouterServicer:
     """A router's servicer whose ring holds ``members`` (name -> target) as if their health said SERVING."""
     peers = Peers()
     await peers.set_members([Member(name, target) for name, target in members.items()])
     return RouterServicer("fake-router", Ring({name: 1 for name in members}), peers,
-                          HealthTracker(HealthConfig(), on_change=lambda: None), PlacementConfig(), ImageLimits(),
+                          HealthTracker(HealthConfig(), on_change=lambda: None), placement, ImageLimits(),
                           ThreadPoolExecutor(2), RouterMetrics(meter_provider(), "fake-router"), retry=retry)
 
 

@@ -13,6 +13,7 @@ import grpc
 import pytest
 
 from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.router.config import PlacementConfig
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.servicer import InferenceServicer
 from tests.fakes import FakeModel, extract, metric_total, node_servicer, router_servicer, serving, start_batchers, wait_until
@@ -151,3 +152,21 @@ async def test_an_item_whose_deadline_passes_in_the_queue_never_reaches_the_mode
     await wait_until(lambda: batcher.depth == 0)
     await asyncio.sleep(0.05)
     assert model.images == 1 and batcher.items == 1
+
+
+async def test_items_over_a_nodes_share_wait_at_the_router_and_all_are_served():
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    node = node_servicer(model, batcher=BatcherConfig(max_batch=1, max_delay_ms=0.0))
+    start_batchers(node)
+    async with serving(node) as node_target:
+        router = await router_servicer({"n0": node_target}, placement=PlacementConfig(max_node_inflight=2))
+        async with serving(router) as target:
+            sending = asyncio.ensure_future(extract(target, [jpeg(100 + i) for i in range(6)], timeout_s=20))
+            await wait_until(lambda: router.peers.waiting == 4)
+            assert node.streams.received == 2  # the node holds this router's share, the rest wait here
+            gate.set()
+            replies = await sending
+        await router.peers.close()
+    assert len(replies) == 6 and all(r.status.code == 0 for r in replies.values())
+    assert model.images == 6 and router.peers.waiting == 0
