@@ -1,22 +1,35 @@
-"""Decoding untrusted image bytes with limits, shared by client and node.
+"""Decoding untrusted image bytes with limits, shared by client, router and node.
 
 Every way an upload can be bad maps to one ``ImageError`` with a reason a
 caller can act on. Limits are checked from the header, before pixels are
-decoded, so a decompression bomb costs nothing.
+decoded, so a decompression bomb costs nothing. AVIF comes with Pillow (11.3+
+wheels carry libavif); HEIC/HEIF comes from pillow-heif (libheif in a wheel,
+the plugin Pillow's own docs point to). Both are ISOBMFF containers whose image
+size sits in an ``ispe`` property box: it is read and checked here before
+libavif or libheif parse the rest, so a file that claims 60000x60000 pixels is
+refused with that reason rather than whatever the decoder says.
 """
 
 from __future__ import annotations
 
 import io
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ringserve.contract.errors import CallerError
 
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+pillow_heif.register_heif_opener()
+
+FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF", "HEIF")
 # File name endings of those formats, for tools that pick images out of a folder.
-SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
+SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".avif", ".heic", ".heif"})
+# Boxes on the way from the top of an ISOBMFF file to its image properties, and whether each is a
+# "full box" (4 bytes of version and flags before its children).
+_CONTAINERS = {b"meta": True, b"iprp": False, b"ipco": False}
 
 
 @dataclass(frozen=True)
@@ -43,19 +56,58 @@ def check_size(data: bytes, limits: ImageLimits) -> None:
         raise ImageError(f"image of {len(data)} bytes is over the limit of {limits.max_bytes} bytes")
 
 
+def check_dimensions(width: int, height: int, limits: ImageLimits) -> None:
+    """Refuse an image whose header claims more pixels than ``limits`` allow."""
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image has empty dimensions {width}x{height}")
+    if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
+        raise ImageError(
+            f"image of {width}x{height} pixels is over the limit "
+            f"({limits.max_pixels} pixels, {limits.max_side} per side): downscale it before sending"
+        )
+
+
+def _boxes(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, payload start, payload end) of each ISOBMFF box between ``start`` and ``end``."""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if size == 1 and at + 16 <= end:
+            size, header = struct.unpack_from(">Q", data, at + 8)[0], 16
+        elif size == 0:
+            size = end - at
+        if size < header or at + size > end:
+            return  # malformed: the decoder will say so
+        yield kind, at + header, at + size
+        at += size
+
+
+def container_dimensions(data: bytes) -> list[tuple[int, int]]:
+    """Every image size an AVIF or HEIC file declares (its ``ispe`` boxes); empty for other formats."""
+    if data[4:8] != b"ftyp":
+        return []
+    found: list[tuple[int, int]] = []
+
+    def walk(start: int, end: int) -> None:
+        for kind, payload, stop in _boxes(data, start, end):
+            if kind in _CONTAINERS:
+                walk(payload + (4 if _CONTAINERS[kind] else 0), stop)
+            elif kind == b"ispe" and stop - payload >= 12:
+                found.append(struct.unpack_from(">II", data, payload + 4))
+
+    walk(0, len(data))
+    return found
+
+
 def decode(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
     """Return the image as RGB, upright per its EXIF orientation, first frame only."""
     check_size(data, limits)
+    for width, height in container_dimensions(data):
+        check_dimensions(width, height, limits)
     try:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
-        width, height = img.size
-        if width <= 0 or height <= 0:
-            raise ImageError(f"image has empty dimensions {width}x{height}")
-        if width > limits.max_side or height > limits.max_side or width * height > limits.max_pixels:
-            raise ImageError(
-                f"image of {width}x{height} pixels is over the limit "
-                f"({limits.max_pixels} pixels, {limits.max_side} per side): downscale it before sending"
-            )
+        check_dimensions(*img.size, limits)
         img.seek(0)
         img.load()
         img = ImageOps.exif_transpose(img)

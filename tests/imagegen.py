@@ -29,6 +29,12 @@ def jpeg(seed: int, quality: int = 90, size: tuple[int, int] = (128, 96)) -> byt
     return encode(picture(seed, size), "JPEG", quality=quality)
 
 
+def claiming(data: bytes, width: int, height: int) -> bytes:
+    """An AVIF or HEIC whose header (its ``ispe`` box) claims ``width`` x ``height``; the pixels are unchanged."""
+    at = data.index(b"ispe")
+    return data[: at + 8] + struct.pack(">II", width, height) + data[at + 16 :]
+
+
 def png_bomb(width: int = 100_000, height: int = 100_000) -> bytes:
     """A valid PNG header claiming enormous dimensions, with a tiny body: a decompression bomb."""
 

@@ -4,14 +4,28 @@ import pytest
 from PIL import Image
 
 from ringserve.contract import fingerprint
-from ringserve.contract.images import ImageError, ImageLimits, decode
-from tests.imagegen import encode, jpeg, picture, png_bomb
+from ringserve.contract.images import ImageError, ImageLimits, container_dimensions, decode
+from tests.imagegen import claiming, encode, jpeg, picture, png_bomb
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF", "HEIF"])
 def test_accepted_formats_decode_to_rgb(fmt):
-    img = decode(encode(picture(1), fmt))
+    data = encode(picture(1), fmt)
+    img = decode(data)
     assert img.mode == "RGB" and img.size == (128, 96)
+    # the same picture whatever the container: its pHash stays close to the lossless one
+    assert fingerprint.hamming(fingerprint.phash(img), fingerprint.phash_bytes(encode(picture(1), "PNG"))) <= 6
+
+
+@pytest.mark.parametrize("fmt", ["AVIF", "HEIF"])
+def test_avif_and_heic_limits_are_read_from_the_header_before_decoding(fmt):
+    data = encode(picture(1), fmt)
+    assert container_dimensions(data) == [(128, 96)]
+    with pytest.raises(ImageError, match="60000x60000 pixels is over the limit"):
+        decode(claiming(data, 60_000, 60_000))
+    with pytest.raises(ImageError, match="200x100 pixels is over the limit"):
+        decode(claiming(data, 200, 100), ImageLimits(max_pixels=19_999))  # the header alone decides
+    assert container_dimensions(jpeg(1)) == []
 
 
 @pytest.mark.parametrize(
