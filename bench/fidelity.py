@@ -26,6 +26,7 @@ from PIL import Image
 
 from ringserve.contract import fingerprint
 from ringserve.contract.images import decode
+from ringserve.local.imagegen import jpeg
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -55,18 +56,6 @@ def photos() -> dict[str, Image.Image]:
     except ImportError:
         print("scikit-learn missing: 2 photos fewer", file=sys.stderr)
     return out
-
-
-def jpeg(img: Image.Image, quality: int, exif: bool = False) -> bytes:
-    buf = io.BytesIO()
-    params = {"quality": quality}
-    if exif:
-        e = Image.Exif()
-        e[0x010F] = "ringserve-bench camera"  # Make
-        e[0x0131] = "ringserve fidelity study"  # Software
-        params["exif"] = e.tobytes()
-    img.save(buf, format="JPEG", **params)
-    return buf.getvalue()
 
 
 def strip_app_segments(data: bytes) -> bytes:

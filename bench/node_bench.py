@@ -21,8 +21,8 @@ from pathlib import Path
 from bench.workload import ms
 from ringserve.client import Client
 from ringserve.contract.images import decode
-from ringserve.server.local import NodeProcess, RedisProcess, scratch_dir
-from tests.imagegen import jpeg
+from ringserve.local.imagegen import jpeg
+from ringserve.local.processes import NodeProcess, RedisProcess, scratch_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from bench.workload import repeats_workload
 from ringserve.client import AsyncClient
-from ringserve.server.local import NodeProcess, RedisProcess, scratch_dir
-from tests.imagegen import jpeg
+from ringserve.local.imagegen import jpeg
+from ringserve.local.processes import NodeProcess, RedisProcess, scratch_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODEL = "mobilenet_v3_small"
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     offset = len(images)
     images += [jpeg(200_000 + i, size=(224, 224)) for i in range(max(repeats) + 1)]
     workloads["92% repeats"] = [offset + i for i in repeats]
-    from ringserve.server.local import free_port
+    from ringserve.local.processes import free_port
 
     work = scratch_dir("ringserve-ray-")
     result: dict = {"model": MODEL, "concurrency": a.concurrency, "requests": a.requests, "max_batch": MAX_BATCH,

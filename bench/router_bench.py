@@ -25,9 +25,9 @@ import redis as redis_py
 
 from bench.workload import drive, ms
 from ringserve.client import Client
-from ringserve.server.cluster import LocalCluster
-from ringserve.server.local import NodeProcess, RedisProcess, RouterProcess, scratch_dir
-from tests.imagegen import jpeg
+from ringserve.local.cluster import LocalCluster
+from ringserve.local.imagegen import jpeg
+from ringserve.local.processes import NodeProcess, RedisProcess, RouterProcess, scratch_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 POLICIES = {

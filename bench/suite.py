@@ -30,9 +30,9 @@ import numpy as np
 from bench.node_bench import bare_loop
 from bench.router_bench import router_latency
 from bench.workload import drive, repeats_workload
-from ringserve.server.cluster import LocalCluster
-from ringserve.server.local import NodeProcess, RedisProcess, scratch_dir
-from tests.imagegen import jpeg
+from ringserve.local.cluster import LocalCluster
+from ringserve.local.imagegen import jpeg
+from ringserve.local.processes import NodeProcess, RedisProcess, scratch_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # One feature's bytes in L1 (float16 + entry overhead), twice per image (exact and perceptual keys).

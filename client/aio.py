@@ -25,7 +25,7 @@ from PIL import Image
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
-from ringserve.contract import telemetry
+from ringserve.contract import tracecontext
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -192,7 +192,7 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         timeout = None if deadline is None else max(0.001, deadline - loop.time())
         carrier: dict[str, str] = {}
-        telemetry.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
+        tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
         call = getattr(self._stub, method)(send(), timeout=timeout, metadata=tuple(carrier.items()) or None)
         async for reply in call:
             window.release()

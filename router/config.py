@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ringserve.contract import process
 from ringserve.contract.images import ImageLimits
 from ringserve.router.health import HealthConfig
 from ringserve.router.membership.base import Member, MembershipError, parse_members
 from ringserve.router.retry import RetryConfig
+from ringserve.runtime import process
 
 ENV_PREFIX = "RINGSERVE_ROUTER_"
 

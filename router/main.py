@@ -14,7 +14,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from ringserve.contract import process, telemetry
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -30,6 +29,7 @@ from ringserve.router.metrics import RouterMetrics
 from ringserve.router.peers import Peers
 from ringserve.router.ring import Ring
 from ringserve.router.servicer import ClusterServicer, RouterServicer
+from ringserve.runtime import process, telemetry
 
 log = logging.getLogger("ringserve.router")
 INFERENCE = pb.DESCRIPTOR.services_by_name["Inference"].full_name

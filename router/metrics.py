@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from opentelemetry.sdk.metrics import MeterProvider
 
-from ringserve.contract import telemetry
+from ringserve.runtime import telemetry
 
 
 class RouterMetrics:

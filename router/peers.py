@@ -48,16 +48,16 @@ class _MethodStream:
     def inflight(self) -> int:
         return len(self._pending)
 
-    async def call(self, request: pb.ImageRequest):
+    def submit(self, request: pb.ImageRequest) -> asyncio.Future:
+        """Queue one item now; the future gets its reply, or LinkError if the stream breaks first."""
         if self.closed:
             raise LinkError(f"stream to {self.node} is closed")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[request.request_id] = future
+        item_id = request.request_id
+        self._pending[item_id] = future
+        future.add_done_callback(lambda _f: self._pending.pop(item_id, None))  # answered, broken or abandoned
         self._queue.put_nowait(request)
-        try:
-            return await future
-        finally:
-            self._pending.pop(request.request_id, None)
+        return future
 
     async def _requests(self) -> AsyncIterator[pb.ImageRequest]:
         while True:
@@ -113,25 +113,23 @@ class NodeLink:
     def inflight(self) -> int:
         return sum(s.inflight for s in self._streams.values())
 
-    async def call(self, method: str, request: pb.ImageRequest):
-        """Forward one item; its reply (with the item's own request id), or LinkError if the stream broke first.
+    def send(self, method: str, request: pb.ImageRequest) -> asyncio.Future:
+        """Put one item on this node's ``method`` stream now; the future gets the node's reply, or LinkError.
 
-        ``request`` is the router's own copy of the item: its request_id is replaced by a link-wide id
-        rather than copying the message (and its image bytes) again.
+        The item counts in flight from this call on, before any await, so the next placement sees it.
+        ``request`` is the router's own copy of the item: its request_id is overwritten with a link-wide
+        id rather than copying the message (and its image bytes) again; the reply carries that id too.
+        Cancelling the future abandons the item: a late reply finds no one waiting and is dropped.
         """
         stream = self._streams.get(method)
         if stream is None or stream.closed:
             stream = _MethodStream(getattr(self._stub, method), self.member.name, method)
             self._streams[method] = stream
-        item_id = request.request_id
         request.request_id = f"r{next(self._ids)}"
         self.placed += 1
-        try:
-            reply = await stream.call(request)
-        finally:
-            self._on_done()
-        reply.request_id = item_id
-        return reply
+        future = stream.submit(request)
+        future.add_done_callback(lambda _f: self._on_done())
+        return future
 
     async def close(self) -> None:
         for stream in self._streams.values():

@@ -24,10 +24,9 @@ from concurrent.futures import Executor
 import grpc
 from opentelemetry import trace
 
-from ringserve.contract import fingerprint, telemetry
+from ringserve.contract import fingerprint, tracecontext
 from ringserve.contract.images import ImageError, ImageLimits
 from ringserve.contract.status import error_reply
-from ringserve.contract.streams import ItemStreams
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -38,6 +37,7 @@ from ringserve.router.metrics import RouterMetrics
 from ringserve.router.peers import LinkError, Peers
 from ringserve.router.retry import Attempts, RetryConfig
 from ringserve.router.ring import Ring
+from ringserve.runtime.streams import ItemStreams
 
 log = logging.getLogger(__name__)
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
@@ -65,13 +65,13 @@ class RouterServicer(pb_grpc.InferenceServicer):
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
         handle = functools.partial(self._route, method="Extract", reply_type=pb.ExtractReply,
-                                   parent=telemetry.extract_metadata(context), deadline=_deadline(context))
+                                   parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
         async for reply in self.streams.serve(request_iterator, context, handle, pb.ExtractReply):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
         handle = functools.partial(self._route, method="Classify", reply_type=pb.ClassifyReply,
-                                   parent=telemetry.extract_metadata(context), deadline=_deadline(context))
+                                   parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
         async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
             yield reply
 
@@ -116,7 +116,9 @@ class RouterServicer(pb_grpc.InferenceServicer):
         self.inflight += 1
         try:
             with self.tracer.start_as_current_span(f"router.{method.lower()}", context=parent) as span:
-                return await self._forward(request, method, reply_type, span, deadline)
+                reply = await self._forward(request, method, reply_type, span, deadline)
+            reply.request_id = request.request_id  # a node's reply carries its link's id: the caller's, here only
+            return reply
         finally:
             self.inflight -= 1
 
@@ -127,7 +129,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
         forwarded.CopyFrom(request)
         forwarded.phash_hint = key
         forwarded.trace_context.clear()
-        telemetry.inject(forwarded.trace_context)
+        tracecontext.inject(forwarded.trace_context)
         attempts = Attempts(self.retry, deadline)
         reason = f"router {self.router_id}: no serving node on the ring; check the nodes' health"
         shed = None  # the last RESOURCE_EXHAUSTED reply, if a node said so
@@ -142,7 +144,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
                 continue
             if node is None:
                 if shed is not None:  # every node still on the ring is full: shed the load, do not queue it
-                    return self._gave_up(shed, request, attempts, "overloaded")
+                    return self._gave_up(shed, attempts, "overloaded")
                 pause = attempts.next_round()
                 if pause is None:
                     return self._out_of_time(reply_type, request, attempts, reason)
@@ -161,11 +163,10 @@ class RouterServicer(pb_grpc.InferenceServicer):
                 reason = f"{node} left the membership"
                 continue
             self.metrics.placed.add(1, {"node": node})
-            forwarded.request_id = request.request_id  # each link swaps in its own id
             try:
-                call = link.call(method, forwarded)
+                answer = link.send(method, forwarded)
                 # A node that hangs (frozen, partitioned) must not hold the item past the caller's deadline.
-                reply = await (call if deadline is None else asyncio.wait_for(call, attempts.remaining()))
+                reply = await (answer if deadline is None else asyncio.wait_for(answer, attempts.remaining()))
             except TimeoutError:
                 return self._out_of_time(reply_type, request, attempts, f"{node} did not answer in time")
             except LinkError as exc:
@@ -184,16 +185,15 @@ class RouterServicer(pb_grpc.InferenceServicer):
                 attempts.overloaded += 1
                 shed = reply
                 if attempts.overloaded >= self.retry.max_attempts:
-                    return self._gave_up(shed, request, attempts, "overloaded")
+                    return self._gave_up(shed, attempts, "overloaded")
                 continue  # the next node under bounded loads may have room
             span.set_attribute("ringserve.node", node)
             span.set_attribute("ringserve.attempts", len(attempts.tried))
             return reply
 
-    def _gave_up(self, reply, request: pb.ImageRequest, attempts: Attempts, why: str) -> object:
-        """A node's own error reply, passed on with the caller's id and the nodes tried."""
+    def _gave_up(self, reply, attempts: Attempts, why: str) -> object:
+        """A node's own error reply, passed on with the nodes tried."""
         self.metrics.errors.add(1, {"reason": why})
-        reply.request_id = request.request_id
         reply.status.message = f"{reply.status.message} ({attempts.describe()})"
         return reply
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The first command of the README: install if needed, then bring up Redis and a node and
+# The first command of the README: install if needed, then bring up Redis, three nodes and a router and
 # send the sample photos through them. Extra arguments go to ringserve-up (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."

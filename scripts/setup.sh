@@ -19,7 +19,7 @@ fi
 python -m pip install -q --upgrade pip
 if ! python -c "import torch, torchvision" 2>/dev/null; then
   case "$(uname -m)" in
-    x86_64) torch_pins="torch==2.14.1 torchvision==0.29.1" ;;
+    x86_64) torch_pins="torch==2.14.1 torchvision==0.29.1" ;;  # the pins of k8s/Dockerfile.*: keep them in step
     aarch64) torch_pins="torch==2.9.1 torchvision==0.24.1" ;;
     *) torch_pins="torch torchvision" ;;
   esac

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ringserve.contract import process
 from ringserve.contract.images import ImageLimits
+from ringserve.runtime import process
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.l1 import L1Config
 from ringserve.server.l2 import L2Config

@@ -19,9 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from ringserve.contract import process, telemetry
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.runtime import process, telemetry
 from ringserve.server import config as config_mod
 from ringserve.server import models
 from ringserve.server.batcher import Batcher

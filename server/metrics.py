@@ -1,7 +1,7 @@
 """The node's metrics, made with opentelemetry-sdk and scraped by Prometheus.
 
 One ``Metrics`` object is built at start-up and passed down; nothing reads a
-global meter. Where the metrics go is configuration (``contract.telemetry``).
+global meter. Where the metrics go is configuration (``runtime.telemetry``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from opentelemetry.sdk.metrics import MeterProvider
 
-from ringserve.contract import telemetry
+from ringserve.runtime import telemetry
 
 log = logging.getLogger(__name__)
 

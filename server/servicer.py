@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from opentelemetry import trace
 
-from ringserve.contract import codec, fingerprint, telemetry
+from ringserve.contract import codec, fingerprint, tracecontext
 from ringserve.contract.errors import CallerError, InvalidRequest, UnknownModel
 from ringserve.contract.images import ImageLimits, check_size, decode
 from ringserve.contract.status import code_of, error_reply, source_name
-from ringserve.contract.streams import ItemStreams
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.runtime.streams import ItemStreams
 from ringserve.server import keys
 from ringserve.server.batcher import Batcher
 from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue, Overloaded
@@ -134,13 +134,13 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
         handle = functools.partial(self._item, method="extract", reply_type=pb.ExtractReply, handle=self._extract,
-                                   parent=telemetry.extract_metadata(context))
+                                   parent=tracecontext.extract_metadata(context))
         async for reply in self.streams.serve(request_iterator, context, handle, pb.ExtractReply):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
         handle = functools.partial(self._item, method="classify", reply_type=pb.ClassifyReply, handle=self._classify,
-                                   parent=telemetry.extract_metadata(context))
+                                   parent=tracecontext.extract_metadata(context))
         async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
             yield reply
 
@@ -172,7 +172,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             self.inflight += 1
             # An item multiplexed by a router carries its own trace context; a direct call's is the call's.
             if request.trace_context:
-                parent = telemetry.extract(request.trace_context)
+                parent = tracecontext.extract(request.trace_context)
             try:
                 with self.tracer.start_as_current_span(f"node.{method}", context=parent) as span:
                     work = handle(request)

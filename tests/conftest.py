@@ -14,7 +14,7 @@ import pytest
 
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
-from ringserve.server.local import NodeProcess, RedisClusterProcess, RedisProcess
+from ringserve.local.processes import NodeProcess, RedisClusterProcess, RedisProcess
 from tests import testmodel
 
 # Small, fast, deterministic, and its features tell images apart (tests/testmodel.py): every node
@@ -39,8 +39,8 @@ def test_model_tells_images_apart() -> None:
     image's feature" true of any two images; this stops the whole run before such a test passes.
     """
     from ringserve.contract.images import decode
+    from ringserve.local.imagegen import jpeg
     from ringserve.server import models
-    from tests.imagegen import jpeg
 
     model = models.load(models.ModelConfig(testmodel.NAME, weights=testmodel.weights_file()))
     vectors = np.stack(model.features([model.preprocess(decode(jpeg(20_000 + i))) for i in range(12)]))

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 
 from ringserve.client import Client
 from ringserve.client.batch import BatchConfig, done_paths, load_features, run
-from tests.imagegen import jpeg
+from ringserve.local.imagegen import jpeg
 
 
 def make_tree(root, n: int) -> list[str]:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ringserve.client.aio import _is_single
 from ringserve.client.inputs import hint, to_bytes
-from tests.imagegen import jpeg, picture
+from ringserve.local.imagegen import jpeg, picture
 
 
 def test_single_or_many():

@@ -5,7 +5,7 @@ from PIL import Image
 
 from ringserve.contract import fingerprint
 from ringserve.contract.images import ImageError, ImageLimits, container_dimensions, decode
-from tests.imagegen import claiming, encode, jpeg, picture, png_bomb
+from ringserve.local.imagegen import claiming, encode, jpeg, picture, png_bomb
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF", "AVIF", "HEIF"])

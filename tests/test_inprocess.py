@@ -13,11 +13,11 @@ import grpc
 import pytest
 
 from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.local.imagegen import jpeg
 from ringserve.router.config import PlacementConfig
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.servicer import InferenceServicer
 from tests.fakes import FakeModel, extract, metric_total, node_servicer, router_servicer, serving, start_batchers, wait_until
-from tests.imagegen import jpeg
 
 pytestmark = pytest.mark.fast
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
@@ -163,9 +163,12 @@ async def test_items_over_a_nodes_share_wait_at_the_router_and_all_are_served():
         router = await router_servicer({"n0": node_target}, placement=PlacementConfig(max_node_inflight=2))
         async with serving(router) as target:
             sending = asyncio.ensure_future(extract(target, [jpeg(100 + i) for i in range(6)], timeout_s=20))
-            await wait_until(lambda: router.peers.waiting == 4)
-            assert node.streams.received == 2  # the node holds this router's share, the rest wait here
-            gate.set()
+            try:
+                await wait_until(lambda: router.peers.waiting == 4 and node.streams.received == 2)
+                await asyncio.sleep(0.1)
+                assert node.streams.received == 2  # the node holds this router's share, the rest wait here
+            finally:
+                gate.set()
             replies = await sending
         await router.peers.close()
     assert len(replies) == 6 and all(r.status.code == 0 for r in replies.values())

@@ -68,8 +68,8 @@ async def test_relists_after_410_gone_and_after_api_errors(api):
 async def test_router_follows_kubernetes_membership(api, workdir, nodes):
     """End to end: a real router process learns real nodes from the fake API server."""
     from ringserve.client import Client
-    from ringserve.server.local import RouterProcess
-    from tests.imagegen import jpeg
+    from ringserve.local.imagegen import jpeg
+    from ringserve.local.processes import RouterProcess
 
     a = nodes("ringserve-node-0")
     b = nodes("ringserve-node-1")

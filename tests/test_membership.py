@@ -47,7 +47,7 @@ def dns_server():
     from dnslib import QTYPE, RR, SRV, A, DNSLabel
     from dnslib.server import BaseResolver, DNSServer
 
-    from ringserve.server.local import free_port
+    from ringserve.local.processes import free_port
 
     records = {"pods": ["web-0", "web-1"]}
 

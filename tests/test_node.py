@@ -15,9 +15,9 @@ from ringserve.client import AsyncClient, Client, InvalidImage, Overloaded
 from ringserve.contract import fingerprint
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.local.imagegen import encode, jpeg, picture, png_bomb
 from ringserve.server.keys import Namespace, exact_digest
 from tests.conftest import extract_one
-from tests.imagegen import encode, jpeg, picture, png_bomb
 
 
 def sources(results) -> list[str]:
@@ -111,7 +111,7 @@ def test_two_nodes_share_one_computation_through_the_redis_lock(nodes, redis_db)
 
 
 def test_redis_stopped_mid_stream_node_keeps_serving_and_recovers(nodes, workdir):
-    from ringserve.server.local import RedisProcess
+    from ringserve.local.processes import RedisProcess
 
     redis = RedisProcess(workdir / "redis-flaky").start()
     node = nodes("a", "--redis-url", redis.url, "--breaker-reset", "0.5", "--redis-timeout", "0.1")

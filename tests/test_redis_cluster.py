@@ -7,8 +7,8 @@ import pytest
 import redis as redis_py
 
 from ringserve.client import Client
+from ringserve.local.imagegen import jpeg
 from ringserve.server.keys import Namespace, exact_digest
-from tests.imagegen import jpeg
 
 pytestmark = pytest.mark.cluster
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-from ringserve.client.load import LoadGenerator
 from ringserve.contract import fingerprint
-from ringserve.server.cluster import LocalCluster
+from ringserve.local.cluster import LocalCluster
+from ringserve.local.imagegen import jpeg
+from ringserve.local.load import LoadGenerator
 from tests.conftest import SMALL_MODEL
-from tests.imagegen import jpeg
 
 
 def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(workdir, redis_db, busy_cores, capsys):

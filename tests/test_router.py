@@ -18,10 +18,10 @@ from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
-from ringserve.server.cluster import LocalCluster
-from ringserve.server.local import NodeProcess, RouterProcess
+from ringserve.local.cluster import LocalCluster
+from ringserve.local.imagegen import claiming, encode, jpeg, picture
+from ringserve.local.processes import NodeProcess, RouterProcess
 from tests.conftest import SMALL_MODEL, extract_one
-from tests.imagegen import claiming, encode, jpeg, picture
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ def test_bad_member_is_a_usage_error(capsys):
     assert "expected name=host:port" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("module", ["ringserve.router.main", "ringserve.server.main", "ringserve.server.up",
+@pytest.mark.parametrize("module", ["ringserve.router.main", "ringserve.server.main", "ringserve.local.up",
                                     "ringserve.client.cli", "ringserve.contract.generate"])
 def test_every_command_has_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=60)

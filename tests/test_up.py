@@ -8,7 +8,7 @@ import psutil
 
 def test_ringserve_up_runs_a_cluster_and_shows_every_tier(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "ringserve.server.up", "--nodes", "2", "--workdir", str(tmp_path)],
+        [sys.executable, "-m", "ringserve.local.up", "--nodes", "2", "--workdir", str(tmp_path)],
         capture_output=True, text=True, timeout=300,
     )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torchvision
 
-from tests.imagegen import picture
+from ringserve.local.imagegen import picture
 
 NAME = "mobilenet_v3_small"
 # Bump when the recipe changes, so a stale file from an older recipe is never reused.

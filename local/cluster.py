@@ -19,7 +19,7 @@ import grpc
 
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
-from ringserve.server.local import NodeProcess, RedisProcess, RouterProcess
+from ringserve.local.processes import NodeProcess, RedisProcess, RouterProcess
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,14 @@
-"""OpenTelemetry set-up shared by node and router, and trace context carried per item.
+"""OpenTelemetry set-up shared by node and router: where metrics and traces go.
 
 Where telemetry goes is configuration: a Prometheus scrape port for metrics, an
-OTLP endpoint and/or a JSON-lines file for traces. Imports are lazy so the bare
-client, which only propagates context when OpenTelemetry is present, needs none of it.
+OTLP endpoint and/or a JSON-lines file for traces. Carrying a trace from caller to
+node is ``ringserve.contract.tracecontext``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,27 +79,3 @@ def gauge(meter: Any, name: str, description: str, read: Callable[[], float | Ma
             yield Observation(value, dict(attrs))
 
     meter.create_observable_gauge(name, callbacks=[callback], description=description)
-
-
-def inject(carrier: MutableMapping[str, str]) -> None:
-    """Write the current trace context (W3C traceparent) into ``carrier``, if OpenTelemetry is present."""
-    try:
-        from opentelemetry import propagate
-    except ImportError:
-        return
-    propagate.inject(carrier)
-
-
-def extract_metadata(context: Any) -> Any:
-    """The trace context a caller sent in a call's gRPC metadata (W3C traceparent), or None."""
-    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-    if "traceparent" not in metadata:
-        return None
-    return extract(metadata)
-
-
-def extract(carrier: Mapping[str, str]) -> Any:
-    """The trace context in ``carrier`` (an item's trace_context map), for use as a span's parent."""
-    from opentelemetry import propagate
-
-    return propagate.extract(carrier)

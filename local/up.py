@@ -22,10 +22,10 @@ from PIL import Image
 
 from ringserve.client import Client
 from ringserve.client.errors import RingserveError
-from ringserve.client.load import LoadGenerator
 from ringserve.contract.images import SUFFIXES
-from ringserve.server.cluster import LocalCluster
-from ringserve.server.local import LocalError, scratch_dir
+from ringserve.local.cluster import LocalCluster
+from ringserve.local.load import LoadGenerator
+from ringserve.local.processes import LocalError, scratch_dir
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 

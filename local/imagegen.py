@@ -1,4 +1,7 @@
-"""Test images made on the fly: distinct pictures, re-encodings, and hostile bytes."""
+"""Images made on the fly for tests, benchmarks and demos: distinct pictures, re-encodings, hostile bytes.
+
+Nothing is downloaded and nothing large is shipped: a seed makes a picture.
+"""
 
 from __future__ import annotations
 
@@ -25,8 +28,17 @@ def encode(image: Image.Image, fmt: str = "JPEG", **params) -> bytes:
     return buf.getvalue()
 
 
-def jpeg(seed: int, quality: int = 90, size: tuple[int, int] = (128, 96)) -> bytes:
-    return encode(picture(seed, size), "JPEG", quality=quality)
+def jpeg(picture_or_seed: int | Image.Image, quality: int = 90, size: tuple[int, int] = (128, 96),
+         exif: bool = False) -> bytes:
+    """A JPEG of ``picture(seed, size)``, or of a given image; ``exif`` adds a camera's EXIF block."""
+    image = picture(picture_or_seed, size) if isinstance(picture_or_seed, int) else picture_or_seed
+    params: dict[str, object] = {"quality": quality}
+    if exif:
+        tags = Image.Exif()
+        tags[0x010F] = "ringserve-bench camera"  # Make
+        tags[0x0131] = "ringserve fidelity study"  # Software
+        params["exif"] = tags.tobytes()
+    return encode(image, "JPEG", **params)
 
 
 def claiming(data: bytes, width: int, height: int) -> bytes:

@@ -4,12 +4,11 @@ import io
 
 from PIL import Image
 
-from bench.fidelity import jpeg as bench_jpeg
 from bench.fidelity import strip_app_segments, variants
 from bench.suite import ring_properties
 from bench.workload import repeats_workload
 from ringserve.contract.images import decode
-from tests.imagegen import picture
+from ringserve.local.imagegen import jpeg, picture
 
 
 def test_repeats_workload_has_the_asked_share():
@@ -20,7 +19,7 @@ def test_repeats_workload_has_the_asked_share():
 
 
 def test_metadata_strip_drops_exif_and_keeps_the_pixels():
-    original = bench_jpeg(picture(5, (64, 48)), 90, exif=True)
+    original = jpeg(picture(5, (64, 48)), 90, exif=True)
     stripped = strip_app_segments(original)
     assert Image.open(io.BytesIO(original)).getexif() and not Image.open(io.BytesIO(stripped)).getexif()
     assert decode(original).tobytes() == decode(stripped).tobytes()
