@@ -54,9 +54,22 @@ class ClientConfig:
 
 
 class AsyncClient:
-    """``async with AsyncClient("host:port") as c: vectors = await c.extract(paths)``."""
+    """The asyncio client: ``async with AsyncClient("host:port") as c: vectors = await c.extract(paths)``.
+
+    Every method of ``Client``, as a coroutine. Works against a router or a node.
+    """
 
     def __init__(self, target: str | None = None, config: ClientConfig | None = None, **overrides: Any) -> None:
+        """Open a channel to ``target``.
+
+        Args:
+            target: ``host:port`` of a router or a node; overrides ``config.target``.
+            config: every setting (deadline, window, retries, hints, model, cache mode); defaults if None.
+            **overrides: single ``ClientConfig`` fields to change, e.g. ``timeout_s=10, window=128``.
+
+        Raises:
+            ValueError: an unknown ``cache_mode``.
+        """
         config = config or ClientConfig()
         if target is not None:
             overrides["target"] = target
@@ -84,10 +97,20 @@ class AsyncClient:
     # ---- public calls --------------------------------------------------------------------
 
     async def extract(self, images: ImageInput | Sequence[ImageInput], **options: Any) -> np.ndarray:
-        """One image: its feature vector. Several: an (N, D) array in the caller's order.
+        """Feature vectors of one image or many, on one stream with ``window`` items in flight.
 
-        Raises the first item's error (a ``RingserveError``); use ``extract_detailed`` to get
-        every item's outcome instead.
+        Args:
+            images: a path, bytes, a PIL image or an RGB array; or any iterable of those.
+            **options: per call: ``model``, ``cache_mode`` ("exact", "perceptual", "bypass"), ``radius``,
+                ``hints`` (compute the routing pHash here), ``timeout_s`` (the whole call's deadline).
+
+        Returns:
+            One image: its vector, shape (D,). Several: an (N, D) array in the caller's order.
+
+        Raises:
+            RingserveError: the first item that failed (``InvalidImage``, ``Overloaded``, ``Unavailable``,
+                ``DeadlineExceeded``, ``NotFound``, ``ServerError``); use ``extract_detailed`` to get every
+                item's outcome instead.
         """
         single = _is_single(images)
         results = await self.extract_detailed([images] if single else list(images), **options)
@@ -95,24 +118,37 @@ class AsyncClient:
         return vectors[0] if single else np.stack(vectors) if vectors else np.empty((0, 0), np.float16)
 
     async def classify(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, **options: Any):
-        """One image: its ``Classification``. Several: a list of them in the caller's order."""
+        """Top-``top_k`` classes: one image gives one ``Classification``, several a list in the caller's order.
+
+        Raises:
+            RingserveError: the first item that failed.
+        """
         single = _is_single(images)
         results = await self.classify_detailed([images] if single else list(images), top_k=top_k, **options)
         out = [_raise_if_error(r) for r in results]
         return out[0] if single else out
 
     async def extract_detailed(self, images: Sequence[ImageInput], **options: Any) -> list[Feature | errors.RingserveError]:
-        """Every item's ``Feature`` (vector and provenance) or its error, in the caller's order."""
+        """Every item's ``Feature`` (vector and provenance) or its error, in the caller's order; raises none.
+
+        Items the server could not take (UNAVAILABLE) are re-sent up to ``retries`` times with backoff.
+        """
         replies = await self._run("Extract", images, top_k=0, **options)
         return [r if isinstance(r, errors.RingserveError) else Feature.from_pb(r) for r in replies]
 
     async def classify_detailed(
         self, images: Sequence[ImageInput], top_k: int = 5, **options: Any
     ) -> list[Classification | errors.RingserveError]:
+        """Every item's ``Classification`` or its error, in the caller's order; raises none."""
         replies = await self._run("Classify", images, top_k=top_k, **options)
         return [r if isinstance(r, errors.RingserveError) else Classification.from_pb(r) for r in replies]
 
     async def list_models(self, timeout_s: float | None = 10.0) -> pb.ListModelsReply:
+        """The models the cluster serves and the default one.
+
+        Raises:
+            RingserveError: the server could not answer.
+        """
         try:
             return await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:

@@ -12,7 +12,10 @@ from ringserve.contract.v1 import inference_pb2 as pb
 
 @dataclass(frozen=True)
 class Provenance:
-    source: str  # "l1", "l2" or "computed"
+    """Where an answer came from: the tier (``source``: "l1", "l2" or "computed"), the node and the model
+    version; ``perceptual`` and ``distance`` (Hamming bits) when a near fingerprint's feature served it."""
+
+    source: str
     node: str
     model: str
     model_version: str
@@ -29,6 +32,8 @@ class Provenance:
 
 @dataclass(frozen=True)
 class Feature:
+    """One image's feature vector (the model's canonical dtype, float16 by default) and its provenance."""
+
     vector: np.ndarray
     provenance: Provenance
 
@@ -41,6 +46,8 @@ class Feature:
 
 @dataclass(frozen=True)
 class Classification:
+    """One image's top classes, best first: class indices, names and softmax scores, and the provenance."""
+
     indices: np.ndarray
     names: list[str]
     scores: np.ndarray
@@ -57,4 +64,5 @@ class Classification:
 
     @property
     def top(self) -> tuple[str, float]:
+        """The best class's name and score."""
         return self.names[0], float(self.scores[0])

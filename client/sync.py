@@ -25,9 +25,23 @@ T = TypeVar("T")
 
 
 class Client:
-    """``with Client("host:port") as c: vector = c.extract("cat.jpg")``; thread-safe."""
+    """The blocking client: ``with Client("host:port") as c: vector = c.extract("cat.jpg")``.
+
+    Thread-safe: every call runs on the client's own event loop thread, in the caller's context (so a
+    caller's OpenTelemetry trace continues through router and node). Works against a router or a node.
+    """
 
     def __init__(self, target: str | None = None, config: ClientConfig | None = None, **overrides: Any) -> None:
+        """Open a channel to ``target``.
+
+        Args:
+            target: ``host:port`` of a router or a node; overrides ``config.target``.
+            config: every setting (deadline, window, retries, hints, model, cache mode); defaults if None.
+            **overrides: single ``ClientConfig`` fields to change, e.g. ``timeout_s=10, window=128``.
+
+        Raises:
+            ValueError: an unknown ``cache_mode``.
+        """
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="ringserve-client", daemon=True)
         self._thread.start()
@@ -64,6 +78,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Close the channel and stop the client's thread; calling it twice is harmless."""
         if self._loop.is_closed():
             return
         self._call(self._client.close())
@@ -72,17 +87,39 @@ class Client:
         self._loop.close()
 
     def extract(self, images: ImageInput | Sequence[ImageInput], **options: Any) -> np.ndarray:
+        """Feature vectors; see ``AsyncClient.extract`` for the arguments.
+
+        Returns:
+            One image: its vector, shape (D,). Several: an (N, D) array in the caller's order.
+
+        Raises:
+            RingserveError: the first item that failed (``InvalidImage``, ``Overloaded``, ``Unavailable``,
+                ``DeadlineExceeded``, ``NotFound``, ``ServerError``); ``extract_detailed`` never raises per item.
+        """
         return self._call(self._client.extract(images, **options))
 
-    def classify(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5, **options: Any):
+    def classify(self, images: ImageInput | Sequence[ImageInput], top_k: int = 5,
+                 **options: Any) -> Classification | list[Classification]:
+        """Class scores; one image gives one ``Classification``, several a list in the caller's order.
+
+        Raises:
+            RingserveError: the first item that failed.
+        """
         return self._call(self._client.classify(images, top_k=top_k, **options))
 
     def extract_detailed(self, images: Sequence[ImageInput], **options: Any) -> list[Feature | RingserveError]:
+        """Every item's ``Feature`` (vector and provenance) or its error, in the caller's order; raises none."""
         return self._call(self._client.extract_detailed(images, **options))
 
     def classify_detailed(self, images: Sequence[ImageInput], top_k: int = 5,
                           **options: Any) -> list[Classification | RingserveError]:
+        """Every item's ``Classification`` or its error, in the caller's order; raises none."""
         return self._call(self._client.classify_detailed(images, top_k=top_k, **options))
 
     def list_models(self, timeout_s: float | None = 10.0) -> pb.ListModelsReply:
+        """The models the cluster serves (name, version, feature size, classes) and the default one.
+
+        Raises:
+            RingserveError: the server could not answer (``Unavailable`` when no node serves).
+        """
         return self._call(self._client.list_models(timeout_s))

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import grpc
+
+if TYPE_CHECKING:
+    from ringserve.contract.v1 import inference_pb2 as pb
+
+# An item's reply on either stream.
+Reply: TypeAlias = "pb.ExtractReply | pb.ClassifyReply"
+R = TypeVar("R", "pb.ExtractReply", "pb.ClassifyReply")
 
 _BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -14,7 +21,7 @@ def code_of(value: int) -> grpc.StatusCode:
     return _BY_VALUE.get(value, grpc.StatusCode.UNKNOWN)
 
 
-def error_reply(reply_type: Any, request: Any, code: grpc.StatusCode, message: str) -> Any:
+def error_reply(reply_type: type[R], request: pb.ImageRequest, code: grpc.StatusCode, message: str) -> R:
     """A reply of ``reply_type`` that fails ``request``'s item alone, with a message that says why."""
     from ringserve.contract.v1 import inference_pb2 as pb
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from ringserve.contract.images import ImageLimits
 from ringserve.router.health import HealthConfig
 from ringserve.router.membership.base import Member, MembershipError, parse_members
+from ringserve.router.placement import PlacementPolicy
 from ringserve.router.retry import RetryConfig
 from ringserve.runtime import process
 
@@ -41,8 +42,8 @@ class MembershipConfig:
 
 @dataclass(frozen=True)
 class PlacementConfig:
-    # "ring" (consistent hashing with bounded loads) or "round-robin" (for comparison only).
-    policy: str = "ring"
+    # Consistent hashing with bounded loads, or round-robin (for comparison only).
+    policy: PlacementPolicy = PlacementPolicy.RING
     load_factor: float = 1.25
     # Below this many items in flight a node is never passed over (bounded loads apply above it).
     min_load: int = 8
@@ -115,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--k8s-api", default=None, help="API server URL (default: the in-cluster configuration)")
     g.add_argument("--members-interval", type=float, default=d.membership.interval_s, help="seconds between re-reads")
     g = p.add_argument_group("placement")
-    g.add_argument("--placement", choices=["ring", "round-robin"], default=d.placement.policy)
+    g.add_argument("--placement", type=PlacementPolicy, choices=list(PlacementPolicy), default=d.placement.policy)
     g.add_argument("--load-factor", type=float, default=d.placement.load_factor,
                    help="bounded loads c: pass over a node above c x the mean in-flight load")
     g.add_argument("--min-load", type=int, default=d.placement.min_load,

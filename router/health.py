@@ -5,7 +5,9 @@ NOT_SERVING (a node draining on SIGTERM) or a broken watch (a node that died)
 takes it off at once. Consecutive forwarding failures eject it for a time that
 doubles with every ejection (Envoy's outlier detection), so a node that keeps
 failing cannot flap the ring; after that time it comes back only if its health
-check says SERVING. Membership changes reach the ring through ``on_change``.
+check says SERVING. It keeps no table of its own: each node's ``NodeHealth``
+lives in the registry's entry for it, and ``on_change`` is told whenever a node
+may have joined or left the ring.
 """
 
 from __future__ import annotations
@@ -56,72 +58,58 @@ class NodeHealth:
 
 
 class HealthTracker:
+    """Health policy over ``NodeHealth`` records it is handed: watches, failures, ejections."""
+
     def __init__(self, config: HealthConfig, on_change: Callable[[], None],
                  on_eject: Callable[[str], None] | None = None) -> None:
         self.config = config
-        self._on_change = on_change
+        self.on_change = on_change
         self._on_eject = on_eject or (lambda _name: None)
-        self.nodes: dict[str, NodeHealth] = {}
 
-    def on_ring(self) -> dict[str, Member]:
-        return {name: h.member for name, h in self.nodes.items() if h.on_ring}
+    def watch(self, health: NodeHealth) -> None:
+        """Start following the node's grpc.health.v1 status (until ``forget``)."""
+        health.watcher = asyncio.get_running_loop().create_task(self._watch(health), name=f"health-{health.member.name}")
 
-    def set_members(self, members: list[Member]) -> None:
-        """Start watching new members, stop watching removed ones; a moved address is a new watch."""
-        wanted = {m.name: m for m in members}
-        for name in list(self.nodes):
-            if name not in wanted or wanted[name] != self.nodes[name].member:
-                self._forget(name)
-        for name, member in wanted.items():
-            if name not in self.nodes:
-                health = NodeHealth(member)
-                self.nodes[name] = health
-                health.watcher = asyncio.get_running_loop().create_task(self._watch(health), name=f"health-{name}")
-        self._on_change()
-
-    def _forget(self, name: str) -> None:
-        health = self.nodes.pop(name)
+    @staticmethod
+    async def forget(health: NodeHealth) -> None:
+        """Stop following a node that left the membership."""
         if health.watcher is not None:
             health.watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await health.watcher
 
     # ---- what forwarding tells us --------------------------------------------------------
 
-    def failure(self, name: str, reason: str) -> None:
-        health = self.nodes.get(name)
-        if health is None:
-            return
+    def failure(self, health: NodeHealth, reason: str) -> None:
         health.failures += 1
         if health.failures >= self.config.failures_to_eject and not health.ejected:
-            self.eject(name, f"{health.failures} consecutive failures, last: {reason}")
+            self.eject(health, f"{health.failures} consecutive failures, last: {reason}")
 
-    def success(self, name: str) -> None:
-        health = self.nodes.get(name)
-        if health is not None:
-            health.failures = 0
+    @staticmethod
+    def success(health: NodeHealth) -> None:
+        health.failures = 0
 
-    def eject(self, name: str, reason: str) -> None:
-        health = self.nodes[name]
+    def eject(self, health: NodeHealth, reason: str) -> None:
         health.ejections += 1
         duration = min(self.config.max_ejection_s, self.config.base_ejection_s * 2 ** (health.ejections - 1))
         health.ejected_until = time.monotonic() + duration
         health.reason = f"ejected for {duration:.0f}s: {reason}"
         health.failures = 0
-        log.warning("node %s %s", name, health.reason)
-        self._on_eject(name)
-        asyncio.get_running_loop().call_later(duration, self._ejection_over, name)
-        self._on_change()
+        log.warning("node %s %s", health.member.name, health.reason)
+        self._on_eject(health.member.name)
+        asyncio.get_running_loop().call_later(duration, self._ejection_over, health)
+        self.on_change()
 
-    def admit(self, name: str) -> None:
+    def admit(self, health: NodeHealth) -> None:
         """End an ejection now (an operator's override); the node still needs SERVING to be on the ring."""
-        health = self.nodes[name]
         health.ejected_until = 0.0
-        self._on_change()
+        self.on_change()
 
-    def _ejection_over(self, name: str) -> None:
-        health = self.nodes.get(name)
-        if health is not None and not health.ejected:
+    def _ejection_over(self, health: NodeHealth) -> None:
+        if not health.ejected:
+            name = health.member.name
             log.info("node %s ejection over; %s", name, "back on the ring" if health.serving else "not SERVING yet")
-            self._on_change()
+            self.on_change()
 
     # ---- grpc.health.v1 Watch --------------------------------------------------------------
 
@@ -134,7 +122,7 @@ class HealthTracker:
             health.reason = reason
         if health.on_ring != was:
             log.info("node %s %s the ring: %s", health.member.name, "joins" if health.on_ring else "leaves", reason)
-            self._on_change()
+            self.on_change()
 
     async def _watch(self, health: NodeHealth) -> None:
         member = health.member
@@ -150,11 +138,3 @@ class HealthTracker:
                 except grpc.aio.AioRpcError as exc:
                     self._set_serving(health, False, f"health watch failed: {exc.code().name}")
             await asyncio.sleep(self.config.watch_retry_s)
-
-    async def close(self) -> None:
-        for name in list(self.nodes):
-            task = self.nodes[name].watcher
-            self._forget(name)
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task

@@ -19,6 +19,7 @@ from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.router import config as config_mod
+from ringserve.router import placement
 from ringserve.router.config import MembershipConfig, RouterConfig
 from ringserve.router.health import HealthTracker
 from ringserve.router.membership.base import Source
@@ -26,7 +27,7 @@ from ringserve.router.membership.dns import DnsSource
 from ringserve.router.membership.file import FileSource
 from ringserve.router.membership.static import StaticSource
 from ringserve.router.metrics import RouterMetrics
-from ringserve.router.peers import Peers
+from ringserve.router.registry import Registry
 from ringserve.router.ring import Ring
 from ringserve.router.servicer import ClusterServicer, RouterServicer
 from ringserve.runtime import process, telemetry
@@ -61,26 +62,26 @@ class Router:
         self.tracer_provider = telemetry.tracer_provider(tconfig)
         self.source = source or make_source(config.membership)
         self.ring = Ring(load_factor=config.placement.load_factor, min_load=config.placement.min_load)
-        self.peers = Peers()
-        self.health = HealthTracker(config.health, on_change=self._update_ring,
-                                    on_eject=lambda node: self.metrics.ejections.add(1, {"node": node}))
+        self.registry = Registry(HealthTracker(config.health, on_change=self._update_ring,
+                                               on_eject=lambda node: self.metrics.ejections.add(1, {"node": node})))
         self.pool = ThreadPoolExecutor(max_workers=config.hash_workers, thread_name_prefix="phash")
         tracer = self.tracer_provider.get_tracer("ringserve.router") if self.tracer_provider else None
-        self.servicer = RouterServicer(config.router_id, self.ring, self.peers, self.health, config.placement,
-                                       config.limits, self.pool, self.metrics, tracer, config.retry)
+        self.servicer = RouterServicer(config.router_id, self.registry, self.ring,
+                                       placement.make(config.placement.policy, self.ring), config.placement,
+                                       config.retry, config.limits, self.pool, self.metrics, tracer)
         self.own_health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self._membership: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         m = self.metrics
-        m.observe("ringserve.router.inflight", "Items in flight per node", lambda: self.peers.loads())
+        m.observe("ringserve.router.inflight", "Items in flight per node", lambda: self.registry.loads())
         m.observe("ringserve.router.members", "Nodes on the ring", lambda: len(self.ring))
-        m.observe("ringserve.router.waiting", "Items waiting for a node to have room", lambda: self.peers.waiting)
-        m.observe("ringserve.router.known", "Nodes known from membership", lambda: len(self.health.nodes))
+        m.observe("ringserve.router.waiting", "Items waiting for a node to have room", lambda: self.registry.waiting)
+        m.observe("ringserve.router.known", "Nodes known from membership", lambda: len(self.registry.nodes))
 
     def _update_ring(self) -> None:
-        members = {name: m.weight for name, m in self.health.on_ring().items()}
+        members = {name: m.weight for name, m in self.registry.on_ring().items()}
         if self.ring.set_members(members):
             log.info("ring: %s", ", ".join(sorted(members)) or "(empty)")
             if self.server is not None:
@@ -96,8 +97,7 @@ class Router:
     async def _follow_membership(self) -> None:
         async for members in self.source.watch():
             log.info("membership: %s", ", ".join(f"{m.name}={m.address}" for m in members) or "(none)")
-            await self.peers.set_members(members)
-            self.health.set_members(members)
+            self.registry.update(members)
 
     async def start(self) -> int:
         cfg = self.config
@@ -135,8 +135,7 @@ class Router:
             self._membership.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._membership
-        await self.health.close()
-        await self.peers.close()
+        await self.registry.close()
         self.pool.shutdown(wait=True)
         self.metrics.provider.shutdown()
         if self.tracer_provider is not None:

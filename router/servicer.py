@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,18 +22,21 @@ from concurrent.futures import Executor
 
 import grpc
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from ringserve.contract import fingerprint, tracecontext
 from ringserve.contract.images import ImageError, ImageLimits
-from ringserve.contract.status import error_reply
+from ringserve.contract.status import Reply, error_reply
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.router.config import PlacementConfig
 from ringserve.router.health import HealthTracker
+from ringserve.router.link import LinkError
 from ringserve.router.metrics import RouterMetrics
-from ringserve.router.peers import LinkError, Peers
+from ringserve.router.placement import Placement
+from ringserve.router.registry import Registry
 from ringserve.router.retry import Attempts, RetryConfig
 from ringserve.router.ring import Ring
 from ringserve.runtime.streams import ItemStreams
@@ -45,23 +47,30 @@ RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
 
 class RouterServicer(pb_grpc.InferenceServicer):
-    def __init__(self, router_id: str, ring: Ring, peers: Peers, health: HealthTracker, placement: PlacementConfig,
-                 limits: ImageLimits, pool: Executor, metrics: RouterMetrics, tracer: trace.Tracer | None = None,
-                 retry: RetryConfig = RetryConfig()) -> None:
+    """Places every item on a node and answers it once; see the module docstring for the path."""
+
+    def __init__(self, router_id: str, registry: Registry, ring: Ring, placement: Placement, config: PlacementConfig,
+                 retry: RetryConfig, limits: ImageLimits, pool: Executor, metrics: RouterMetrics,
+                 tracer: trace.Tracer | None = None) -> None:
+        # inputs
         self.router_id = router_id
-        self.retry = retry
+        self.registry = registry
         self.ring = ring
-        self.peers = peers
-        self.health = health
         self.placement = placement
+        self.config = config
+        self.retry = retry
         self.limits = limits
         self.pool = pool
         self.metrics = metrics
         self.tracer = tracer or trace.NoOpTracer()
+        # state
         self.streams = ItemStreams(f"router {router_id}", on_error=lambda kind: metrics.errors.add(
             1, {"reason": "internal", "type": kind}))
         self.inflight = 0
-        self._round_robin = itertools.count()
+
+    @property
+    def health(self) -> HealthTracker:
+        return self.registry.health
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
         handle = functools.partial(self._route, method="Extract", reply_type=pb.ExtractReply,
@@ -78,10 +87,12 @@ class RouterServicer(pb_grpc.InferenceServicer):
     async def ListModels(self, request, context) -> pb.ListModelsReply:
         """Any serving node's answer: every node of a deployment serves the same models."""
         for name in self.ring.members:
+            node = self.registry.get(name)
+            if node is None:
+                continue
             try:
-                reply = await pb_grpc.InferenceStub(self.peers[name].channel).ListModels(request, timeout=5)
-                return reply
-            except (grpc.aio.AioRpcError, KeyError) as exc:
+                return await pb_grpc.InferenceStub(node.link.channel).ListModels(request, timeout=5)
+            except grpc.aio.AioRpcError as exc:
                 log.warning("ListModels on %s failed: %s", name, exc)
         await context.abort(grpc.StatusCode.UNAVAILABLE, "no serving node answered ListModels")
 
@@ -102,14 +113,11 @@ class RouterServicer(pb_grpc.InferenceServicer):
             return int.from_bytes(hashlib.blake2b(request.image, digest_size=8).digest(), "big")
 
     def pick(self, key: int, exclude: set[str]) -> str | None:
-        if self.placement.policy == "round-robin":
-            members = [m for m in sorted(self.ring.members) if m not in exclude]
-            return members[next(self._round_robin) % len(members)] if members else None
-        return self.ring.place(key, self.peers.loads(), exclude)
+        return self.placement.pick(key, self.registry.loads(), exclude)
 
-    async def _route(self, request: pb.ImageRequest, method: str, reply_type, parent=None,
-                     deadline: float | None = None):
-        if self.inflight >= self.placement.max_inflight:
+    async def _route(self, request: pb.ImageRequest, method: str, reply_type: type[Reply], parent: Context | None = None,
+                     deadline: float | None = None) -> Reply:
+        if self.inflight >= self.config.max_inflight:
             self.metrics.errors.add(1, {"reason": "router_overloaded"})
             return error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"router {self.router_id} has {self.inflight} items in flight; back off and retry")
@@ -122,8 +130,8 @@ class RouterServicer(pb_grpc.InferenceServicer):
         finally:
             self.inflight -= 1
 
-    async def _forward(self, request: pb.ImageRequest, method: str, reply_type: type, span: trace.Span,
-                       deadline: float | None) -> object:
+    async def _forward(self, request: pb.ImageRequest, method: str, reply_type: type[Reply], span: trace.Span,
+                       deadline: float | None) -> Reply:
         key = await self.key_of(request)
         forwarded = pb.ImageRequest()
         forwarded.CopyFrom(request)
@@ -134,13 +142,13 @@ class RouterServicer(pb_grpc.InferenceServicer):
         reason = f"router {self.router_id}: no serving node on the ring; check the nodes' health"
         shed = None  # the last RESOURCE_EXHAUSTED reply, if a node said so
         while True:
-            full = self.peers.full(self.placement.max_node_inflight)
+            full = self.registry.full(self.config.max_node_inflight)
             node = self.pick(key, attempts.excluded | full)
             if node is None and full - attempts.excluded:
                 # Nodes that could take it are busy with this router's other items: wait here for room.
                 if attempts.remaining() <= 0:
                     return self._out_of_time(reply_type, request, attempts, "every node was busy")
-                await self.peers.wait_for_room(min(attempts.remaining(), self.retry.backoff_max_s))
+                await self.registry.wait_for_room(min(attempts.remaining(), self.retry.backoff_max_s))
                 continue
             if node is None:
                 if shed is not None:  # every node still on the ring is full: shed the load, do not queue it
@@ -157,29 +165,29 @@ class RouterServicer(pb_grpc.InferenceServicer):
             if attempts.tried:
                 self.metrics.retries.add(1, {"node": node})
             attempts.sent(node)
-            link = self.peers.links.get(node)
-            if link is None:  # left membership a moment ago; the ring follows at once
+            entry = self.registry.get(node)
+            if entry is None:  # left membership a moment ago; the ring follows at once
                 attempts.failed(node)
                 reason = f"{node} left the membership"
                 continue
             self.metrics.placed.add(1, {"node": node})
             try:
-                answer = link.send(method, forwarded)
+                answer = entry.link.send(method, forwarded)
                 # A node that hangs (frozen, partitioned) must not hold the item past the caller's deadline.
                 reply = await (answer if deadline is None else asyncio.wait_for(answer, attempts.remaining()))
             except TimeoutError:
                 return self._out_of_time(reply_type, request, attempts, f"{node} did not answer in time")
             except LinkError as exc:
-                self.health.failure(node, str(exc))
+                self.health.failure(entry.health, str(exc))
                 attempts.failed(node)
                 reason = str(exc)
                 continue
             if reply.status.code == UNAVAILABLE:
-                self.health.failure(node, reply.status.message)
+                self.health.failure(entry.health, reply.status.message)
                 attempts.failed(node)
                 reason = reply.status.message
                 continue
-            self.health.success(node)
+            self.health.success(entry.health)
             if reply.status.code == RESOURCE_EXHAUSTED:
                 attempts.failed(node)
                 attempts.overloaded += 1
@@ -191,13 +199,13 @@ class RouterServicer(pb_grpc.InferenceServicer):
             span.set_attribute("ringserve.attempts", len(attempts.tried))
             return reply
 
-    def _gave_up(self, reply, attempts: Attempts, why: str) -> object:
+    def _gave_up(self, reply: Reply, attempts: Attempts, why: str) -> Reply:
         """A node's own error reply, passed on with the nodes tried."""
         self.metrics.errors.add(1, {"reason": why})
         reply.status.message = f"{reply.status.message} ({attempts.describe()})"
         return reply
 
-    def _out_of_time(self, reply_type: type, request: pb.ImageRequest, attempts: Attempts, reason: str) -> object:
+    def _out_of_time(self, reply_type: type[Reply], request: pb.ImageRequest, attempts: Attempts, reason: str) -> Reply:
         """No node took the item before the caller's deadline, or within the retry budget when it set none."""
         if attempts.deadline is not None:
             self.metrics.errors.add(1, {"reason": "deadline"})
@@ -217,8 +225,8 @@ class ClusterServicer(cpb_grpc.ClusterServicer):
     async def Members(self, request, context) -> cpb.MembersReply:
         r = self.router
         members = []
-        for name, h in sorted(r.health.nodes.items()):
-            link = r.peers.links.get(name)
+        for name, node in sorted(r.registry.nodes.items()):
+            h, link = node.health, node.link
             if h.on_ring:
                 state = cpb.MEMBER_STATE_SERVING
             elif h.ejected:
@@ -226,7 +234,7 @@ class ClusterServicer(cpb_grpc.ClusterServicer):
             else:
                 state = cpb.MEMBER_STATE_NOT_SERVING
             members.append(cpb.Member(name=name, address=h.member.address, weight=h.member.weight, state=state,
-                                      inflight=link.inflight if link else 0, placed=link.placed if link else 0,
+                                      inflight=link.inflight, placed=link.placed,
                                       ejections=h.ejections, reason="" if h.on_ring else h.reason))
         return cpb.MembersReply(members=members, router=r.router_id, load_factor=r.ring.load_factor)
 

@@ -10,6 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class BreakerState(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half-open"
 
 
 @dataclass
@@ -24,19 +31,19 @@ class Breaker:
     opens: int = field(default=0, init=False)
 
     @property
-    def state(self) -> str:
+    def state(self) -> BreakerState:
         if self._opened_at is None:
-            return "closed"
+            return BreakerState.CLOSED
         if self.clock() - self._opened_at >= self.reset_seconds:
-            return "half-open"
-        return "open"
+            return BreakerState.HALF_OPEN
+        return BreakerState.OPEN
 
     def allow(self) -> bool:
         """May a call go through now? In half-open state only one probe at a time."""
         state = self.state
-        if state == "closed":
+        if state is BreakerState.CLOSED:
             return True
-        if state == "half-open" and not self._probing:
+        if state is BreakerState.HALF_OPEN and not self._probing:
             self._probing = True
             return True
         return False

@@ -21,7 +21,7 @@ from ringserve.server.batcher import BatcherConfig
 from ringserve.server.l1 import L1Config
 from ringserve.server.l2 import L2Config
 from ringserve.server.models import EFFICIENTNET_LITE0, ModelConfig
-from ringserve.server.servicer import NodeLimits, PolicyConfig
+from ringserve.server.servicer import CacheMode, NodeLimits, PolicyConfig
 
 ENV_PREFIX = "RINGSERVE_"
 _UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--breaker-reset", type=float, default=d.l2.breaker_reset_s)
     g.add_argument("--lock-wait", type=float, default=d.l2.lock_wait_s,
                    help="seconds to wait for another node computing the same image")
-    g.add_argument("--cache-mode", default=d.policy.default_mode, choices=["exact", "perceptual"],
+    g.add_argument("--cache-mode", type=CacheMode, default=d.policy.default_mode, choices=list(CacheMode),
                    help="policy of requests that set none")
     g.add_argument("--radius", type=int, default=d.policy.default_radius, help="default perceptual Hamming radius")
     g.add_argument("--max-radius", type=int, default=d.policy.max_radius)

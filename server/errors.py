@@ -1,13 +1,17 @@
-"""Typed failures inside a node; the servicer maps each to one gRPC status at the edge.
+"""Typed conditions inside a node, under one root; the servicer maps each to one gRPC status at the edge.
 
 The caller's own mistakes are ``ringserve.contract.errors.CallerError``s; these are the node's
-conditions (a tier that misses or is down, a full queue, a drain).
+conditions: a tier that misses or is down, a full queue. Anything else is a bug, answered INTERNAL.
 """
 
 from __future__ import annotations
 
 
-class CacheMiss(LookupError):
+class NodeError(Exception):
+    """Root of the node's own conditions."""
+
+
+class CacheMiss(NodeError):
     """The tier answered and does not hold the key."""
 
 
@@ -15,13 +19,9 @@ class CorruptValue(CacheMiss):
     """The tier held bytes that failed to decode or check: treated as a miss, and logged."""
 
 
-class CacheUnavailable(RuntimeError):
+class CacheUnavailable(NodeError):
     """The tier could not answer (down, slow, or its circuit is open): go on without it."""
 
 
-class Overloaded(RuntimeError):
-    """A bounded queue is full: the caller should back off or try another node."""
-
-
-class Draining(RuntimeError):
-    """The node is shutting down and takes no new work."""
+class Overloaded(NodeError):
+    """A bounded queue is full: the caller should back off or try another node (RESOURCE_EXHAUSTED)."""

@@ -30,7 +30,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ringserve.server import mih
-from ringserve.server.breaker import Breaker
+from ringserve.server.breaker import Breaker, BreakerState
 from ringserve.server.errors import CacheMiss, CacheUnavailable
 from ringserve.server.keys import Namespace
 
@@ -62,7 +62,9 @@ class L2Config:
 
 @dataclass
 class _Write:
-    values: list[tuple[str, bytes]]
+    """One queued intent; the writer pipelines many of them per round trip."""
+
+    values: list[tuple[str, bytes]] = field(default_factory=list)
     index: list[tuple[Namespace, int]] = field(default_factory=list)
     unlock: tuple[str, str] | None = None
     # fingerprints found in the index whose value has expired: take them out of their chunk sets
@@ -107,7 +109,7 @@ class L2:
             result = await asyncio.wait_for(fn(), self.config.timeout_s)
         except (RedisError, OSError, TimeoutError) as exc:
             self.breaker.failure()
-            if self.breaker.state != "closed":
+            if self.breaker.state is not BreakerState.CLOSED:
                 self._on_event("breaker_open")
             raise CacheUnavailable(f"Redis {what} failed: {type(exc).__name__}: {exc}") from exc
         self.breaker.success()
@@ -163,16 +165,26 @@ class L2:
         jitter = self.config.ttl_jitter
         return max(1, int(self.config.ttl_s * random.uniform(1 - jitter, 1 + jitter)))
 
-    def put_later(
-        self,
-        values: list[tuple[str, bytes]],
-        index: list[tuple[Namespace, int]] | None = None,
-        unlock: tuple[str, str] | None = None,
-        unindex: list[tuple[Namespace, int]] | None = None,
-    ) -> bool:
-        """Queue a write; False (and counted) if the queue is full. Never blocks."""
+    def put(self, values: list[tuple[str, bytes]]) -> bool:
+        """Queue ``(key, value)`` writes with the jittered TTL; False (and counted) if the queue is full."""
+        return self._queue(_Write(values=values))
+
+    def index(self, ns: Namespace, phash: int) -> bool:
+        """Queue adding ``phash`` to its chunk sets, so a radius search finds it."""
+        return self._queue(_Write(index=[(ns, phash)]))
+
+    def unindex(self, ns: Namespace, phash: int) -> bool:
+        """Queue taking ``phash`` out of its chunk sets (its value has expired)."""
+        return self._queue(_Write(unindex=[(ns, phash)]))
+
+    def unlock_later(self, key: str, token: str) -> bool:
+        """Queue releasing a compute lock, after every write queued before it has landed."""
+        return self._queue(_Write(unlock=(key, token)))
+
+    def _queue(self, write: _Write) -> bool:
+        """Never blocks: a full queue drops the write and counts it."""
         try:
-            self._writes.put_nowait(_Write(values, index or [], unlock, unindex or []))
+            self._writes.put_nowait(write)
         except asyncio.QueueFull:
             self._on_event("write_dropped")
             return False

@@ -15,19 +15,21 @@ import functools
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from enum import StrEnum
 
 import grpc
 import numpy as np
 import torch
 from opentelemetry import trace
+from opentelemetry.context import Context
 
 from ringserve.contract import codec, fingerprint, tracecontext
 from ringserve.contract.errors import CallerError, InvalidRequest, UnknownModel
 from ringserve.contract.images import ImageLimits, check_size, decode
-from ringserve.contract.status import code_of, error_reply, source_name
+from ringserve.contract.status import Reply, code_of, error_reply, source_name
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.runtime.streams import ItemStreams
@@ -49,17 +51,26 @@ DEFAULT_TOP_K = 5
 INLINE_DIGEST_BYTES = 256 * 1024
 
 
+class CacheMode(StrEnum):
+    """What a request that sets no cache policy gets (bypass is per request only)."""
+
+    EXACT = "exact"
+    PERCEPTUAL = "perceptual"
+
+    @property
+    def wire(self) -> int:
+        return pb.CACHE_MODE_PERCEPTUAL if self is CacheMode.PERCEPTUAL else pb.CACHE_MODE_EXACT
+
+
 @dataclass(frozen=True)
 class PolicyConfig:
     """What a request that leaves its cache policy unset gets, and the most it may ask for."""
 
-    default_mode: str = "exact"  # exact | perceptual
+    default_mode: CacheMode = CacheMode.EXACT
     default_radius: int = 4
     max_radius: int = 8
 
     def __post_init__(self) -> None:
-        if self.default_mode not in ("exact", "perceptual"):
-            raise ValueError(f"default cache mode {self.default_mode!r} must be exact or perceptual")
         if not 0 <= self.default_radius <= self.max_radius <= MAX_RADIUS:
             raise ValueError(f"need 0 <= default radius <= max radius <= {MAX_RADIUS}")
 
@@ -93,8 +104,14 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Served:
+    """A feature and where it came from; ``digest`` and ``phash`` are the L1 keys it may be kept under."""
+
     vector: np.ndarray
     source: int
+    # The exact digest of the bytes it was computed from, when these are the requester's bytes: a
+    # perceptual hit is a neighbour's feature and must never sit under the requester's exact key.
+    digest: str | None = None
+    phash: int | None = None
     perceptual: bool = False
     distance: int = 0
 
@@ -161,7 +178,8 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         """Stop reading new items on every stream, and wait for the admitted ones to be answered."""
         await self.streams.drain(timeout_s)
 
-    async def _item(self, request: pb.ImageRequest, method: str, reply_type, handle, parent=None) -> object:
+    async def _item(self, request: pb.ImageRequest, method: str, reply_type: type[Reply],
+                    handle: Callable[[pb.ImageRequest], Awaitable[Reply]], parent: Context | None = None) -> Reply:
         started = time.perf_counter()
         source = "none"
         if self.inflight >= self.limits.max_inflight:
@@ -255,8 +273,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             try:
                 vector = await self._l2_value(slot, ns.exact(digest))
                 self._lookup("l2", "exact", "hit")
-                self.l1.put(ns, digest, None, vector)
-                return Served(vector, pb.SOURCE_L2)
+                return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest))
             except CacheMiss:
                 self._lookup("l2", "exact", "miss")
             except CacheUnavailable:
@@ -272,10 +289,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 return served
 
         # 5. Compute once, however many ask at the same time.
-        (vector, source), shared = await self._computes.do((ns, digest), lambda: self._compute(slot, digest, prepared))
+        served, shared = await self._computes.do((ns, digest), lambda: self._compute(slot, digest, prepared))
         if shared:
             self.metrics.singleflight.add(1, self.metrics.attrs())
-        return Served(vector, source)
+        return served
 
     async def _near(self, slot: ModelSlot, phash: int, radius: int) -> Served | None:
         ns = slot.ns
@@ -294,23 +311,26 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 except CorruptValue:
                     continue  # logged and counted; the next computation of it overwrites the value
                 except CacheMiss:
-                    self.l2.put_later([], unindex=[(ns, found)])  # indexed but expired: prune the index
+                    self.l2.unindex(ns, found)  # indexed but expired: prune the index
                     continue
                 self._lookup("l2", "perceptual", "hit")
-                self.l1.put(ns, None, found, vector)
-                return Served(vector, pb.SOURCE_L2, perceptual=True, distance=distance)
+                return self._remember(ns, Served(vector, pb.SOURCE_L2, phash=found, perceptual=True, distance=distance))
             self._lookup("l2", "perceptual", "miss")
         except CacheUnavailable:
             self._lookup("l2", "perceptual", "error")
         return None
 
-    async def _compute(self, slot: ModelSlot, digest: str, prepared: Prepared) -> tuple[np.ndarray, int]:
+    async def _compute(self, slot: ModelSlot, digest: str, prepared: Prepared) -> Served:
+        """Inside the flight: the feature of these bytes, from L1, another node's computation, or the model.
+
+        Its result is remembered in L1 before the flight ends, so a request arriving just after finds it.
+        """
         ns = slot.ns
         # L1 again, inside the flight (groupcache's load does the same): a request that missed L1 just
         # before another finished computing these bytes enters a new flight after that one has ended,
         # and would otherwise compute them a second time.
         try:
-            return self.l1.get_exact(ns, digest), pb.SOURCE_L1
+            return Served(self.l1.get_exact(ns, digest), pb.SOURCE_L1)
         except CacheMiss:
             pass
         lock = None
@@ -322,25 +342,27 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                 else:  # another node computes these bytes right now: wait briefly for its result
                     vector = await self._wait_for_peer(slot, ns.exact(digest))
                     if vector is not None:
-                        self.l1.put(ns, digest, prepared.phash, vector)
-                        return vector, pb.SOURCE_L2
+                        return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest, phash=prepared.phash))
             except CacheUnavailable:
                 pass  # no Redis, no cross-node flight: compute here
         try:
             vector = await slot.batcher.submit(prepared.tensor)
         except BaseException:
             if lock is not None and self.l2 is not None:
-                self.l2.put_later([], unlock=lock)
+                self.l2.unlock_later(*lock)
             raise
-        self.l1.put(ns, digest, prepared.phash, vector)
         if self.l2 is not None:
             blob = codec.encode(vector, slot.model.version)
-            self.l2.put_later(
-                [(ns.exact(digest), blob), (ns.perceptual(prepared.phash), blob)],
-                index=[(ns, prepared.phash)],
-                unlock=lock,
-            )
-        return vector, pb.SOURCE_COMPUTED
+            self.l2.put([(ns.exact(digest), blob), (ns.perceptual(prepared.phash), blob)])
+            self.l2.index(ns, prepared.phash)
+        if lock is not None and self.l2 is not None:
+            self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
+        return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash))
+
+    def _remember(self, ns: Namespace, served: Served) -> Served:
+        """The one place L1 is written: under the keys ``served`` may be kept under."""
+        self.l1.put(ns, served.digest, served.phash, served.vector)
+        return served
 
     async def _wait_for_peer(self, slot: ModelSlot, key: str) -> np.ndarray | None:
         assert self.l2 is not None
@@ -391,7 +413,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         policy = request.cache_policy
         mode = policy.mode
         if mode == pb.CACHE_MODE_UNSPECIFIED:
-            mode = pb.CACHE_MODE_PERCEPTUAL if self.policy.default_mode == "perceptual" else pb.CACHE_MODE_EXACT
+            mode = self.policy.default_mode.wire
         radius = policy.max_distance if policy.HasField("max_distance") else self.policy.default_radius
         if radius > self.policy.max_radius:
             raise InvalidRequest(f"perceptual radius {radius} is over this node's maximum of {self.policy.max_radius}; "

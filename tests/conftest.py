@@ -17,6 +17,17 @@ from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.processes import NodeProcess, RedisClusterProcess, RedisProcess
 from tests import testmodel
 
+# The fast tier (``./scripts/test.sh -m fast``): modules that start no process and need no Redis.
+FAST_MODULES = {"test_inprocess", "test_imports", "test_ring", "test_l1", "test_mih", "test_batcher",
+                "test_singleflight", "test_codec", "test_breaker", "test_images", "test_client_inputs", "test_config"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in FAST_MODULES:
+            item.add_marker(pytest.mark.fast)
+
+
 # Small, fast, deterministic, and its features tell images apart (tests/testmodel.py): every node
 # loads the same weights file, so every node computes the same features.
 SMALL_MODEL = ["--model", f"{testmodel.NAME}={testmodel.weights_file()}", "--drain-delay", "0.2"]

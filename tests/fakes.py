@@ -25,15 +25,19 @@ from PIL import Image
 from ringserve.contract.images import ImageLimits
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.router import placement as placement_policies
 from ringserve.router.config import PlacementConfig
 from ringserve.router.health import HealthConfig, HealthTracker
 from ringserve.router.membership.base import Member
 from ringserve.router.metrics import RouterMetrics
-from ringserve.router.peers import Peers
+from ringserve.router.registry import Registry
 from ringserve.router.retry import RetryConfig
 from ringserve.router.ring import Ring
 from ringserve.router.servicer import RouterServicer
+from ringserve.server import mih
 from ringserve.server.batcher import Batcher, BatcherConfig
+from ringserve.server.errors import CacheMiss, CacheUnavailable
+from ringserve.server.keys import Namespace
 from ringserve.server.l1 import L1, L1Config
 from ringserve.server.metrics import Metrics
 from ringserve.server.servicer import InferenceServicer, ModelSlot, NodeLimits, PolicyConfig
@@ -107,13 +111,67 @@ class FakeModel:
         return [np.full(self.num_classes, 1.0 / self.num_classes, np.float32) for _ in features]
 
 
+class MemoryL2:
+    """L2 in a dict, with L2's verbs; ``down`` makes every call fail as a Redis that is away does.
+
+    Shared by several node servicers, it is the Redis they share. Writes land at once.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, bytes] = {}
+        self.fingerprints: dict[Namespace, set[int]] = {}
+        self.locks: dict[str, str] = {}
+        self.down = False
+        self.pending_writes = 0
+
+    def _check(self, what: str) -> None:
+        if self.down:
+            raise CacheUnavailable(f"Redis {what} failed: the fake is down")
+
+    async def get(self, key: str) -> bytes:
+        self._check("GET")
+        if key not in self.values:
+            raise CacheMiss(key)
+        return self.values[key]
+
+    async def near(self, ns: Namespace, phash: int, radius: int) -> list[tuple[int, int]]:
+        self._check("SMEMBERS")
+        return mih.nearest(phash, self.fingerprints.get(ns, set()), radius)
+
+    async def try_lock(self, key: str, token: str) -> bool:
+        self._check("SET NX")
+        return self.locks.setdefault(key, token) == token
+
+    async def wait_for(self, key: str) -> bytes:
+        return await self.get(key)
+
+    def put(self, values: list[tuple[str, bytes]]) -> bool:
+        if not self.down:
+            self.values.update(values)
+        return not self.down
+
+    def index(self, ns: Namespace, phash: int) -> bool:
+        if not self.down:
+            self.fingerprints.setdefault(ns, set()).add(phash)
+        return not self.down
+
+    def unindex(self, ns: Namespace, phash: int) -> bool:
+        self.fingerprints.get(ns, set()).discard(phash)
+        return True
+
+    def unlock_later(self, key: str, token: str) -> bool:
+        if self.locks.get(key) == token:
+            del self.locks[key]
+        return True
+
+
 def node_servicer(model: FakeModel, node_id: str = "fake-node", batcher: BatcherConfig | None = None,
-                  policy: PolicyConfig = PolicyConfig()) -> InferenceServicer:
-    """A node's servicer around ``model``, with L1 and no L2; call ``start_batchers`` inside the loop."""
+                  policy: PolicyConfig = PolicyConfig(), l2: MemoryL2 | None = None) -> InferenceServicer:
+    """A node's servicer around ``model``, with its own L1 and ``l2`` if given; call ``start_batchers`` in the loop."""
     config = batcher or BatcherConfig(max_batch=8, max_delay_ms=1.0)
     slot = ModelSlot(model, Batcher(model.features, config, name="fake-batcher"),
                      Batcher(model.scores_batch, replace(config, max_delay_ms=0.0), name="fake-head"))
-    return InferenceServicer(node_id, {model.name: slot}, model.name, L1(L1Config()), None, NodeLimits(), policy,
+    return InferenceServicer(node_id, {model.name: slot}, model.name, L1(L1Config()), l2, NodeLimits(), policy,
                              ThreadPoolExecutor(2), Metrics(meter_provider(), node_id))
 
 
@@ -138,12 +196,16 @@ async def serving(servicer: InferenceServicer | RouterServicer) -> AsyncIterator
 
 async def router_servicer(members: dict[str, str], retry: RetryConfig = RetryConfig(),
                           placement: PlacementConfig = PlacementConfig()) -> RouterServicer:
-    """A router's servicer whose ring holds ``members`` (name -> target) as if their health said SERVING."""
-    peers = Peers()
-    await peers.set_members([Member(name, target) for name, target in members.items()])
-    return RouterServicer("fake-router", Ring({name: 1 for name in members}), peers,
-                          HealthTracker(HealthConfig(), on_change=lambda: None), placement, ImageLimits(),
-                          ThreadPoolExecutor(2), RouterMetrics(meter_provider(), "fake-router"), retry=retry)
+    """A router's servicer over ``members`` (name -> target), all on its ring as if their health said SERVING.
+
+    Its ring is set here and not from health (the fake nodes serve no health service); close it with
+    ``await servicer.registry.close()``.
+    """
+    ring = Ring({name: 1 for name in members})
+    registry = Registry(HealthTracker(HealthConfig(), on_change=lambda: None))
+    registry.update([Member(name, target) for name, target in members.items()])
+    return RouterServicer("fake-router", registry, ring, placement_policies.make(placement.policy, ring), placement,
+                          retry, ImageLimits(), ThreadPoolExecutor(2), RouterMetrics(meter_provider(), "fake-router"))
 
 
 async def extract(target: str, images: Sequence[bytes], ids: Sequence[str] | None = None,

@@ -1,7 +1,8 @@
 """The fast tier: the node's and the router's real servicers in this process, with a fake model.
 
-No child processes and no Redis: each test forces one interleaving or one failure
-of the request path and asserts what the caller sees.
+No child processes and no Redis (an L2 in memory stands in): each test walks one
+step of the request path, or forces one interleaving or one failure, and asserts
+what the caller sees.
 """
 
 from __future__ import annotations
@@ -10,16 +11,24 @@ import asyncio
 import threading
 
 import grpc
-import pytest
 
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.local.imagegen import jpeg
 from ringserve.router.config import PlacementConfig
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.servicer import InferenceServicer
-from tests.fakes import FakeModel, extract, metric_total, node_servicer, router_servicer, serving, start_batchers, wait_until
+from tests.fakes import (
+    FakeModel,
+    MemoryL2,
+    extract,
+    metric_total,
+    node_servicer,
+    router_servicer,
+    serving,
+    start_batchers,
+    wait_until,
+)
 
-pytestmark = pytest.mark.fast
 INTERNAL = grpc.StatusCode.INTERNAL.value[0]
 INVALID_ARGUMENT = grpc.StatusCode.INVALID_ARGUMENT.value[0]
 NOT_FOUND = grpc.StatusCode.NOT_FOUND.value[0]
@@ -69,7 +78,7 @@ async def test_a_router_handler_that_raises_answers_its_item_internal_and_the_st
         router.key_of = key_of
         async with serving(router) as target:
             replies = await extract(target, [jpeg(1), poison, jpeg(3)], timeout_s=10)
-        await router.peers.close()
+        await router.registry.close()
     assert replies["1"].status.code == INTERNAL and "KeyError: 'ring and peers disagree'" in replies["1"].status.message
     assert replies["0"].status.code == 0 and replies["2"].status.code == 0
     assert metric_total(router.metrics.provider, "ringserve.router.errors", reason="internal", type="KeyError") == 1
@@ -83,7 +92,7 @@ async def test_a_ring_member_the_router_has_no_link_to_is_skipped_not_fatal():
         router.ring.set_members({"n0": 1, "ghost": 1})  # ring and links out of step for a moment
         async with serving(router) as target:
             replies = await extract(target, [jpeg(i) for i in range(40)], timeout_s=10)
-        await router.peers.close()
+        await router.registry.close()
     assert all(r.status.code == 0 and r.provenance.node == "fake-node" for r in replies.values())
 
 
@@ -164,12 +173,48 @@ async def test_items_over_a_nodes_share_wait_at_the_router_and_all_are_served():
         async with serving(router) as target:
             sending = asyncio.ensure_future(extract(target, [jpeg(100 + i) for i in range(6)], timeout_s=20))
             try:
-                await wait_until(lambda: router.peers.waiting == 4 and node.streams.received == 2)
+                await wait_until(lambda: router.registry.waiting == 4 and node.streams.received == 2)
                 await asyncio.sleep(0.1)
                 assert node.streams.received == 2  # the node holds this router's share, the rest wait here
             finally:
                 gate.set()
             replies = await sending
-        await router.peers.close()
+        await router.registry.close()
     assert len(replies) == 6 and all(r.status.code == 0 for r in replies.values())
-    assert model.images == 6 and router.peers.waiting == 0
+    assert model.images == 6 and router.registry.waiting == 0
+
+
+def two_nodes_sharing_l2() -> tuple[FakeModel, MemoryL2, InferenceServicer, InferenceServicer]:
+    """Two started nodes with their own L1, one model (counting for both) and one L2 between them."""
+    shared = MemoryL2()
+    model = FakeModel()
+    first, second = node_servicer(model, "a", l2=shared), node_servicer(model, "b", l2=shared)
+    start_batchers(first)
+    start_batchers(second)
+    return model, shared, first, second
+
+
+async def test_the_request_path_step_by_step_computed_l1_l2_and_redis_down():
+    model, shared, first, second = two_nodes_sharing_l2()
+    image, other = jpeg(300), jpeg(301)
+    computed = await one(first, image)
+    assert computed.provenance.source == pb.SOURCE_COMPUTED and model.images == 1
+    assert (await one(first, image)).provenance.source == pb.SOURCE_L1  # these bytes, this node's memory
+    from_l2 = await one(second, image)  # another node: its L1 is empty, the shared L2 holds it
+    assert from_l2.provenance.source == pb.SOURCE_L2 and from_l2.feature.data == computed.feature.data
+    assert (await one(second, image)).provenance.source == pb.SOURCE_L1  # kept in L1 on the way
+    shared.down = True  # Redis away: a miss is computed, never an error
+    alone = await one(second, other)
+    assert alone.status.code == 0 and alone.provenance.source == pb.SOURCE_COMPUTED and model.images == 2
+    assert alone.feature.data != computed.feature.data  # the fake's features tell images apart too
+
+
+async def test_a_perceptual_hit_is_kept_under_its_fingerprint_never_the_requesters_exact_key():
+    model, _, first, second = two_nodes_sharing_l2()
+    original, reencoded = jpeg(400, quality=95), jpeg(400, quality=60)
+    near = pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=8)
+    await one(first, original)
+    hit = await one(second, reencoded, cache_policy=near)
+    assert hit.provenance.source == pb.SOURCE_L2 and hit.provenance.perceptual
+    exact = await one(second, reencoded)  # exact-only: the neighbour's feature must not answer it
+    assert exact.provenance.source == pb.SOURCE_COMPUTED and model.images == 2

@@ -5,8 +5,7 @@ gets one Extract and one Classify stream, items carry router-made ids, and repli
 are matched back to the waiting item whatever their order. When a stream breaks
 (the node died, or drained and ended it), every item still waiting on it fails
 with ``LinkError`` so the router can place it elsewhere, and the next item opens
-a fresh stream. ``Peers`` also queues the items that wait for a node to have room
-(``wait_for_room``): each answer wakes the longest-waiting one. Knows nothing of the ring.
+a fresh stream. Knows nothing of the ring or of health.
 """
 
 from __future__ import annotations
@@ -15,8 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -135,65 +133,3 @@ class NodeLink:
         for stream in self._streams.values():
             await stream.close()
         await self.channel.close()
-
-
-class Peers:
-    """The links to every known member, kept in step with membership."""
-
-    def __init__(self) -> None:
-        self.links: dict[str, NodeLink] = {}
-        self._waiting: deque[asyncio.Future[None]] = deque()
-
-    def __getitem__(self, name: str) -> NodeLink:
-        return self.links[name]
-
-    def loads(self) -> dict[str, int]:
-        return {name: link.inflight for name, link in self.links.items()}
-
-    def full(self, limit: int) -> set[str]:
-        """Members holding ``limit`` or more items in flight."""
-        return {name for name, link in self.links.items() if link.inflight >= limit}
-
-    @property
-    def waiting(self) -> int:
-        """Items waiting for a node to have room."""
-        return sum(1 for f in self._waiting if not f.done())
-
-    async def wait_for_room(self, timeout_s: float) -> None:
-        """Return when some link has answered an item (the longest waiter first), or after ``timeout_s``."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append(future)
-        try:
-            await asyncio.wait_for(future, timeout_s)
-        except TimeoutError:
-            pass  # the caller looks again: a slot may have been handed to a waiter that could not use it
-
-    def _released(self) -> None:
-        while self._waiting:
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_result(None)
-                return
-
-    async def set_members(self, members: Iterable[Member]) -> None:
-        wanted = {m.name: m for m in members}
-        for name in list(self.links):
-            if name not in wanted or wanted[name] != self.links[name].member:
-                link = self.links.pop(name)
-                asyncio.get_running_loop().create_task(self._close_later(link))
-        for name, member in wanted.items():
-            if name not in self.links:
-                self.links[name] = NodeLink(member, on_done=self._released)
-
-    @staticmethod
-    async def _close_later(link: NodeLink, after_s: float = 30.0) -> None:
-        """Let items already on a removed member's streams finish before closing its channel."""
-        deadline = asyncio.get_running_loop().time() + after_s
-        while link.inflight and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.1)
-        await link.close()
-
-    async def close(self) -> None:
-        for link in self.links.values():
-            await link.close()
-        self.links.clear()
