@@ -25,7 +25,7 @@ from PIL import Image
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
-from ringserve.contract import tracecontext
+from ringserve.contract import fingerprint, tracecontext
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -83,6 +83,7 @@ class AsyncClient:
         )
         self._stub = pb_grpc.InferenceStub(self._channel)
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
+        self._hints = fingerprint.Memo(4096)  # a repeated image's hint costs a digest, not a decode
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -162,7 +163,7 @@ class AsyncClient:
         datas = [to_bytes(image) for image in images]
         use_hints = cfg.hints if hints is None else hints
         loop = asyncio.get_running_loop()
-        phashes = (await asyncio.gather(*(loop.run_in_executor(self._hash_pool, hint, d) for d in datas))
+        phashes = (await asyncio.gather(*(loop.run_in_executor(self._hash_pool, hint, d, self._hints) for d in datas))
                    if use_hints else [None] * len(datas))
         mode = cache_mode if cache_mode is not None else cfg.cache_mode
         radius = radius if radius is not None else cfg.radius

@@ -30,9 +30,12 @@ def to_bytes(image: ImageInput) -> bytes:
     raise TypeError(f"cannot send {type(image).__name__} as an image: pass a path, bytes, a PIL image or an array")
 
 
-def hint(data: bytes) -> int | None:
-    """The routing hint for these bytes, or None when they do not decode (the server will say why)."""
+def hint(data: bytes, memo: fingerprint.Memo | None = None) -> int | None:
+    """The routing hint for these bytes, or None when they do not decode (the server will say why).
+
+    With a ``memo``, bytes seen before cost a digest instead of a decode.
+    """
     try:
-        return fingerprint.phash_bytes(data)
+        return memo.phash_bytes(data) if memo is not None else fingerprint.phash_bytes(data)
     except ImageError:
         return None

@@ -100,8 +100,19 @@ def container_dimensions(data: bytes) -> list[tuple[int, int]]:
     return found
 
 
-def decode(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """Return the image as RGB, upright per its EXIF orientation, first frame only."""
+def decode(data: bytes, limits: ImageLimits = ImageLimits(), at_least: int | None = None) -> Image.Image:
+    """Return the image as RGB, upright per its EXIF orientation, first frame only.
+
+    Args:
+        data: the encoded bytes, untrusted.
+        limits: what is accepted; checked from the header before any pixel is decoded.
+        at_least: decode a JPEG only at the smallest reduced scale (1/2, 1/4, 1/8, in the DCT) whose
+            width and height both stay at least this many pixels; None decodes every pixel. Other
+            formats are decoded whole.
+
+    Raises:
+        ImageError: the bytes are not an accepted image, or break a limit; the message says which.
+    """
     check_size(data, limits)
     for width, height in container_dimensions(data):
         check_dimensions(width, height, limits)
@@ -109,6 +120,8 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits()) -> Image.Image:
         img = Image.open(io.BytesIO(data), formats=FORMATS)
         check_dimensions(*img.size, limits)
         img.seek(0)
+        if at_least is not None and img.format == "JPEG":
+            img.draft("RGB", (at_least, at_least))
         img.load()
         img = ImageOps.exif_transpose(img)
         return img.convert("RGB")

@@ -75,6 +75,8 @@ class RouterConfig:
     health: HealthConfig = HealthConfig()
     limits: ImageLimits = ImageLimits()
     hash_workers: int = 2
+    # Fingerprints remembered by the digest of the bytes, for items that carry no hint.
+    fingerprint_memo: int = 65_536
     drain_delay_s: float = 1.0
     grace_s: float = 30.0
     log_level: str = "INFO"
@@ -97,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--port", type=int, default=d.port)
     g.add_argument("--metrics-port", type=int, default=d.metrics_port, help="Prometheus /metrics port, 0 for none")
     g.add_argument("--hash-workers", type=int, default=d.hash_workers, help="threads that fingerprint unhinted images")
+    g.add_argument("--fingerprint-memo", type=int, default=d.fingerprint_memo,
+                   help="fingerprints of unhinted images remembered by digest, so a repeat is never decoded here")
     g.add_argument("--drain-delay", type=float, default=d.drain_delay_s)
     g.add_argument("--grace", type=float, default=d.grace_s)
     g.add_argument("--log-level", default=d.log_level)
@@ -165,7 +169,8 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
                               max_attempts=a.max_attempts),
             health=HealthConfig(failures_to_eject=a.failures_to_eject, base_ejection_s=a.base_ejection),
             limits=ImageLimits(max_bytes=a.max_image_bytes),
-            hash_workers=a.hash_workers, drain_delay_s=a.drain_delay, grace_s=a.grace, log_level=a.log_level,
+            hash_workers=a.hash_workers, fingerprint_memo=a.fingerprint_memo, drain_delay_s=a.drain_delay,
+            grace_s=a.grace, log_level=a.log_level,
             otlp_endpoint=a.otlp_endpoint or None, trace_file=a.trace_file,
         )
     except (MembershipError, ValueError) as exc:

@@ -68,7 +68,8 @@ class Router:
         tracer = self.tracer_provider.get_tracer("ringserve.router") if self.tracer_provider else None
         self.servicer = RouterServicer(config.router_id, self.registry, self.ring,
                                        placement.make(config.placement.policy, self.ring), config.placement,
-                                       config.retry, config.limits, self.pool, self.metrics, tracer)
+                                       config.retry, config.limits, self.pool, self.metrics, tracer,
+                                       fingerprint_memo=config.fingerprint_memo)
         self.own_health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0

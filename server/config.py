@@ -64,10 +64,10 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def _parse_model(spec: str, seed: int, device: str, dtype: str) -> ModelConfig:
+def _parse_model(spec: str, seed: int, device: str, dtype: str, full_decode: bool) -> ModelConfig:
     name, _, weights = spec.partition("=")
     return ModelConfig(name=name, weights=Path(weights) if weights else None, seed=seed, device=device,
-                       feature_dtype=dtype)
+                       feature_dtype=dtype, full_decode=full_decode)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="seed of random weights when none are given")
     g.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     g.add_argument("--feature-dtype", default="float16", choices=["float16", "float32"])
+    g.add_argument("--full-decode", action="store_true",
+                   help="decode every pixel of a miss, not a JPEG's smallest DCT scale that covers the model's resize")
     g = p.add_argument_group("batcher")
     g.add_argument("--max-batch", type=int, default=d.batcher.max_batch)
     g.add_argument("--max-delay-ms", type=float, default=d.batcher.max_delay_ms)
@@ -133,7 +135,7 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
     try:
         return ServerConfig(
             node_id=a.node_id, host=a.host, port=a.port, metrics_port=a.metrics_port,
-            models=tuple(_parse_model(s, a.seed, a.device, a.feature_dtype) for s in specs),
+            models=tuple(_parse_model(s, a.seed, a.device, a.feature_dtype, a.full_decode) for s in specs),
             batcher=BatcherConfig(max_batch=a.max_batch, max_delay_ms=a.max_delay_ms, max_queue=a.max_queue),
             l1=L1Config(max_bytes=a.l1_bytes),
             l2=L2Config(url=a.redis_url or None, timeout_s=a.redis_timeout, ttl_s=a.ttl, ttl_jitter=a.ttl_jitter,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,11 @@ from torchvision import transforms as T
 log = logging.getLogger(__name__)
 
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
+# A miss's JPEG is decoded at the smallest DCT scale with this many times the model's resize side per
+# side, then resized by the model's own transform. At 1x, EfficientNet-Lite0's top-1 moved on 2 of 16
+# photos (cosine >= 0.995); at 1.5x on none (cosine >= 0.999), still 4.3x cheaper than a full decode
+# at 12 MP (bench/results/decode.md).
+DECODE_MARGIN = 1.5
 # Heads by the attribute torchvision's classifiers keep them in; the model's own
 # forward() flattens the pooled feature before calling it.
 _HEAD_ATTRS = ("fc", "classifier", "heads", "head")
@@ -43,6 +49,8 @@ class ModelConfig:
     device: str = "auto"
     # dtype of the canonical feature: what is cached, returned and fed to the head.
     feature_dtype: str = "float16"
+    # Decode every pixel of a miss, instead of a JPEG's smallest DCT scale that covers the model's resize.
+    full_decode: bool = False
 
 
 class ModelError(RuntimeError):
@@ -74,6 +82,7 @@ class Model:
         device: torch.device,
         feature_dtype: str,
         random_weights: bool,
+        decode_side: int | None = None,
     ) -> None:
         self.name = name
         self.device = device
@@ -85,11 +94,14 @@ class Model:
         self.input_size = input_size
         self.feature_dtype = np.dtype(feature_dtype)
         self.random_weights = random_weights
+        # Decode a miss only as far as this many pixels per side (the model's own resize); None: every pixel.
+        self.decode_side = decode_side
         with torch.inference_mode():
             probe = torch.zeros(1, 3, input_size, input_size, device=device, dtype=self.compute_dtype)
             self.feature_dim = int(self.backbone(probe).shape[1])
         self.num_classes = len(self.class_names)
-        self.version = _digest(self.backbone, self.head, repr(preprocess), feature_dtype)
+        # The decode rule is part of the version: features from reduced decodes never meet full ones.
+        self.version = _digest(self.backbone, self.head, repr(preprocess), feature_dtype, f"decode>={decode_side}")
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB image to the normalised CHW float tensor the backbone expects."""
@@ -111,6 +123,18 @@ class Model:
         x = torch.from_numpy(np.stack([np.asarray(f, dtype=np.float32) for f in features])).to(self.device)
         with torch.inference_mode():
             return list(torch.softmax(self.head(x), dim=1).cpu().numpy())
+
+
+def resize_side(preprocess: object) -> int | None:
+    """The shorter side the model's transform resizes to first (torchvision's or a Compose's Resize), if any."""
+    side = getattr(preprocess, "resize_size", None)  # torchvision's ImageClassification
+    for step in getattr(preprocess, "transforms", ()):  # a Compose
+        if isinstance(step, T.Resize):
+            side = step.size
+            break
+    if isinstance(side, (list, tuple)):
+        side = side[0] if len(side) == 1 else None  # a fixed (h, w) resize: keep the full decode
+    return int(side) if side else None
 
 
 def _digest(backbone: nn.Module, head: nn.Module, *extra: str) -> str:
@@ -221,14 +245,17 @@ def load(config: ModelConfig) -> Model:
         raise ModelError(f"feature dtype {config.feature_dtype!r} must be float16 or float32")
     build = _build_lite0 if config.name == EFFICIENTNET_LITE0 else _build_torchvision
     backbone, head, preprocess, categories, input_size, random_weights = build(config)
+    side = resize_side(preprocess)
+    decode_side = None if config.full_decode or side is None else math.ceil(DECODE_MARGIN * side)
     model = Model(config.name, backbone, head, preprocess, categories, input_size, device,
-                  config.feature_dtype, random_weights)
+                  config.feature_dtype, random_weights, decode_side=decode_side)
     if config.weights is not None:
         weights = f"weights from {config.weights}"
     elif random_weights:
         weights = f"RANDOM weights (seed {config.seed})"
     else:
         weights = "ImageNet weights from the pretrained extra"
-    log.info("model %s with %s, version %s: %d-d feature, %d classes, on %s", model.name, weights, model.version,
-             model.feature_dim, model.num_classes, device)
+    decoding = f"JPEG misses decoded at >= {model.decode_side} px per side" if model.decode_side else "full decode"
+    log.info("model %s with %s, version %s: %d-d feature, %d classes, on %s, %s", model.name, weights, model.version,
+             model.feature_dim, model.num_classes, device, decoding)
     return model

@@ -80,6 +80,7 @@ class FakeModel:
     feature_dtype = np.dtype("float16")
     input_size = 32
     random_weights = False
+    decode_side = 256  # as the real models: the node fingerprints the decode it makes for the model
     class_names = tuple(f"class-{i}" for i in range(4))
     num_classes = 4
 

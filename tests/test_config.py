@@ -49,3 +49,14 @@ def test_bad_policy_is_refused_with_usage_error(capsys):
 @pytest.mark.parametrize("text, value", [("4096", 4096), ("2K", 2048), ("1.5M", 1572864), ("1GiB", 1 << 30)])
 def test_parse_size(text, value):
     assert config.parse_size(text) == value
+
+
+def test_a_miss_decodes_at_the_models_resize_and_the_rule_is_part_of_the_version():
+    from ringserve.server import models
+    from tests import testmodel
+
+    reduced = models.load(models.ModelConfig(testmodel.NAME, weights=testmodel.weights_file()))
+    full = models.load(models.ModelConfig(testmodel.NAME, weights=testmodel.weights_file(), full_decode=True))
+    assert reduced.decode_side == 384 and full.decode_side is None  # 1.5 x torchvision's resize_size (256)
+    assert reduced.version != full.version  # features of the two rules never meet in one namespace
+    assert config.from_args(["--full-decode"], {}).models[0].full_decode

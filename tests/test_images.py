@@ -64,3 +64,27 @@ def test_phash_is_stable_across_reencoding_and_far_across_pictures():
     assert fingerprint.hamming(a, fingerprint.phash_bytes(jpeg(3, quality=60))) <= 6
     assert fingerprint.hamming(a, fingerprint.phash_bytes(jpeg(4))) > 12
     assert 0 <= a < 2**64
+
+
+def test_a_large_jpeg_is_decoded_only_as_far_as_asked_and_keeps_its_fingerprint():
+    big = jpeg(picture(7, (2000, 1500)), 90)
+    assert decode(big).size == (2000, 1500)
+    reduced = decode(big, at_least=256)
+    assert reduced.size == (500, 375)  # 1/4 in the DCT: the smallest scale with both sides >= 256 (1/8 gives 250)
+    assert decode(big, at_least=600).size == (1000, 750)
+    assert decode(encode(picture(7, (2000, 1500)), "PNG"), at_least=256).size == (2000, 1500)  # only JPEGs shrink
+    full = fingerprint.phash(decode(big))
+    assert fingerprint.hamming(full, fingerprint.phash_bytes(big)) <= 4
+
+
+def test_the_memo_decodes_each_distinct_image_once(monkeypatch):
+    calls = []
+    real = fingerprint.phash_bytes
+    monkeypatch.setattr(fingerprint, "phash_bytes", lambda data, limits=ImageLimits(): calls.append(1) or real(data))
+    memo = fingerprint.Memo(size=2)
+    a, b, c = jpeg(1), jpeg(2), jpeg(3)
+    assert [memo.phash_bytes(x) for x in (a, a, b, a)] == [real(a), real(a), real(b), real(a)]
+    assert len(calls) == 2 and memo.hits == 2
+    memo.phash_bytes(c)  # the least recently used (b) leaves
+    memo.phash_bytes(b)
+    assert len(calls) == 4 and len(memo) == 2

@@ -12,6 +12,7 @@ import threading
 
 import grpc
 
+from ringserve.contract.images import ImageLimits
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.local.imagegen import jpeg
 from ringserve.router.config import PlacementConfig
@@ -218,3 +219,22 @@ async def test_a_perceptual_hit_is_kept_under_its_fingerprint_never_the_requeste
     assert hit.provenance.source == pb.SOURCE_L2 and hit.provenance.perceptual
     exact = await one(second, reencoded)  # exact-only: the neighbour's feature must not answer it
     assert exact.provenance.source == pb.SOURCE_COMPUTED and model.images == 2
+
+
+async def test_a_repeated_image_without_a_hint_is_fingerprinted_once_by_the_router(monkeypatch):
+    from ringserve.contract import fingerprint
+
+    decoded = []
+    real = fingerprint.phash_bytes
+    monkeypatch.setattr(fingerprint, "phash_bytes", lambda data, limits: decoded.append(data) or real(data, limits))
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    async with serving(node) as node_target:
+        router = await router_servicer({"n0": node_target})
+        async with serving(router) as target:
+            replies = await extract(target, [jpeg(500)] * 5 + [jpeg(501)] * 3 + [b"junk"] * 2, timeout_s=10)
+        await router.registry.close()
+    assert [r.status.code for r in replies.values()].count(0) == 8  # the junk is the node's to refuse
+    assert len(decoded) == 3  # one decode per distinct bytes, though all ten arrived together
+    key = await router.key_of(pb.ImageRequest(image=jpeg(500)))  # a later repeat: from the memo
+    assert key == real(jpeg(500), ImageLimits()) and len(decoded) == 3

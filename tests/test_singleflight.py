@@ -2,7 +2,7 @@ import asyncio
 
 import pytest
 
-from ringserve.server.singleflight import Group
+from ringserve.runtime.singleflight import Group
 
 
 async def test_concurrent_calls_share_one_execution():
