@@ -32,6 +32,8 @@ from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Images per request frame, in bytes: a frame is closed once it holds this much.
+FRAME_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class ClientConfig:
     backoff_max_s: float = 2.0
     # Compute the pHash routing hint here, so a router need not decode the image.
     hints: bool = True
+    # Many items per message (ExtractFrames, ClassifyFrames); off, or against a server without them,
+    # one item per message.
+    frames: bool = True
     model: str = ""
     # "exact", "perceptual" or "bypass"; None leaves it to the server.
     cache_mode: str | None = None
@@ -84,6 +89,7 @@ class AsyncClient:
         self._stub = pb_grpc.InferenceStub(self._channel)
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
         self._hints = fingerprint.Memo(4096)  # a repeated image's hint costs a digest, not a decode
+        self._framed = self.config.frames  # until the server turns out to serve no frames
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -198,7 +204,7 @@ class AsyncClient:
                     break
                 await asyncio.sleep(delay)
             try:
-                await self._stream_once(method, list(pending.values()), deadline, done, pending, unavailable)
+                await self._stream(method, list(pending.values()), deadline, done, pending, unavailable)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     error = errors.from_status(exc.code(), exc.details() or "")
@@ -214,9 +220,21 @@ class AsyncClient:
             done[rid] = errors.Unavailable(f"not answered after {cfg.retries} retries: {reason}", rid)
         return [done[r.request_id] for r in requests]
 
+    async def _stream(self, method: str, items: list[pb.ImageRequest], deadline: float | None,
+                      done: dict[str, Any], pending: dict[str, pb.ImageRequest], unavailable: dict[str, str]) -> None:
+        """One stream over ``items``: framed, unless the server turns out to serve no frames."""
+        if self._framed:
+            try:
+                return await self._stream_once(method, items, deadline, done, pending, unavailable, framed=True)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+                self._framed = False  # a server from before frames: the same items, one per message
+        await self._stream_once(method, items, deadline, done, pending, unavailable, framed=False)
+
     async def _stream_once(self, method: str, items: list[pb.ImageRequest], deadline: float | None,
                            done: dict[str, Any], pending: dict[str, pb.ImageRequest],
-                           unavailable: dict[str, str]) -> None:
+                           unavailable: dict[str, str], framed: bool) -> None:
         if not items:
             return
         window = asyncio.Semaphore(self.config.window)
@@ -226,22 +244,51 @@ class AsyncClient:
                 await window.acquire()
                 yield item
 
+        async def send_frames():
+            """Every item the window lets go at once, in one frame (up to FRAME_BYTES of images)."""
+            rest = iter(items)
+            for first in rest:
+                await window.acquire()
+                frame, size = [first], len(first.image)
+                while size < FRAME_BYTES and not window.locked():
+                    item = next(rest, None)
+                    if item is None:
+                        break
+                    await window.acquire()  # free: the window has room
+                    frame.append(item)
+                    size += len(item.image)
+                yield pb.ItemFrame(items=frame)
+
         loop = asyncio.get_running_loop()
         timeout = None if deadline is None else max(0.001, deadline - loop.time())
         carrier: dict[str, str] = {}
         tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
-        call = getattr(self._stub, method)(send(), timeout=timeout, metadata=tuple(carrier.items()) or None)
-        async for reply in call:
-            window.release()
-            rid = reply.request_id
-            if rid not in pending:
-                continue  # answered already: never hand a caller two answers for one item
-            code = code_of(reply.status.code)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                unavailable[rid] = reply.status.message
-                continue  # stays pending: re-sent on the next attempt
-            del pending[rid]
-            done[rid] = reply if code == grpc.StatusCode.OK else errors.from_status(code, reply.status.message, rid)
+        metadata = tuple(carrier.items()) or None
+        if framed:
+            call = getattr(self._stub, f"{method}Frames")(send_frames(), timeout=timeout, metadata=metadata)
+            async for frame in call:
+                for reply in frame.items:
+                    window.release()
+                    self._take(reply, done, pending, unavailable)
+        else:
+            call = getattr(self._stub, method)(send(), timeout=timeout, metadata=metadata)
+            async for reply in call:
+                window.release()
+                self._take(reply, done, pending, unavailable)
+
+    @staticmethod
+    def _take(reply: Any, done: dict[str, Any], pending: dict[str, pb.ImageRequest],
+              unavailable: dict[str, str]) -> None:
+        """One item's reply: done, or (UNAVAILABLE) left pending to be re-sent."""
+        rid = reply.request_id
+        if rid not in pending:
+            return  # answered already: never hand a caller two answers for one item
+        code = code_of(reply.status.code)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            unavailable[rid] = reply.status.message
+            return  # stays pending: re-sent on the next attempt
+        del pending[rid]
+        done[rid] = reply if code == grpc.StatusCode.OK else errors.from_status(code, reply.status.message, rid)
 
 
 def _is_single(images: Any) -> bool:

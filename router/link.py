@@ -24,6 +24,8 @@ from ringserve.router.membership.base import Member
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# Images per request frame to a node, in bytes: a frame is closed once it holds this much.
+FRAME_BYTES = 4 * 1024 * 1024
 _CLOSE = object()
 
 
@@ -32,14 +34,21 @@ class LinkError(ConnectionError):
 
 
 class _MethodStream:
-    """One long-lived bidirectional call to a node, shared by many items."""
+    """One long-lived bidirectional call to a node, shared by many items.
 
-    def __init__(self, rpc: grpc.aio.StreamStreamMultiCallable, node: str, method: str) -> None:
+    Framed (the node's ``ExtractFrames``/``ClassifyFrames``): every item queued when the call is ready
+    to send leaves in one message, up to ``FRAME_BYTES`` of images, and reply frames are taken apart.
+    Unframed (a node that predates frames): one item per message.
+    """
+
+    def __init__(self, rpc: grpc.aio.StreamStreamMultiCallable, node: str, method: str, framed: bool) -> None:
         self.node = node
         self.method = method
+        self.framed = framed
         self._queue: asyncio.Queue = asyncio.Queue()
         self._pending: dict[str, asyncio.Future] = {}
         self.closed = False
+        self.unimplemented = False  # the node has no such method (frames on an older node)
         self._task = asyncio.get_running_loop().create_task(self._run(rpc), name=f"link-{node}-{method}")
 
     @property
@@ -64,15 +73,39 @@ class _MethodStream:
                 return
             yield item
 
+    async def _frames(self) -> AsyncIterator[pb.ItemFrame]:
+        while True:
+            items = [await self._queue.get()]
+            size = len(items[0].image) if items[0] is not _CLOSE else 0
+            while items[-1] is not _CLOSE and size < FRAME_BYTES and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+                size += len(items[-1].image) if items[-1] is not _CLOSE else 0
+            closing = items[-1] is _CLOSE
+            if closing:
+                items.pop()
+            if items:
+                yield pb.ItemFrame(items=items)
+            if closing:
+                return
+
+    def _answered(self, reply: pb.ExtractReply | pb.ClassifyReply) -> None:
+        future = self._pending.get(reply.request_id)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
     async def _run(self, rpc: grpc.aio.StreamStreamMultiCallable) -> None:
         reason = "stream ended"
         try:
-            async for reply in rpc(self._requests()):
-                future = self._pending.get(reply.request_id)
-                if future is not None and not future.done():
-                    future.set_result(reply)
+            if self.framed:
+                async for frame in rpc(self._frames()):
+                    for reply in frame.items:
+                        self._answered(reply)
+            else:
+                async for reply in rpc(self._requests()):
+                    self._answered(reply)
         except grpc.aio.AioRpcError as exc:
             reason = f"{exc.code().name}: {exc.details()}"
+            self.unimplemented = exc.code() == grpc.StatusCode.UNIMPLEMENTED
         except asyncio.CancelledError:
             reason = "link closed"
             raise
@@ -106,6 +139,8 @@ class NodeLink:
         self._stub = pb_grpc.InferenceStub(self.channel)
         self._streams: dict[str, _MethodStream] = {}
         self.placed = 0
+        # Many items per message to this node, until it turns out not to serve frames.
+        self.framed = True
 
     @property
     def inflight(self) -> int:
@@ -121,7 +156,11 @@ class NodeLink:
         """
         stream = self._streams.get(method)
         if stream is None or stream.closed:
-            stream = _MethodStream(getattr(self._stub, method), self.member.name, method)
+            if stream is not None and stream.unimplemented and stream.framed:
+                log.warning("%s serves no frames; one item per message from now on", self.member.name)
+                self.framed = False
+            rpc = getattr(self._stub, f"{method}Frames" if self.framed else method)
+            stream = _MethodStream(rpc, self.member.name, method, self.framed)
             self._streams[method] = stream
         request.request_id = f"r{next(self._ids)}"
         self.placed += 1

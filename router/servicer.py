@@ -89,6 +89,19 @@ class RouterServicer(pb_grpc.InferenceServicer):
         async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
             yield reply
 
+    async def ExtractFrames(self, request_iterator, context) -> AsyncIterator[pb.ExtractFrame]:
+        handle = functools.partial(self._route, method="Extract", reply_type=pb.ExtractReply,
+                                   parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
+        async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ExtractReply, pb.ExtractFrame):
+            yield frame
+
+    async def ClassifyFrames(self, request_iterator, context) -> AsyncIterator[pb.ClassifyFrame]:
+        handle = functools.partial(self._route, method="Classify", reply_type=pb.ClassifyReply,
+                                   parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
+        async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ClassifyReply,
+                                                     pb.ClassifyFrame):
+            yield frame
+
     async def ListModels(self, request, context) -> pb.ListModelsReply:
         """Any serving node's answer: every node of a deployment serves the same models."""
         for name in self.ring.members:

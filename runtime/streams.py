@@ -1,5 +1,8 @@
 """Serving a bidirectional stream of items: read, handle each concurrently, answer in completion order.
 
+One item per message (``serve``) or many (``serve_frames``: the replies ready at one turn leave
+in one frame); the engine is the same.
+
 Shared by the node and the router. Each item gets exactly one reply: a handler
 that raises answers its item INTERNAL with the exception's type and message (the
 traceback goes to the log, the count to ``on_error``), and the stream goes on. A
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -50,11 +53,31 @@ class ItemStreams:
         """Yield ``await handle(item)`` for every item read, as each completes.
 
         Args:
-            requests: the call's request stream.
+            requests: the call's request stream, one item per message.
             context: the call's context, for aborting and the final status.
             handle: answers one item; whatever it raises becomes that item's INTERNAL reply.
             reply_type: the reply message type, for those INTERNAL replies.
         """
+        async for replies in self._answers(requests, context, handle, reply_type, lambda request: (request,)):
+            for reply in replies:
+                yield reply
+
+    async def serve_frames(self, frames: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                           handle: Callable[[Any], Awaitable[Any]], reply_type: type,
+                           frame_type: type) -> AsyncIterator[Any]:
+        """As ``serve``, many items per message each way: every reply ready at once leaves in one frame.
+
+        Args:
+            frames: the call's request stream of frames, each with ``items``.
+            frame_type: the reply frame message type (its ``items`` are ``reply_type``).
+        """
+        async for replies in self._answers(frames, context, handle, reply_type, lambda frame: frame.items):
+            yield frame_type(items=replies)
+
+    async def _answers(self, messages: AsyncIterator[Any], context: grpc.aio.ServicerContext,
+                       handle: Callable[[Any], Awaitable[Any]], reply_type: type,
+                       items_of: Callable[[Any], Iterable[Any]]) -> AsyncIterator[list[Any]]:
+        """The engine: read every message's items, answer each once, yield the replies ready at each turn."""
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.who} is draining; send to another server")
         out: asyncio.Queue = asyncio.Queue()
@@ -71,12 +94,13 @@ class ItemStreams:
         async def read() -> None:
             nonlocal outstanding
             try:
-                async for request in requests:
-                    outstanding += 1
-                    self.received += 1
-                    task = asyncio.ensure_future(self._answer(handle, request, reply_type))
-                    tasks.add(task)
-                    task.add_done_callback(done)
+                async for message in messages:
+                    for request in items_of(message):  # no await inside: a frame is admitted whole or not at all
+                        outstanding += 1
+                        self.received += 1
+                        task = asyncio.ensure_future(self._answer(handle, request, reply_type))
+                        tasks.add(task)
+                        task.add_done_callback(done)
             finally:
                 out.put_nowait(_READER_DONE)
 
@@ -84,15 +108,22 @@ class ItemStreams:
         reader_done = False
         try:
             while not (reader_done and outstanding == 0):
-                message = await out.get()
-                if message is _READER_DONE:
-                    reader_done = True
-                    if not stream.reader.cancelled() and stream.reader.exception() is not None:
-                        raise stream.reader.exception()
+                ready = [await out.get()]
+                while not out.empty():
+                    ready.append(out.get_nowait())
+                replies = []
+                for message in ready:
+                    if message is _READER_DONE:
+                        reader_done = True
+                        if not stream.reader.cancelled() and stream.reader.exception() is not None:
+                            raise stream.reader.exception()
+                    else:
+                        replies.append(message)
+                if not replies:
                     continue
-                outstanding -= 1
-                yield message
-                self.answered += 1
+                outstanding -= len(replies)
+                yield replies
+                self.answered += len(replies)
             if stream.cut:
                 context.set_code(grpc.StatusCode.UNAVAILABLE)
                 context.set_details(f"{self.who} is draining: every item it read was answered; re-send the rest elsewhere")

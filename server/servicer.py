@@ -161,6 +161,19 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
             yield reply
 
+    async def ExtractFrames(self, request_iterator, context) -> AsyncIterator[pb.ExtractFrame]:
+        handle = functools.partial(self._item, method="extract", reply_type=pb.ExtractReply, handle=self._extract,
+                                   parent=tracecontext.extract_metadata(context))
+        async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ExtractReply, pb.ExtractFrame):
+            yield frame
+
+    async def ClassifyFrames(self, request_iterator, context) -> AsyncIterator[pb.ClassifyFrame]:
+        handle = functools.partial(self._item, method="classify", reply_type=pb.ClassifyReply, handle=self._classify,
+                                   parent=tracecontext.extract_metadata(context))
+        async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ClassifyReply,
+                                                     pb.ClassifyFrame):
+            yield frame
+
     async def ListModels(self, request, context) -> pb.ListModelsReply:
         infos = [
             pb.ModelInfo(

@@ -8,12 +8,14 @@ what the caller sees.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 
 import grpc
 
 from ringserve.contract.images import ImageLimits
 from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.imagegen import jpeg
 from ringserve.router.config import PlacementConfig
 from ringserve.server.batcher import BatcherConfig
@@ -238,3 +240,56 @@ async def test_a_repeated_image_without_a_hint_is_fingerprinted_once_by_the_rout
     assert len(decoded) == 3  # one decode per distinct bytes, though all ten arrived together
     key = await router.key_of(pb.ImageRequest(image=jpeg(500)))  # a later repeat: from the memo
     assert key == real(jpeg(500), ImageLimits()) and len(decoded) == 3
+
+
+async def extract_frames(target: str, frames: list[list[bytes]]) -> dict[str, pb.ExtractReply]:
+    """Send ``frames`` (lists of images) on one ExtractFrames stream; the replies by id, one per item."""
+    requests = [pb.ItemFrame(items=[pb.ImageRequest(request_id=f"{f}.{i}", image=image) for i, image in enumerate(frame)])
+                for f, frame in enumerate(frames)]
+    replies: dict[str, pb.ExtractReply] = {}
+    async with grpc.aio.insecure_channel(target) as channel:
+        async for frame in pb_grpc.InferenceStub(channel).ExtractFrames(iter(requests), timeout=30):
+            for reply in frame.items:
+                assert reply.request_id not in replies, f"two replies for item {reply.request_id}"
+                replies[reply.request_id] = reply
+    return replies
+
+
+async def test_frames_and_one_item_messages_get_the_same_answers_item_by_item_through_router_and_node():
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    images = [jpeg(600 + i) for i in range(6)]
+    async with serving(node) as node_target:
+        router = await router_servicer({"n0": node_target})
+        async with serving(router) as target:
+            framed = await extract_frames(target, [images[:4], [b"not an image", *images[4:]]])
+            single = await extract(target, images)  # an existing caller, one image per message
+        framed_to_node = router.registry.get("n0").link.framed
+        await router.registry.close()
+    assert len(framed) == 7 and framed["1.0"].status.code == INVALID_ARGUMENT  # its own status, the rest go on
+    by_image = [framed[f"0.{i}"] for i in range(4)] + [framed["1.1"], framed["1.2"]]
+    assert all(r.status.code == 0 for r in by_image)
+    assert [r.feature.data for r in by_image] == [single[str(i)].feature.data for i in range(6)]
+    assert len({r.feature.data for r in by_image}) == 6
+    assert framed_to_node  # the router spoke frames to the node
+
+
+async def test_client_and_router_fall_back_to_one_item_per_message_for_a_node_without_frames():
+    from ringserve.client import AsyncClient
+
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    node.ExtractFrames = functools.partial(pb_grpc.InferenceServicer.ExtractFrames, node)  # as a node from before
+    images = [jpeg(700 + i) for i in range(5)]
+    async with serving(node) as node_target:
+        async with AsyncClient(node_target) as client:
+            direct = await client.extract_detailed(images)
+            assert not client._framed
+        router = await router_servicer({"n0": node_target})
+        async with serving(router) as target, AsyncClient(target) as client:
+            routed = await client.extract_detailed(images)
+            assert client._framed  # the router serves frames; its link to the node does not use them
+        link = router.registry.get("n0").link
+        await router.registry.close()
+    assert not link.framed
+    assert [f.vector.tobytes() for f in direct] == [f.vector.tobytes() for f in routed]

@@ -163,3 +163,21 @@ class ListModelsReply(_message.Message):
     default_model: str
     node: str
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., default_model: _Optional[str] = ..., node: _Optional[str] = ...) -> None: ...
+
+class ItemFrame(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ImageRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[ImageRequest, _Mapping]]] = ...) -> None: ...
+
+class ExtractFrame(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ExtractReply]
+    def __init__(self, items: _Optional[_Iterable[_Union[ExtractReply, _Mapping]]] = ...) -> None: ...
+
+class ClassifyFrame(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ClassifyReply]
+    def __init__(self, items: _Optional[_Iterable[_Union[ClassifyReply, _Mapping]]] = ...) -> None: ...

@@ -44,6 +44,16 @@ class InferenceStub:
                 request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
                 response_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyReply.FromString,
                 _registered_method=True)
+        self.ExtractFrames = channel.stream_stream(
+                '/ringserve.v1.Inference/ExtractFrames',
+                request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
+                response_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractFrame.FromString,
+                _registered_method=True)
+        self.ClassifyFrames = channel.stream_stream(
+                '/ringserve.v1.Inference/ClassifyFrames',
+                request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
+                response_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyFrame.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/ringserve.v1.Inference/ListModels',
                 request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
@@ -68,6 +78,20 @@ class InferenceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExtractFrames(self, request_iterator, context):
+        """Extract with many items per message each way; the same answers, item by item.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClassifyFrames(self, request_iterator, context):
+        """Classify with many items per message each way; the same answers, item by item.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """The models this server serves, with what a caller needs to use their features.
         """
@@ -87,6 +111,16 @@ def add_InferenceServicer_to_server(servicer, server):
                     servicer.Classify,
                     request_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.FromString,
                     response_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyReply.SerializeToString,
+            ),
+            'ExtractFrames': grpc.stream_stream_rpc_method_handler(
+                    servicer.ExtractFrames,
+                    request_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.FromString,
+                    response_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractFrame.SerializeToString,
+            ),
+            'ClassifyFrames': grpc.stream_stream_rpc_method_handler(
+                    servicer.ClassifyFrames,
+                    request_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.FromString,
+                    response_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyFrame.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -148,6 +182,60 @@ class Inference:
             '/ringserve.v1.Inference/Classify',
             ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
             ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExtractFrames(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ringserve.v1.Inference/ExtractFrames',
+            ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
+            ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractFrame.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClassifyFrames(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ringserve.v1.Inference/ClassifyFrames',
+            ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
+            ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyFrame.FromString,
             options,
             channel_credentials,
             insecure,
