@@ -65,6 +65,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
         self.pool = pool
         self.metrics = metrics
         self.tracer = tracer or trace.NoOpTracer()
+        self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
         # state
         # A repeated image without a hint costs a digest here, not a decode.
         self.fingerprints = fingerprint.Memo(fingerprint_memo)
@@ -152,21 +153,25 @@ class RouterServicer(pb_grpc.InferenceServicer):
                                f"router {self.router_id} has {self.inflight} items in flight; back off and retry")
         self.inflight += 1
         try:
-            with self.tracer.start_as_current_span(f"router.{method.lower()}", context=parent) as span:
-                reply = await self._forward(request, method, reply_type, span, deadline)
+            if self._tracing or parent is not None:  # a span to record, or the caller's trace to carry on
+                with self.tracer.start_as_current_span(f"router.{method.lower()}", context=parent) as span:
+                    reply = await self._forward(request, method, reply_type, span, deadline)
+            else:  # nothing listens and nothing to carry: build no span
+                reply = await self._forward(request, method, reply_type, None, deadline)
             reply.request_id = request.request_id  # a node's reply carries its link's id: the caller's, here only
             return reply
         finally:
             self.inflight -= 1
 
-    async def _forward(self, request: pb.ImageRequest, method: str, reply_type: type[Reply], span: trace.Span,
+    async def _forward(self, request: pb.ImageRequest, method: str, reply_type: type[Reply], span: trace.Span | None,
                        deadline: float | None) -> Reply:
         key = await self.key_of(request)
         forwarded = pb.ImageRequest()
         forwarded.CopyFrom(request)
         forwarded.phash_hint = key
         forwarded.trace_context.clear()
-        tracecontext.inject(forwarded.trace_context)
+        if span is not None:
+            tracecontext.inject(forwarded.trace_context)
         attempts = Attempts(self.retry, deadline)
         reason = f"router {self.router_id}: no serving node on the ring; check the nodes' health"
         shed = None  # the last RESOURCE_EXHAUSTED reply, if a node said so
@@ -224,8 +229,9 @@ class RouterServicer(pb_grpc.InferenceServicer):
                 if attempts.overloaded >= self.retry.max_attempts:
                     return self._gave_up(shed, attempts, "overloaded")
                 continue  # the next node under bounded loads may have room
-            span.set_attribute("ringserve.node", node)
-            span.set_attribute("ringserve.attempts", len(attempts.tried))
+            if span is not None:
+                span.set_attribute("ringserve.node", node)
+                span.set_attribute("ringserve.attempts", len(attempts.tried))
             return reply
 
     def _gave_up(self, reply: Reply, attempts: Attempts, why: str) -> Reply:

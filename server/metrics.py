@@ -7,7 +7,9 @@ global meter. Where the metrics go is configuration (``runtime.telemetry``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
 
@@ -19,19 +21,44 @@ LATENCY_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 BATCH_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
+class Tally:
+    """A counter kept in a dict and read by OpenTelemetry at scrape time.
+
+    On the hit path an item costs one dict increment here, not an OpenTelemetry measurement
+    (attribute cleaning and hashing: about 20 of the 50 microseconds a node spent on an L1 hit).
+    """
+
+    def __init__(self, meter: Any, name: str, description: str, attrs: dict[str, str], labels: tuple[str, ...]) -> None:
+        self.counts: Counter[tuple[str, ...]] = Counter()
+        self._attrs = attrs
+        self._labels = labels
+        meter.create_observable_counter(name, callbacks=[self._observe], description=description)
+
+    def add(self, *values: str) -> None:
+        """Count one event with these label values, in the order of ``labels``."""
+        self.counts[values] += 1
+
+    def _observe(self, _options: Any) -> Iterator[Any]:
+        from opentelemetry.metrics import Observation
+
+        for values, count in list(self.counts.items()):
+            yield Observation(count, {**self._attrs, **dict(zip(self._labels, values, strict=True))})
+
+
 class Metrics:
     def __init__(self, provider: MeterProvider, node_id: str) -> None:
         self.provider = provider
         meter = provider.get_meter("ringserve.server")
         self._attrs = {"node": node_id}
-        self.requests = meter.create_counter("ringserve.requests", description="Items answered, by method and status")
+        self.requests = Tally(meter, "ringserve.requests", "Items answered, by method and status", self._attrs,
+                              ("method", "status"))
         self.latency = meter.create_histogram(
             "ringserve.request.duration", unit="s", description="Item latency inside the node, by method and source",
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
-        self.lookups = meter.create_counter(
-            "ringserve.cache.lookups", description="Cache lookups by tier (l1, l2), kind (exact, perceptual), result"
-        )
+        self.lookups = Tally(meter, "ringserve.cache.lookups",
+                             "Cache lookups by tier (l1, l2), kind (exact, perceptual), result", self._attrs,
+                             ("tier", "kind", "result"))
         self.backbone_images = meter.create_counter(
             "ringserve.backbone.images", description="Images the backbone ran on (cache misses that were computed)"
         )

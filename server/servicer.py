@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
@@ -47,6 +48,8 @@ from ringserve.server.models import Model
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
+# The wire's feature bytes are little-endian: on such a machine the vector's own bytes are sent as they are.
+LITTLE_ENDIAN = sys.byteorder == "little"
 # Hash larger payloads in a thread: BLAKE3 runs ~6 GB/s here, so this keeps the loop under ~0.2 ms.
 INLINE_DIGEST_BYTES = 1024 * 1024
 
@@ -140,6 +143,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.pool = pool
         self.metrics = metrics
         self.tracer = tracer or trace.NoOpTracer()
+        self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
         self.inflight = 0
         self.streams = ItemStreams(f"node {node_id}", on_error=lambda kind: metrics.internal_errors.add(
             1, metrics.attrs(type=kind)))
@@ -202,15 +206,20 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         else:
             self.inflight += 1
             # An item multiplexed by a router carries its own trace context; a direct call's is the call's.
-            if request.trace_context:
+            if self._tracing and request.trace_context:
                 parent = tracecontext.extract(request.trace_context)
             try:
-                with self.tracer.start_as_current_span(f"node.{method}", context=parent) as span:
-                    work = handle(request)
-                    reply = await (asyncio.wait_for(work, request.timeout_ms / 1000) if request.timeout_ms else work)
-                    source = source_name(reply.provenance.source)
-                    span.set_attribute("ringserve.node", self.node_id)
-                    span.set_attribute("ringserve.source", source)
+                work = handle(request)
+                if request.timeout_ms:
+                    work = asyncio.wait_for(work, request.timeout_ms / 1000)
+                if self._tracing:
+                    with self.tracer.start_as_current_span(f"node.{method}", context=parent) as span:
+                        reply = await work
+                        span.set_attribute("ringserve.node", self.node_id)
+                        span.set_attribute("ringserve.source", source_name(reply.provenance.source))
+                else:  # no exporter listens: build no span (about 5 microseconds an item)
+                    reply = await work
+                source = source_name(reply.provenance.source)
             except CallerError as exc:
                 reply = error_reply(reply_type, request, exc.code, exc.reason())
             except TimeoutError:
@@ -225,7 +234,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             finally:
                 self.inflight -= 1
         status = code_of(reply.status.code).name
-        self.metrics.requests.add(1, self.metrics.attrs(method=method, status=status))
+        self.metrics.requests.add(method, status)
         self.metrics.latency.record(time.perf_counter() - started, self.metrics.attrs(method=method, source=source))
         return reply
 
@@ -235,11 +244,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         slot = self._slot(request.model)
         served = await self._feature(request, slot)
         vector = served.vector
+        data = vector.tobytes() if LITTLE_ENDIAN else vector.astype(vector.dtype.newbyteorder("<")).tobytes()
         return pb.ExtractReply(
             request_id=request.request_id,
             status=pb.ItemStatus(code=0),
-            feature=pb.Tensor(data=vector.astype(vector.dtype.newbyteorder("<")).tobytes(),
-                              dtype=vector.dtype.name, shape=list(vector.shape)),
+            feature=pb.Tensor(data=data, dtype=slot.model.feature_dtype.name, shape=(slot.model.feature_dim,)),
             provenance=self._provenance(slot, served),
         )
 
@@ -444,4 +453,4 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         )
 
     def _lookup(self, tier: str, kind: str, result: str) -> None:
-        self.metrics.lookups.add(1, self.metrics.attrs(tier=tier, kind=kind, result=result))
+        self.metrics.lookups.add(tier, kind, result)

@@ -210,6 +210,9 @@ async def test_the_request_path_step_by_step_computed_l1_l2_and_redis_down():
     alone = await one(second, other)
     assert alone.status.code == 0 and alone.provenance.source == pb.SOURCE_COMPUTED and model.images == 2
     assert alone.feature.data != computed.feature.data  # the fake's features tell images apart too
+    # counted where Prometheus reads them (tallied in a dict on the hit path, observed at scrape time)
+    assert metric_total(first.metrics.provider, "ringserve.cache.lookups", tier="l1", kind="exact", result="hit") == 1
+    assert metric_total(second.metrics.provider, "ringserve.requests", method="extract", status="OK") == 3
 
 
 async def test_a_perceptual_hit_is_kept_under_its_fingerprint_never_the_requesters_exact_key():
