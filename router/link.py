@@ -74,19 +74,20 @@ class _MethodStream:
             yield item
 
     async def _frames(self) -> AsyncIterator[pb.ItemFrame]:
+        """Every item queued when the call can send, in one frame of up to FRAME_BYTES of images."""
         while True:
-            items = [await self._queue.get()]
-            size = len(items[0].image) if items[0] is not _CLOSE else 0
-            while items[-1] is not _CLOSE and size < FRAME_BYTES and not self._queue.empty():
-                items.append(self._queue.get_nowait())
-                size += len(items[-1].image) if items[-1] is not _CLOSE else 0
-            closing = items[-1] is _CLOSE
-            if closing:
-                items.pop()
-            if items:
-                yield pb.ItemFrame(items=items)
-            if closing:
+            first = await self._queue.get()
+            if first is _CLOSE:
                 return
+            items, size = [first], len(first.image)
+            while size < FRAME_BYTES and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is _CLOSE:
+                    yield pb.ItemFrame(items=items)
+                    return
+                items.append(item)
+                size += len(item.image)
+            yield pb.ItemFrame(items=items)
 
     def _answered(self, reply: pb.ExtractReply | pb.ClassifyReply) -> None:
         future = self._pending.get(reply.request_id)
