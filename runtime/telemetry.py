@@ -8,6 +8,7 @@ node is ``ringserve.contract.tracecontext``.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,3 +80,28 @@ def gauge(meter: Any, name: str, description: str, read: Callable[[], float | Ma
             yield Observation(value, dict(attrs))
 
     meter.create_observable_gauge(name, callbacks=[callback], description=description)
+
+
+class Tally:
+    """A counter kept in a dict and read by OpenTelemetry at scrape time.
+
+    On the hit path an item costs one dict increment here, not an OpenTelemetry measurement
+    (attribute cleaning and hashing: about 20 of the 50 microseconds a node spent on an L1 hit,
+    before nodes and routers counted with this).
+    """
+
+    def __init__(self, meter: Any, name: str, description: str, attrs: dict[str, str], labels: tuple[str, ...]) -> None:
+        self.counts: Counter[tuple[str, ...]] = Counter()
+        self._attrs = attrs
+        self._labels = labels
+        meter.create_observable_counter(name, callbacks=[self._observe], description=description)
+
+    def add(self, *values: str) -> None:
+        """Count one event with these label values, in the order of ``labels``."""
+        self.counts[values] += 1
+
+    def _observe(self, _options: Any) -> Iterator[Any]:
+        from opentelemetry.metrics import Observation
+
+        for values, count in list(self.counts.items()):
+            yield Observation(count, {**self._attrs, **dict(zip(self._labels, values, strict=True))})
