@@ -25,7 +25,7 @@ from PIL import Image
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
-from ringserve.contract import fingerprint, tracecontext
+from ringserve.contract import fingerprint, tracecontext, wire
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -87,6 +87,8 @@ class AsyncClient:
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
         )
         self._stub = pb_grpc.InferenceStub(self._channel)
+        # Item streams send bytes written by ``contract.wire``: an image is copied once, never re-encoded.
+        self._calls = wire.item_calls(self._channel)
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
         self._hints = fingerprint.Memo(4096)  # a repeated image's hint costs a digest, not a decode
         self._framed = self.config.frames  # until the server turns out to serve no frames
@@ -164,7 +166,8 @@ class AsyncClient:
     # ---- the stream ----------------------------------------------------------------------
 
     async def _requests(self, images: Sequence[ImageInput], top_k: int, model: str | None, cache_mode: str | None,
-                        radius: int | None, hints: bool | None) -> list[pb.ImageRequest]:
+                        radius: int | None, hints: bool | None) -> tuple[list[pb.ImageRequest], dict[str, bytes]]:
+        """The items' requests, without their images, and the images by request id (``contract.wire``)."""
         cfg = self.config
         datas = [to_bytes(image) for image in images]
         use_hints = cfg.hints if hints is None else hints
@@ -177,19 +180,19 @@ class AsyncClient:
         if radius is not None:
             policy.max_distance = radius
         requests = []
-        for i, (data, phash) in enumerate(zip(datas, phashes, strict=True)):
-            request = pb.ImageRequest(request_id=str(i), image=data, model=model if model is not None else cfg.model,
+        for i, phash in enumerate(phashes):
+            request = pb.ImageRequest(request_id=str(i), model=model if model is not None else cfg.model,
                                       cache_policy=policy, top_k=top_k)
             if phash is not None:
                 request.phash_hint = phash
             requests.append(request)
-        return requests
+        return requests, {str(i): data for i, data in enumerate(datas)}
 
     async def _run(self, method: str, images: Sequence[ImageInput], *, top_k: int, model: str | None = None,
                    cache_mode: str | None = None, radius: int | None = None, hints: bool | None = None,
                    timeout_s: float | EllipsisType | None = ...) -> list[Any]:
         cfg = self.config
-        requests = await self._requests(images, top_k, model, cache_mode, radius, hints)
+        requests, datas = await self._requests(images, top_k, model, cache_mode, radius, hints)
         timeout = cfg.timeout_s if timeout_s is ... else timeout_s
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
@@ -204,7 +207,7 @@ class AsyncClient:
                     break
                 await asyncio.sleep(delay)
             try:
-                await self._stream(method, list(pending.values()), deadline, done, pending, unavailable)
+                await self._stream(method, list(pending.values()), datas, deadline, done, pending, unavailable)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNAVAILABLE:
                     error = errors.from_status(exc.code(), exc.details() or "")
@@ -220,19 +223,20 @@ class AsyncClient:
             done[rid] = errors.Unavailable(f"not answered after {cfg.retries} retries: {reason}", rid)
         return [done[r.request_id] for r in requests]
 
-    async def _stream(self, method: str, items: list[pb.ImageRequest], deadline: float | None,
+    async def _stream(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes], deadline: float | None,
                       done: dict[str, Any], pending: dict[str, pb.ImageRequest], unavailable: dict[str, str]) -> None:
         """One stream over ``items``: framed, unless the server turns out to serve no frames."""
         if self._framed:
             try:
-                return await self._stream_once(method, items, deadline, done, pending, unavailable, framed=True)
+                return await self._stream_once(method, items, datas, deadline, done, pending, unavailable, framed=True)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 self._framed = False  # a server from before frames: the same items, one per message
-        await self._stream_once(method, items, deadline, done, pending, unavailable, framed=False)
+        await self._stream_once(method, items, datas, deadline, done, pending, unavailable, framed=False)
 
-    async def _stream_once(self, method: str, items: list[pb.ImageRequest], deadline: float | None,
+    async def _stream_once(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes],
+                           deadline: float | None,
                            done: dict[str, Any], pending: dict[str, pb.ImageRequest],
                            unavailable: dict[str, str], framed: bool) -> None:
         if not items:
@@ -242,22 +246,23 @@ class AsyncClient:
         async def send():
             for item in items:
                 await window.acquire()
-                yield item
+                yield wire.encode_request(item, datas[item.request_id])
 
         async def send_frames():
             """Every item the window lets go at once, in one frame (up to FRAME_BYTES of images)."""
             rest = iter(items)
             for first in rest:
                 await window.acquire()
-                frame, size = [first], len(first.image)
+                frame = [(first, datas[first.request_id])]
+                size = len(frame[0][1])
                 while size < FRAME_BYTES and not window.locked():
                     item = next(rest, None)
                     if item is None:
                         break
                     await window.acquire()  # free: the window has room
-                    frame.append(item)
-                    size += len(item.image)
-                yield pb.ItemFrame(items=frame)
+                    frame.append((item, datas[item.request_id]))
+                    size += len(frame[-1][1])
+                yield wire.encode_frame(frame)
 
         loop = asyncio.get_running_loop()
         timeout = None if deadline is None else max(0.001, deadline - loop.time())
@@ -265,13 +270,13 @@ class AsyncClient:
         tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
         metadata = tuple(carrier.items()) or None
         if framed:
-            call = getattr(self._stub, f"{method}Frames")(send_frames(), timeout=timeout, metadata=metadata)
+            call = self._calls[method, True](send_frames(), timeout=timeout, metadata=metadata)
             async for frame in call:
                 for reply in frame.items:
                     window.release()
                     self._take(reply, done, pending, unavailable)
         else:
-            call = getattr(self._stub, method)(send(), timeout=timeout, metadata=metadata)
+            call = self._calls[method, False](send(), timeout=timeout, metadata=metadata)
             async for reply in call:
                 window.release()
                 self._take(reply, done, pending, unavailable)

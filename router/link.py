@@ -18,8 +18,8 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
+from ringserve.contract import wire
 from ringserve.contract.v1 import inference_pb2 as pb
-from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.router.membership.base import Member
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,8 @@ class _MethodStream:
 
     Framed (the node's ``ExtractFrames``/``ClassifyFrames``): every item queued when the call is ready
     to send leaves in one message, up to ``FRAME_BYTES`` of images, and reply frames are taken apart.
-    Unframed (a node that predates frames): one item per message.
+    Unframed (a node that predates frames): one item per message. Either way the messages are written
+    by ``contract.wire``, so an item's image bytes are copied once and never re-encoded.
     """
 
     def __init__(self, rpc: grpc.aio.StreamStreamMultiCallable, node: str, method: str, framed: bool) -> None:
@@ -55,39 +56,45 @@ class _MethodStream:
     def inflight(self) -> int:
         return len(self._pending)
 
-    def submit(self, request: pb.ImageRequest) -> asyncio.Future:
-        """Queue one item now; the future gets its reply, or LinkError if the stream breaks first."""
+    def submit(self, item_id: str, request: pb.ImageRequest, image: bytes) -> asyncio.Future:
+        """Queue one item now under ``item_id``; the future gets its reply, or LinkError if the stream breaks first."""
         if self.closed:
             raise LinkError(f"stream to {self.node} is closed")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        item_id = request.request_id
         self._pending[item_id] = future
         future.add_done_callback(lambda _f: self._pending.pop(item_id, None))  # answered, broken or abandoned
-        self._queue.put_nowait(request)
+        self._queue.put_nowait((item_id, request, image))
         return future
 
-    async def _requests(self) -> AsyncIterator[pb.ImageRequest]:
+    @staticmethod
+    def _stamped(item: tuple[str, pb.ImageRequest, bytes]) -> tuple[pb.ImageRequest, bytes]:
+        """The item's request carrying this link's id, at the moment it is written (a retry re-stamps it)."""
+        item_id, request, image = item
+        request.request_id = item_id
+        return request, image
+
+    async def _requests(self) -> AsyncIterator[bytes]:
         while True:
             item = await self._queue.get()
             if item is _CLOSE:
                 return
-            yield item
+            yield wire.encode_request(*self._stamped(item))
 
-    async def _frames(self) -> AsyncIterator[pb.ItemFrame]:
+    async def _frames(self) -> AsyncIterator[bytes]:
         """Every item queued when the call can send, in one frame of up to FRAME_BYTES of images."""
         while True:
             first = await self._queue.get()
             if first is _CLOSE:
                 return
-            items, size = [first], len(first.image)
+            items, size = [self._stamped(first)], len(first[2])
             while size < FRAME_BYTES and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is _CLOSE:
-                    yield pb.ItemFrame(items=items)
+                    yield wire.encode_frame(items)
                     return
-                items.append(item)
-                size += len(item.image)
-            yield pb.ItemFrame(items=items)
+                items.append(self._stamped(item))
+                size += len(item[2])
+            yield wire.encode_frame(items)
 
     def _answered(self, reply: pb.ExtractReply | pb.ClassifyReply) -> None:
         future = self._pending.get(reply.request_id)
@@ -137,7 +144,7 @@ class NodeLink:
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
         ])
-        self._stub = pb_grpc.InferenceStub(self.channel)
+        self._calls = wire.item_calls(self.channel)  # they send bytes written by ``contract.wire``
         self._streams: dict[str, _MethodStream] = {}
         self.placed = 0
         # Many items per message to this node, until it turns out not to serve frames.
@@ -147,12 +154,12 @@ class NodeLink:
     def inflight(self) -> int:
         return sum(s.inflight for s in self._streams.values())
 
-    def send(self, method: str, request: pb.ImageRequest) -> asyncio.Future:
+    def send(self, method: str, request: pb.ImageRequest, image: bytes) -> asyncio.Future:
         """Put one item on this node's ``method`` stream now; the future gets the node's reply, or LinkError.
 
         The item counts in flight from this call on, before any await, so the next placement sees it.
-        ``request`` is the router's own copy of the item: its request_id is overwritten with a link-wide
-        id rather than copying the message (and its image bytes) again; the reply carries that id too.
+        ``request`` holds every field but the image, which travels beside it as ``image``; its
+        request_id is overwritten with a link-wide id when it is written (the reply carries that id).
         Cancelling the future abandons the item: a late reply finds no one waiting and is dropped.
         """
         stream = self._streams.get(method)
@@ -160,12 +167,10 @@ class NodeLink:
             if stream is not None and stream.unimplemented and stream.framed:
                 log.warning("%s serves no frames; one item per message from now on", self.member.name)
                 self.framed = False
-            rpc = getattr(self._stub, f"{method}Frames" if self.framed else method)
-            stream = _MethodStream(rpc, self.member.name, method, self.framed)
+            stream = _MethodStream(self._calls[method, self.framed], self.member.name, method, self.framed)
             self._streams[method] = stream
-        request.request_id = f"r{next(self._ids)}"
         self.placed += 1
-        future = stream.submit(request)
+        future = stream.submit(f"r{next(self._ids)}", request, image)
         future.add_done_callback(lambda _f: self._on_done())
         return future
 

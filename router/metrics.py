@@ -7,6 +7,7 @@ from collections.abc import Callable
 from opentelemetry.sdk.metrics import MeterProvider
 
 from ringserve.runtime import telemetry
+from ringserve.runtime.telemetry import Tally
 
 
 class RouterMetrics:
@@ -14,7 +15,8 @@ class RouterMetrics:
         self.provider = provider
         self.router_id = router_id
         meter = provider.get_meter("ringserve.router")
-        self.placed = meter.create_counter("ringserve.router.placed", description="Items sent to each node")
+        # Counted per item on the hit path: a dict increment, read at scrape time.
+        self.placed = Tally(meter, "ringserve.router.placed", "Items sent to each node", {"router": router_id}, ("node",))
         self.retries = meter.create_counter("ringserve.router.retries", description="Items re-sent to another node")
         self.errors = meter.create_counter("ringserve.router.errors", description="Items the router answered with an error")
         self.ejections = meter.create_counter("ringserve.router.ejections", description="Outlier ejections per node")

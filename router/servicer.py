@@ -152,26 +152,30 @@ class RouterServicer(pb_grpc.InferenceServicer):
             return error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"router {self.router_id} has {self.inflight} items in flight; back off and retry")
         self.inflight += 1
+        caller_id = request.request_id  # the links write their own ids into the request
         try:
             if self._tracing or parent is not None:  # a span to record, or the caller's trace to carry on
                 with self.tracer.start_as_current_span(f"router.{method.lower()}", context=parent) as span:
                     reply = await self._forward(request, method, reply_type, span, deadline)
             else:  # nothing listens and nothing to carry: build no span
                 reply = await self._forward(request, method, reply_type, None, deadline)
-            reply.request_id = request.request_id  # a node's reply carries its link's id: the caller's, here only
+            reply.request_id = caller_id  # a node's reply carries its link's id: the caller's, here only
             return reply
         finally:
+            request.request_id = caller_id
             self.inflight -= 1
 
     async def _forward(self, request: pb.ImageRequest, method: str, reply_type: type[Reply], span: trace.Span | None,
                        deadline: float | None) -> Reply:
         key = await self.key_of(request)
-        forwarded = pb.ImageRequest()
-        forwarded.CopyFrom(request)
-        forwarded.phash_hint = key
-        forwarded.trace_context.clear()
+        # The item is the router's own (parsed from the caller's message): its fields are changed in
+        # place, and the image leaves it to be written to the node as it came (``contract.wire``).
+        image = request.image
+        request.ClearField("image")
+        request.phash_hint = key
+        request.trace_context.clear()
         if span is not None:
-            tracecontext.inject(forwarded.trace_context)
+            tracecontext.inject(request.trace_context)
         attempts = Attempts(self.retry, deadline)
         reason = f"router {self.router_id}: no serving node on the ring; check the nodes' health"
         shed = None  # the last RESOURCE_EXHAUSTED reply, if a node said so
@@ -195,7 +199,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
             if attempts.remaining() <= 0:
                 return self._out_of_time(reply_type, request, attempts, reason)
             if deadline is not None:
-                forwarded.timeout_ms = max(1, int(attempts.remaining() * 1000))
+                request.timeout_ms = max(1, int(attempts.remaining() * 1000))
             if attempts.tried:
                 self.metrics.retries.add(1, {"node": node})
             attempts.sent(node)
@@ -204,9 +208,9 @@ class RouterServicer(pb_grpc.InferenceServicer):
                 attempts.failed(node)
                 reason = f"{node} left the membership"
                 continue
-            self.metrics.placed.add(1, {"node": node})
+            self.metrics.placed.add(node)
             try:
-                answer = entry.link.send(method, forwarded)
+                answer = entry.link.send(method, request, image)
                 # A node that hangs (frozen, partitioned) must not hold the item past the caller's deadline.
                 reply = await (answer if deadline is None else asyncio.wait_for(answer, attempts.remaining()))
             except TimeoutError:
