@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench import report
 from ringserve.contract import fingerprint
 from ringserve.contract.images import decode
 from ringserve.local.imagegen import jpeg
@@ -222,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{model_name} ...", flush=True)
         results.append(study(model_name, originals, queries))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "fidelity.json").write_text(json.dumps(results, indent=2) + "\n")
+    meta = report.provenance(argv, "bench.fidelity")
+    (RESULTS / "fidelity.json").write_text(json.dumps({**meta, "models": results}, indent=2) + "\n")
     plot(results, RESULTS / "fidelity.png")
-    text = markdown(results, names)
+    title, _, rest = markdown(results, names).partition("\n")
+    text = f"{title}\n\n{report.header(meta)}{rest}"
     (RESULTS / "fidelity.md").write_text(text)
     (DOCS / "fidelity.md").write_text(text + "\n![fidelity](../bench/results/fidelity.png)\n")
     for res in results:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import report
 from ringserve.server.batcher import Batcher, BatcherConfig
 from ringserve.server.models import ModelConfig, load
 
@@ -81,8 +82,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     rows = [asyncio.run(measure(m, a.items, a.callers, a.max_batch, a.reps)) for m in a.models]
     a.out.mkdir(parents=True, exist_ok=True)
-    (a.out / "head.json").write_text(json.dumps(rows, indent=2) + "\n")
-    lines = ["# Classification head: per item against the no-delay head batcher", "",
+    meta = report.provenance(argv, "bench.head_bench")
+    (a.out / "head.json").write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    lines = ["# Classification head: per item against the no-delay head batcher", "", report.header(meta),
              f"{a.callers} concurrent callers, {a.items} items per run, median of {a.reps}; CPU, this machine.", "",
              "| model | feature dim | per item (items/s) | batched (items/s) | ratio | mean batch |",
              "| --- | --- | --- | --- | --- | --- |"]

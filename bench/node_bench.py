@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench import report
 from bench.workload import ms
 from ringserve.client import Client
 from ringserve.contract.images import decode
@@ -95,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         node.stop()
         redis.stop()
     result = {
+        **report.provenance(argv, "bench.node_bench"),
         "model": a.model, "images": a.images, "reps_median_of": a.reps, "image_size": "256x256 JPEG", "max_batch": a.max_batch,
-        "machine": "2-core CPU, node and bench client on the same machine",
+        "where": "node and bench client on the same machine",
         "bare_model_images_per_s": round(bare, 1),
         "node_bypass_images_per_s": round(served, 1),
         "node_vs_bare_ratio": round(served / bare, 3),
@@ -108,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "node.json").write_text(json.dumps(result, indent=2) + "\n")
-    rows = "\n".join(f"| {k} | {v} |" for k, v in result.items())
-    (RESULTS / "node.md").write_text(f"# One node against the bare model loop\n\n| measure | value |\n| --- | --- |\n{rows}\n")
+    rows = "\n".join(f"| {k} | {v} |" for k, v in result.items() if k not in ("command", "commit", "date", "versions"))
+    (RESULTS / "node.md").write_text(f"# One node against the bare model loop\n\n{report.header(result)}\n"
+                                     f"| measure | value |\n| --- | --- |\n{rows}\n")
     print(json.dumps(result, indent=2))
     return 0
 

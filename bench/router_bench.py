@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis as redis_py
 
+from bench import report
 from bench.workload import drive, ms
 from ringserve.client import Client
 from ringserve.local.cluster import LocalCluster
@@ -95,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     order = [rng.randrange(a.images) for _ in range(a.requests)]
     work = scratch_dir("ringserve-bench-router-")
     redis = RedisProcess(work / "redis").start()
-    result: dict = {"nodes": a.nodes, "distinct_images": a.images, "requests": a.requests,
+    result: dict = {**report.provenance(argv, "bench.router_bench"), "nodes": a.nodes, "distinct_images": a.images,
+                    "requests": a.requests,
                     "workload": "uniform random repeats of a fixed image set, one stream, cold start",
                     "ideal_l1_hit_rate": round(1 - len(set(order)) / len(order), 4), "runs": []}
     try:
@@ -115,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r['images_per_s']} |" for r in result["runs"]]
     lat = result["latency"]
     (RESULTS / "router.md").write_text(
-        f"# Ring against round-robin over {a.nodes} nodes\n\n{result['workload']}; {a.images} images, "
+        f"# Ring against round-robin over {a.nodes} nodes\n\n{report.header(result)}\n{result['workload']}; {a.images} images, "
         f"{a.requests} requests (best possible L1 hit rate {result['ideal_l1_hit_rate']}).\n\n"
         "| items in flight | placement | L1 hit rate | L2 hit rate | computed | images/s |\n"
         "| --- | --- | --- | --- | --- | --- |\n"

@@ -3,14 +3,15 @@
     python -m bench.suite [--quick]
 
 Writes bench/results/suite.json, suite.md and PNG plots. Sections:
-  tiers     no cache / L1 only / L1+Redis at 92% repeats, mobilenet_v3_small and resnet50, against
-            the Amdahl bound for that hit rate
+  tiers     no cache / L1 / Redis (an L1 too small to hold a feature) at 92% repeats,
+            mobilenet_v3_small and resnet50, against the Amdahl bound for that hit rate; each row
+            shows the tiers that answered it
   placement ring against round-robin over 4 nodes whose L1 holds about a quarter of the working set
   system    router + node against the same model in a loop in-process, all misses
   ring      keys moved on +1/-1 member, max/mean load for 4..10 members with and without bounded loads
   latency   L1 hit through the router and direct to the node, p50/p99
   batching  dynamic batcher throughput by max batch size on this CPU (and CUDA when present)
-then, unless skipped, the fidelity study (bench/fidelity.py) and the Ray Serve peer (bench/ray_peer.py),
+then, unless skipped, the fidelity study (bench/fidelity.py) and the peers (bench/peers.py: Ray Serve, Triton),
 each writing its own table next to these.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bench import report
 from bench.node_bench import bare_loop
 from bench.router_bench import router_latency
 from bench.workload import drive, repeats_workload
@@ -52,8 +54,10 @@ def tiers(work: Path, model: str, requests: int) -> dict:
     try:
         for mode, args, options in (
             ("no cache", [], {"cache_mode": "bypass"}),
-            ("L1 only", [], {}),
-            ("L1+Redis", ["--redis-url", redis.url], {}),
+            ("L1", [], {}),
+            # One node holds every image in its L1, so with an L1 as well Redis would never be read:
+            # an L1 of 1 KB (no feature fits) makes every repeat a Redis hit.
+            ("Redis", ["--redis-url", redis.url, "--l1-bytes", "1K"], {}),
         ):
             node = NodeProcess(work / model, f"tiers-{mode.replace(' ', '').replace('+', '')}",
                                ["--model", model, "--drain-delay", "0", "--metrics-port", "0", *args], metrics_port=0)
@@ -69,7 +73,7 @@ def tiers(work: Path, model: str, requests: int) -> dict:
     miss_share = distinct / requests
     # Amdahl: only misses need the model; with free hits the speed-up is at most 1 / miss share.
     out["amdahl_speedup_bound"] = round(1 / miss_share, 2)
-    for mode in ("L1 only", "L1+Redis"):
+    for mode in ("L1", "Redis"):
         speedup = out[mode]["images_per_s"] / base
         out[mode]["speedup"] = round(speedup, 2)
         out[mode]["share_of_bound"] = round(speedup / out["amdahl_speedup_bound"], 3)
@@ -228,7 +232,7 @@ def plots(result: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    modes = ["no cache", "L1 only", "L1+Redis"]
+    modes = ["no cache", "L1", "Redis"]
     width = 0.35
     for i, t in enumerate(result["tiers"]):
         axes[0].bar(np.arange(3) + i * width, [t[m]["images_per_s"] for m in modes], width, label=t["model"])
@@ -255,17 +259,19 @@ def plots(result: dict) -> None:
 
 
 def markdown(r: dict) -> str:
-    lines = ["# ringserve benchmark suite", "", f"`python -m bench.suite` on {r['machine']}, {r['date']}. "
+    lines = ["# ringserve benchmark suite", "", report.header(r),
              "Every row is measured side by side in this one run; compare ratios, not absolute numbers.", ""]
     lines += ["## Cache tiers at 92% repeats", "",
-              "| model | mode | images/s | p50 ms (stream of 16) | p99 ms | speed-up | of the Amdahl bound |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| model | mode | answered from L1 / Redis / computed | images/s | p50 ms (stream of 16) | p99 ms "
+              "| speed-up | of the Amdahl bound |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for t in r["tiers"]:
-        for m in ("no cache", "L1 only", "L1+Redis"):
+        for m in ("no cache", "L1", "Redis"):
             s = t[m]
-            lines.append(f"| {t['model']} | {m} | {s['images_per_s']} | {s['batch_ms_p50']} | {s['batch_ms_p99']} | "
-                         f"{s.get('speedup', 1.0)} | {s.get('share_of_bound', '')} |")
-        lines.append(f"| {t['model']} | Amdahl bound ({t['distinct']} misses in {t['requests']}) | | | | "
+            lines.append(f"| {t['model']} | {m} | {s['l1']} / {s['l2']} / {s['computed']} | {s['images_per_s']} "
+                         f"| {s['batch_ms_p50']} | {s['batch_ms_p99']} | {s.get('speedup', 1.0)} "
+                         f"| {s.get('share_of_bound', '')} |")
+        lines.append(f"| {t['model']} | Amdahl bound ({t['distinct']} misses in {t['requests']}) | | | | | "
                      f"{t['amdahl_speedup_bound']} | 1 |")
     p = r["placement"]
     lines += ["", f"## Ring against round-robin ({p['nodes']} nodes, L1 = {p['l1_per_node']}, "
@@ -308,14 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="smaller workloads (a smoke run, not for reporting)")
     p.add_argument("--skip-resnet50", action="store_true", help="tiers with mobilenet_v3_small only")
     p.add_argument("--skip-fidelity", action="store_true", help="do not run bench.fidelity after the suite")
-    p.add_argument("--skip-peer", action="store_true", help="do not run bench.ray_peer (Ray Serve) after the suite")
+    p.add_argument("--skip-peer", action="store_true", help="do not run bench.peers (Ray Serve, Triton) after the suite")
     a = p.parse_args(argv)
-    import os
-    import platform
 
     work = scratch_dir("ringserve-suite-")
     scale = 4 if a.quick else 1
-    result: dict = {"machine": f"{os.cpu_count()}-core {platform.machine()} CPU", "date": time.strftime("%Y-%m-%d")}
+    result: dict = report.provenance(argv, "bench.suite")
     steps = [("ring", ring_properties), ("batching", batching),
              ("tiers", lambda: [tiers(work, "mobilenet_v3_small", 600 // scale)]
               + ([] if a.skip_resnet50 else [tiers(work, "resnet50", 250 // scale)])),
@@ -337,10 +341,10 @@ def main(argv: list[str] | None = None) -> int:
         print("[fidelity] ...", flush=True)
         fidelity.main([])
     if not a.skip_peer:
-        from bench import ray_peer
+        from bench import peers
 
-        print("[ray peer] ...", flush=True)
-        ray_peer.main(["--requests", str(400 // scale)])
+        print("[peers] ...", flush=True)
+        peers.main(["--requests", str(400 // scale)])
     return 0
 
 

@@ -1,0 +1,53 @@
+"""What every results file says about itself: the command, the commit, the machine and the versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+
+PACKAGES = ("torch", "torchvision", "grpcio", "protobuf", "pillow", "numpy", "redis", "ray", "nvidia-pytriton")
+
+
+def provenance(argv: list[str] | None = None, module: str | None = None) -> dict:
+    """The command that ran (``python -m module argv...``), the commit, the machine and package versions."""
+    args = sys.argv[1:] if argv is None else argv
+    command = f"python -m {module} {shlex.join(args)}".strip() if module else shlex.join(sys.argv)
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "command": command,
+        "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                                 cwd=os.path.dirname(__file__)).stdout.strip() or "unknown",
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{os.cpu_count()}-core {platform.machine()} ({platform.processor() or 'cpu'}), "
+                   f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
+        "versions": versions,
+    }
+
+
+def header(meta: dict) -> str:
+    """The lines a results page opens with: how to reproduce it, and on what it ran."""
+    versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
+    return (f"`{meta['command']}` at commit {meta['commit']}, {meta['date']}.\n\n"
+            f"Machine: {meta['machine']}. Versions: {versions}.\n")
+
+
+def spread(values: list[float]) -> dict:
+    """Median, min and max of repeated runs (the results report all three)."""
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2),
+            "runs": [round(v, 2) for v in values]}
+
+
+def cell(s: dict, unit: str = "") -> str:
+    """``median (min-max)`` for a table cell."""
+    return f"{s['median']:g}{unit} ({s['min']:g}-{s['max']:g})"
