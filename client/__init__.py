@@ -6,6 +6,7 @@ Installs and imports without torch: ``pip install ringserve``.
 from ringserve.client.aio import AsyncClient, ClientConfig
 from ringserve.client.errors import (
     DeadlineExceeded,
+    FailedPrecondition,
     InvalidImage,
     NotFound,
     Overloaded,
@@ -14,6 +15,7 @@ from ringserve.client.errors import (
     Unavailable,
 )
 from ringserve.client.results import Classification, Feature, Provenance
+from ringserve.client.search import CollectionInfo, Hit, Indexed, SearchResult
 from ringserve.client.sync import Client
 
 __all__ = [
@@ -21,13 +23,18 @@ __all__ = [
     "Classification",
     "Client",
     "ClientConfig",
+    "CollectionInfo",
     "DeadlineExceeded",
+    "FailedPrecondition",
     "Feature",
+    "Hit",
+    "Indexed",
     "InvalidImage",
     "NotFound",
     "Overloaded",
     "Provenance",
     "RingserveError",
+    "SearchResult",
     "ServerError",
     "Unavailable",
 ]

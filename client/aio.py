@@ -25,6 +25,7 @@ from PIL import Image
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
+from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
 from ringserve.contract import fingerprint, tracecontext, wire
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -89,6 +90,8 @@ class AsyncClient:
         self._stub = pb_grpc.InferenceStub(self._channel)
         # Item streams send bytes written by ``contract.wire``: an image is copied once, never re-encoded.
         self._calls = wire.item_calls(self._channel)
+        cfg = self.config
+        self._search = SearchCalls(self._channel, cfg.window, cfg.retries, cfg.backoff_s, cfg.backoff_max_s, cfg.timeout_s)
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
         self._hints = fingerprint.Memo(4096)  # a repeated image's hint costs a digest, not a decode
         self._framed = self.config.frames  # until the server turns out to serve no frames
@@ -162,6 +165,41 @@ class AsyncClient:
             return await self._stub.ListModels(pb.ListModelsRequest(), timeout=timeout_s)
         except grpc.aio.AioRpcError as exc:
             raise errors.from_status(exc.code(), exc.details() or "") from exc
+
+    # ---- search (a router with --search-redis-url) ---------------------------------------
+
+    async def index(self, ids: Sequence[str], images: Sequence[ImageInput], collection: str,
+                    model: str | None = None) -> list[Indexed | errors.RingserveError]:
+        """Store each image under its id in ``collection`` (made by its first image; re-indexing an id replaces it).
+
+        Args:
+            ids: the caller's ids, one per image (a SKU, a URL, a database key).
+            images: paths, bytes, PIL images or arrays.
+            collection: 1 to 128 characters of [A-Za-z0-9_.-].
+            model: the model (default: the configured one, else the server's default).
+        Returns:
+            One result per item, in order: ``Indexed`` or the item's error (``InvalidImage``, ``Unavailable``...).
+        """
+        return await self._search.index(ids, images, collection, model if model is not None else self.config.model)
+
+    async def search(self, collection: str, image: ImageInput | None = None, id: str | None = None, k: int = 10,
+                     max_distance: int | None = None) -> SearchResult:
+        """The ``k`` nearest entries to ``image`` (or to an indexed ``id``) by feature, best first, and with
+        ``max_distance`` the entries whose pHash is within that many bits (near-duplicates).
+
+        Raises:
+            NotFound: no such collection or id. InvalidImage: a bad image or a limit passed.
+            RingserveError: FAILED_PRECONDITION when the collection holds another model version.
+        """
+        return await self._search.search(collection, image, id, k, max_distance, self.config.model)
+
+    async def delete(self, collection: str, ids: Sequence[str] = (), everything: bool = False) -> tuple[int, list[str]]:
+        """Remove ``ids`` (or the whole collection with ``everything``); returns (removed, ids not found)."""
+        return await self._search.delete(collection, ids, everything)
+
+    async def describe_collection(self, collection: str) -> CollectionInfo:
+        """The collection's model, version, dimension and size in the router's view. Raises NotFound."""
+        return await self._search.describe(collection)
 
     # ---- the stream ----------------------------------------------------------------------
 

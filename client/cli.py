@@ -1,7 +1,9 @@
-"""``ringserve``: extract features or classify images from the command line.
+"""``ringserve``: extract features, classify, and index and search collections from the command line.
 
-Prints one JSON line per image, in the order given; ``--out features.npz``
-also saves the vectors, keyed by file name. Exit status 1 if any image failed.
+``extract`` and ``classify`` print one JSON line per image, in the order given;
+``--out features.npz`` also saves the vectors, keyed by file name. ``index``,
+``search`` and ``delete`` work on a router's search collections. Exit status 1
+if any image failed.
 """
 
 from __future__ import annotations
@@ -59,6 +61,34 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--chunk", type=int, default=256, help="images per stream and per part file")
     bt.add_argument("--no-progress", action="store_true")
     common(bt)
+    ix = sub.add_parser("index", help="every image under a folder into a search collection, resumably",
+                        description="Walk DIR and index every image under its path relative to DIR as id, in "
+                        "COLLECTION (made by the first image; an id indexed again is replaced). Progress is kept in "
+                        "a journal: re-run the same command to resume. Needs ringserve[batch] for the progress bar.")
+    ix.add_argument("root", type=Path, metavar="DIR")
+    ix.add_argument("--collection", required=True, help="collection name: [A-Za-z0-9_.-], 1 to 128 characters")
+    ix.add_argument("--journal", type=Path, default=None,
+                    help="progress journal (default: ./.ringserve-index-COLLECTION.jsonl)")
+    ix.add_argument("--chunk", type=int, default=256, help="images per stream and per journal write")
+    ix.add_argument("--no-progress", action="store_true")
+    common(ix)
+    se = sub.add_parser("search", help="the nearest entries and near-duplicates of an image or an indexed id",
+                        description="Print one JSON line per hit: nearest entries by feature (cosine), then, with "
+                        "--max-distance, entries whose pHash is within that many bits (near-duplicates).")
+    query = se.add_mutually_exclusive_group(required=True)
+    query.add_argument("image", type=Path, nargs="?", help="the query image")
+    query.add_argument("--id", help="search with an entry already indexed, by its id")
+    se.add_argument("--collection", required=True)
+    se.add_argument("-k", type=int, default=10, help="nearest entries to return (0: none)")
+    se.add_argument("--max-distance", type=int, default=None, help="also near-duplicates within this many bits")
+    common(se)
+    de = sub.add_parser("delete", help="remove ids from a collection, or the whole collection",
+                        description="Remove the given ids (a deleted id never comes back unless indexed again), "
+                        "or with --all the whole collection, to re-index it under a new model version.")
+    de.add_argument("ids", nargs="*")
+    de.add_argument("--collection", required=True)
+    de.add_argument("--all", action="store_true", help="remove the whole collection")
+    common(de)
     models = sub.add_parser("models", help="list the models served")
     models.add_argument("--target", default=os.environ.get("RINGSERVE_TARGET", DEFAULT_TARGET))
     return parser
@@ -86,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if a.command == "batch":
         return _batch(a)
+    if a.command in ("index", "search", "delete"):
+        return _search_commands(a)
     missing = [str(f) for f in a.files if not f.is_file()]
     if missing:
         print(f"ringserve: no such file: {', '.join(missing)}", file=sys.stderr)
@@ -141,6 +173,57 @@ def _batch(a: argparse.Namespace) -> int:
     print(f"{s.found} images: {s.done} done now ({rate:.1f}/s), {s.skipped} already done, {s.errors} failed "
           f"(rows with ok=false and the reason in {a.out})", file=sys.stderr)
     return 0
+
+
+def _search_commands(a: argparse.Namespace) -> int:
+    try:
+        with Client(config=_config(a)) as c:
+            if a.command == "index":
+                return _index(a, c)
+            if a.command == "delete":
+                if bool(a.ids) == a.all:
+                    print("ringserve delete: give ids, or --all for the whole collection", file=sys.stderr)
+                    return 2
+                deleted, missing = c.delete(a.collection, a.ids, everything=a.all)
+                print(json.dumps({"collection": a.collection, "deleted": deleted, "missing": missing}))
+                return 0
+            if a.image is not None and not a.image.is_file():
+                print(f"ringserve: no such file: {a.image}", file=sys.stderr)
+                return 2
+            found = c.search(a.collection, image=a.image, id=a.id, k=a.k, max_distance=a.max_distance)
+    except RingserveError as exc:
+        print(f"ringserve {a.command}: {exc}", file=sys.stderr)
+        return 1
+    for kind, hits in (("nearest", found.nearest), ("duplicate", found.duplicates)):
+        for rank, h in enumerate(hits, 1):
+            print(json.dumps({"kind": kind, "rank": rank, "id": h.id, "score": round(h.score, 5),
+                              "distance": h.distance, "model_version": found.model_version,
+                              "stale_ms": found.stale_ms}))
+    return 0
+
+
+def _index(a: argparse.Namespace, c: Client) -> int:
+    try:
+        from ringserve.client import indexing
+    except ImportError as exc:
+        print(f"ringserve index needs tqdm: pip install 'ringserve[batch]' ({exc})", file=sys.stderr)
+        return 2
+    if not a.root.is_dir():
+        print(f"ringserve: {a.root} is not a folder", file=sys.stderr)
+        return 2
+    journal = a.journal or Path(f".ringserve-index-{a.collection}.jsonl")
+    config = indexing.IndexJobConfig(root=a.root, collection=a.collection, journal=journal, chunk=a.chunk,
+                                     model=a.model or None)
+    try:
+        s = indexing.run(c, config, progress=not a.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: progress is in {journal}; run the same command again to resume", file=sys.stderr)
+        return 130
+    rate = s.indexed / s.seconds if s.seconds else 0.0
+    print(f"{s.found} images: {s.indexed} indexed now ({rate:.1f}/s), {s.skipped} already answered, "
+          f"{s.refused} refused (reasons in {journal}), {s.retry_later} to send again (re-run to resume)",
+          file=sys.stderr)
+    return 1 if s.retry_later else 0
 
 
 if __name__ == "__main__":

@@ -45,9 +45,15 @@ class DeadlineExceeded(RingserveError):
 
 
 class NotFound(RingserveError):
-    """The model named is not served: see ``list_models``."""
+    """What the request named does not exist: a model (see ``list_models``), a collection or an id in it."""
 
     code = grpc.StatusCode.NOT_FOUND
+
+
+class FailedPrecondition(RingserveError):
+    """The request cannot apply to the state it found: a collection indexed under another model version."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
 
 
 class ServerError(RingserveError):
@@ -56,7 +62,8 @@ class ServerError(RingserveError):
     code = grpc.StatusCode.INTERNAL
 
 
-_BY_CODE = {cls.code: cls for cls in (InvalidImage, Overloaded, Unavailable, DeadlineExceeded, NotFound, ServerError)}
+_BY_CODE = {cls.code: cls for cls in (InvalidImage, Overloaded, Unavailable, DeadlineExceeded, NotFound, FailedPrecondition,
+                                      ServerError)}
 
 
 def from_status(code: grpc.StatusCode, message: str, request_id: str | None = None) -> RingserveError:

@@ -19,6 +19,7 @@ from ringserve.client.aio import AsyncClient, ClientConfig
 from ringserve.client.errors import RingserveError
 from ringserve.client.inputs import ImageInput
 from ringserve.client.results import Classification, Feature
+from ringserve.client.search import CollectionInfo, Indexed, SearchResult
 from ringserve.contract.v1 import inference_pb2 as pb
 
 T = TypeVar("T")
@@ -115,6 +116,24 @@ class Client:
                           **options: Any) -> list[Classification | RingserveError]:
         """Every item's ``Classification`` or its error, in the caller's order; raises none."""
         return self._call(self._client.classify_detailed(images, top_k=top_k, **options))
+
+    def index(self, ids: Sequence[str], images: Sequence[ImageInput], collection: str,
+              model: str | None = None) -> list[Indexed | RingserveError]:
+        """Store each image under its id in ``collection``; see ``AsyncClient.index``."""
+        return self._call(self._client.index(ids, images, collection, model))
+
+    def search(self, collection: str, image: ImageInput | None = None, id: str | None = None, k: int = 10,
+               max_distance: int | None = None) -> SearchResult:
+        """Nearest entries and near-duplicates of an image or an indexed id; see ``AsyncClient.search``."""
+        return self._call(self._client.search(collection, image, id, k, max_distance))
+
+    def delete(self, collection: str, ids: Sequence[str] = (), everything: bool = False) -> tuple[int, list[str]]:
+        """Remove ids (or the whole collection); returns (removed, ids not found)."""
+        return self._call(self._client.delete(collection, ids, everything))
+
+    def describe_collection(self, collection: str) -> CollectionInfo:
+        """The collection's model, version, dimension and size. Raises NotFound."""
+        return self._call(self._client.describe_collection(collection))
 
     def list_models(self, timeout_s: float | None = 10.0) -> pb.ListModelsReply:
         """The models the cluster serves (name, version, feature size, classes) and the default one.

@@ -31,7 +31,7 @@ class LocalCluster:
         workdir.mkdir(parents=True, exist_ok=True)
         self.redis: RedisProcess | None = None
         if embedded_redis and redis_url is None:
-            self.redis = RedisProcess(workdir / "redis").start()
+            self.redis = RedisProcess(workdir / "redis", durable=True).start()  # it holds the search collections
             redis_url = self.redis.url
         self.redis_url = redis_url
         self.node_args = list(node_args)

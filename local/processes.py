@@ -137,16 +137,18 @@ class _Child:
 
 
 class RedisProcess(_Child):
-    """One redis-server, without persistence, on a loopback port."""
+    """One redis-server on a loopback port: without persistence, or ``durable`` (an append-only file
+    fsynced on every write, in ``workdir``, so a restart on the same folder loses no acknowledged write)."""
 
     name = "redis"
 
     def __init__(self, workdir: Path, port: int | None = None, extra: Sequence[str] = (),
-                 port_below: int | None = None) -> None:
+                 port_below: int | None = None, durable: bool = False) -> None:
         self.port = port or free_port(port_below)
         self.name = f"redis-{self.port}"
         super().__init__(workdir)
         self.extra = list(extra)
+        self.durable = durable
 
     @property
     def url(self) -> str:
@@ -160,8 +162,9 @@ class RedisProcess(_Child):
             raise
 
     def _start(self, timeout_s: float) -> RedisProcess:
-        self._spawn([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                     "--appendonly", "no", "--dir", str(self.workdir), *self.extra])
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
+        self._spawn([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
+                     "--dir", str(self.workdir), *self.extra])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.running:

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         cluster.on_event = lambda message: print(f"  {message}", flush=True)
         print(f"starting {args.nodes} nodes with {args.model} (loading the model takes a few seconds) ...", flush=True)
         cluster.add(*[f"node-{i}" for i in range(args.nodes)])
-        router = cluster.start_router(port=args.port or None, metrics_port=0)
+        router = cluster.start_router("--search-redis-url", cluster.redis_url, "--search-snapshot-dir",
+                                      str(workdir / "search-views"), port=args.port or None, metrics_port=0)
         print(f"router up at {router.target} over {args.nodes} nodes; Redis at {cluster.redis_url}; logs in {workdir}")
         if args.roll:
             return _roll(cluster, files)

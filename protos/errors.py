@@ -29,3 +29,21 @@ class UnknownModel(CallerError):
     """The request named a model this node does not serve."""
 
     code = grpc.StatusCode.NOT_FOUND
+
+
+class UnknownCollection(CallerError):
+    """The request named a collection that holds no entries."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class UnknownId(CallerError):
+    """A search by id named an id the collection does not hold."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class ModelMismatch(CallerError):
+    """The collection holds features of another model version than the request's."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION

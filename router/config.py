@@ -19,6 +19,8 @@ from ringserve.router.membership.base import Member, MembershipError, parse_memb
 from ringserve.router.placement import PlacementPolicy
 from ringserve.router.retry import RetryConfig
 from ringserve.runtime import process
+from ringserve.search.config import SearchConfig
+from ringserve.search.follower import FollowerConfig
 
 ENV_PREFIX = "RINGSERVE_ROUTER_"
 
@@ -82,6 +84,7 @@ class RouterConfig:
     log_level: str = "INFO"
     otlp_endpoint: str | None = None
     trace_file: Path | None = None
+    search: SearchConfig = SearchConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--base-ejection", type=float, default=d.health.base_ejection_s,
                    help="seconds a failing node stays ejected, doubled per repeat")
     g.add_argument("--max-image-bytes", type=int, default=d.limits.max_bytes)
+    s, f = d.search, d.search.follower
+    g = p.add_argument_group("search", "the Search service: collections stored in Redis, searched in this router's memory")
+    g.add_argument("--search-redis-url", default=None,
+                   help="Redis holding the collections (redis://, redis+cluster://); no Search service without it. "
+                   "Run it with appendonly yes and appendfsync always so that no acknowledged write is lost")
+    g.add_argument("--search-snapshot-dir", type=Path, default=None,
+                   help="where to save the views, so that a restart loads them instead of rebuilding from Redis")
+    g.add_argument("--search-snapshot-every", type=float, default=f.snapshot_every_s,
+                   help="seconds between saves of a changed view")
+    g.add_argument("--search-poll", type=float, default=f.poll_s, help="seconds between reads of a quiet log")
+    g.add_argument("--search-max-k", type=int, default=s.max_k, help="most nearest entries one search may ask for")
+    g.add_argument("--search-max-duplicates", type=int, default=s.max_duplicates,
+                   help="most near-duplicates one search returns")
     return p
 
 
@@ -172,6 +188,10 @@ def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | No
             hash_workers=a.hash_workers, fingerprint_memo=a.fingerprint_memo, drain_delay_s=a.drain_delay,
             grace_s=a.grace, log_level=a.log_level,
             otlp_endpoint=a.otlp_endpoint or None, trace_file=a.trace_file,
+            search=SearchConfig(redis_url=a.search_redis_url or None, max_k=a.search_max_k,
+                                max_duplicates=a.search_max_duplicates,
+                                follower=FollowerConfig(poll_s=a.search_poll, snapshot_dir=a.search_snapshot_dir,
+                                                        snapshot_every_s=a.search_snapshot_every)),
         )
     except (MembershipError, ValueError) as exc:
         parser.error(str(exc))

@@ -18,9 +18,12 @@ from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.contract.v1 import search_pb2 as spb
+from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.router import config as config_mod
 from ringserve.router import placement
 from ringserve.router.config import MembershipConfig, RouterConfig
+from ringserve.router.features import RoutedFeatures
 from ringserve.router.health import HealthTracker
 from ringserve.router.membership.base import Source
 from ringserve.router.membership.dns import DnsSource
@@ -31,10 +34,16 @@ from ringserve.router.registry import Registry
 from ringserve.router.ring import Ring
 from ringserve.router.servicer import ClusterServicer, RouterServicer
 from ringserve.runtime import process, telemetry
+from ringserve.runtime.redisconn import connect
+from ringserve.search.follower import Follower
+from ringserve.search.index import EmbeddedIndex
+from ringserve.search.servicer import SearchServicer
+from ringserve.search.store import Store
 
 log = logging.getLogger("ringserve.router")
 INFERENCE = pb.DESCRIPTOR.services_by_name["Inference"].full_name
 SERVICES = (INFERENCE, cpb.DESCRIPTOR.services_by_name["Cluster"].full_name)
+SEARCH = spb.DESCRIPTOR.services_by_name["Search"].full_name
 
 
 def make_source(config: MembershipConfig) -> Source:
@@ -70,6 +79,14 @@ class Router:
                                        placement.make(config.placement.policy, self.ring), config.placement,
                                        config.retry, config.limits, self.pool, self.metrics, tracer,
                                        fingerprint_memo=config.fingerprint_memo)
+        self.search: SearchServicer | None = None
+        if config.search.redis_url:
+            # One re-send on a broken connection: every store call is safe to repeat (a put of the same
+            # entry, a delete, a read), and a pool keeps connections Redis closed while it was down.
+            store = Store(connect(config.search.redis_url, config.search.redis_timeout_s, retries=1))
+            index = EmbeddedIndex(store, Follower(store, config.search.follower), config.search.read_your_writes_s)
+            self.search = SearchServicer(index, RoutedFeatures(self.servicer), config.search, self.servicer.streams)
+        self.services = (*SERVICES, SEARCH) if self.search is not None else SERVICES
         self.own_health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port = 0
@@ -110,14 +127,17 @@ class Router:
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self.server)
         cpb_grpc.add_ClusterServicer_to_server(ClusterServicer(self.servicer), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.own_health, self.server)
+        if self.search is not None:
+            spb_grpc.add_SearchServicer_to_server(self.search, self.server)
+            await self.search.index.start()
         reflection.enable_server_reflection(
-            (*SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (*self.services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
         self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
         if self.port == 0:
             raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
         await self.server.start()
-        for service in ("", *SERVICES):
+        for service in ("", *self.services):
             if service != INFERENCE:
                 await self.own_health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self._publish_readiness()
@@ -136,6 +156,8 @@ class Router:
             self._membership.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._membership
+        if self.search is not None:
+            await self.search.index.close()  # saves the views
         await self.registry.close()
         self.pool.shutdown(wait=True)
         self.metrics.provider.shutdown()

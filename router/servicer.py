@@ -142,6 +142,10 @@ class RouterServicer(pb_grpc.InferenceServicer):
         self.fingerprints.put(digest, key)
         return key
 
+    async def route(self, request: pb.ImageRequest, method: str, reply_type: type[Reply]) -> Reply:
+        """Place one item and answer it, as an item of a caller's stream is (the Search service's features)."""
+        return await self._route(request, method, reply_type)
+
     def pick(self, key: int, exclude: set[str]) -> str | None:
         return self.placement.pick(key, self.registry.loads(), exclude)
 

@@ -23,12 +23,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
+from ringserve.runtime.redisconn import connect, is_cluster
 from ringserve.server import mih
 from ringserve.server.breaker import Breaker, BreakerState
 from ringserve.server.errors import CacheMiss, CacheUnavailable
@@ -36,7 +33,6 @@ from ringserve.server.keys import Namespace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 # Release a lock only if we still hold it (it may have expired and been taken since).
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
@@ -69,20 +65,6 @@ class _Write:
     unlock: tuple[str, str] | None = None
     # fingerprints found in the index whose value has expired: take them out of their chunk sets
     unindex: list[tuple[Namespace, int]] = field(default_factory=list)
-
-
-def connect(url: str, timeout_s: float) -> Any:
-    """A redis-py asyncio client for ``url``: a RedisCluster for redis+cluster:// URLs."""
-    common: dict[str, Any] = {
-        "socket_timeout": timeout_s,
-        "socket_connect_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 0),  # the breaker decides when to try again, not redis-py
-    }
-    for scheme in CLUSTER_SCHEMES:
-        if url.startswith(scheme):
-            plain = url.replace("+cluster", "", 1)
-            return RedisCluster.from_url(plain, cluster_error_retry_attempts=0, **common)
-    return aioredis.Redis.from_url(url, **common)
 
 
 class L2:
@@ -200,7 +182,7 @@ class L2:
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="l2-writer")
         try:
-            if isinstance(self._redis, RedisCluster):
+            if is_cluster(self._redis):
                 await asyncio.wait_for(self._redis.initialize(), warmup_s)
             await asyncio.wait_for(self._redis.ping(), warmup_s)
         except (RedisError, OSError, TimeoutError) as exc:

@@ -14,14 +14,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # folder -> import name
 ROOMS = {"protos": "contract", "runtime": "runtime", "server": "server", "router": "router", "client": "client",
-         "local": "local"}
+         "local": "local", "search": "search"}
 # room -> imports it must never make (ringserve rooms by short name, or third-party top-level modules)
 FORBIDDEN = {
     "contract": {"runtime", "server", "router", "client", "local", "torch", "torchvision", "redis"},
-    "runtime": {"server", "router", "client", "local", "torch", "torchvision"},
-    "server": {"router", "client", "local"},
+    "runtime": {"server", "router", "client", "local", "search", "torch", "torchvision"},
+    "search": {"server", "router", "client", "local", "torch", "torchvision"},
+    "server": {"router", "client", "local", "search"},
     "router": {"server", "client", "local", "torch", "torchvision"},
-    "client": {"runtime", "server", "router", "local", "torch", "torchvision", "redis"},
+    "client": {"runtime", "server", "router", "local", "search", "torch", "torchvision", "redis"},
     "local": {"torch", "torchvision"},
 }
 

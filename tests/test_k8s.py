@@ -104,6 +104,20 @@ def test_network_policies_only_router_to_nodes_and_nodes_to_redis():
     redis_np = one(docs, "NetworkPolicy", "ringserve-redis")
     assert redis_np["spec"]["ingress"][0]["from"] == [
         {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ringserve-node"}}}]
+    search_np = one(docs, "NetworkPolicy", "ringserve-search-redis")
+    assert search_np["spec"]["ingress"][0]["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "ringserve-router"}}}]
+
+
+def test_the_search_store_is_durable_and_never_evicts():
+    docs = render("cpu")
+    sts = one(docs, "StatefulSet", "ringserve-search-redis")
+    args = sts["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--appendonly") + 1] == "yes" and args[args.index("--appendfsync") + 1] == "always"
+    assert args[args.index("--maxmemory-policy") + 1] == "noeviction"
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    config = one(docs, "ConfigMap", "ringserve-config")["data"]
+    assert config["RINGSERVE_ROUTER_SEARCH_REDIS_URL"] == "redis://ringserve-search-redis:6379/0"
 
 
 def test_gpu_overlay_requests_a_gpu_and_lands_on_gpu_machines():

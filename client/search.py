@@ -1,0 +1,169 @@
+"""The client side of search: index images under your ids, search a collection, delete ids.
+
+Reached through ``AsyncClient``/``Client`` (``index``, ``search``, ``delete``,
+``describe_collection``), which talk to a router with the Search service
+(``protos/v1/search.proto``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from ringserve.client import errors
+from ringserve.client.inputs import ImageInput, to_bytes
+from ringserve.contract.status import code_of
+from ringserve.contract.v1 import search_pb2 as spb
+from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
+
+
+@dataclass(frozen=True)
+class Indexed:
+    """An image stored under ``id``, with the model version of its feature."""
+
+    id: str
+    model_version: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """An entry found: its id, its score (cosine similarity for nearest, 1 - distance/64 for
+    near-duplicates) and the Hamming distance between the pHashes."""
+
+    id: str
+    score: float
+    distance: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    nearest: list[Hit]
+    duplicates: list[Hit]
+    model_version: str
+    # How far the router's view may be behind the store of record, in ms (0: following it).
+    stale_ms: int
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    collection: str
+    model: str
+    model_version: str
+    dim: int
+    entries: int
+    stale_ms: int
+
+
+def _hits(found: Sequence[spb.Hit]) -> list[Hit]:
+    return [Hit(h.id, h.score, h.distance) for h in found]
+
+
+class SearchCalls:
+    """The Search service on one channel, with the client's window, retries and timeout."""
+
+    def __init__(self, channel: grpc.aio.Channel, window: int, retries: int, backoff_s: float, backoff_max_s: float,
+                 timeout_s: float | None) -> None:
+        self._stub = spb_grpc.SearchStub(channel)
+        self._window = window
+        self._retries = retries
+        self._backoff = (backoff_s, backoff_max_s)
+        self._timeout_s = timeout_s
+
+    async def index(self, ids: Sequence[str], images: Sequence[ImageInput], collection: str,
+                    model: str = "") -> list[Indexed | errors.RingserveError]:
+        """Store each image under its id; one result per item, in order (an error for an item that failed)."""
+        if len(ids) != len(images):
+            raise ValueError(f"{len(ids)} ids for {len(images)} images: give one id per image")
+        requests = {str(i): spb.IndexRequest(request_id=str(i), collection=collection, id=item_id,
+                                             image=to_bytes(image), model=model or "")
+                    for i, (item_id, image) in enumerate(zip(ids, images, strict=True))}
+        done: dict[str, Indexed | errors.RingserveError] = {}
+        pending = dict(requests)
+        unavailable: dict[str, str] = {}  # the server's last word on each item it could not take
+        reason = ""
+        for attempt in range(self._retries + 1):
+            if attempt:
+                await asyncio.sleep(min(self._backoff[1], self._backoff[0] * 2 ** (attempt - 1)) * random.uniform(0.5, 1))
+            try:
+                await self._index_stream(list(pending.values()), done, pending, unavailable)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    for rid in list(pending):
+                        done[rid] = errors.from_status(exc.code(), exc.details() or "", requests[rid].id)
+                    pending.clear()
+                reason = exc.details() or "router unavailable"
+            if not pending:
+                break
+            reason = reason or "the store or router could not take it"
+        for rid in pending:
+            why = unavailable.get(rid) or reason
+            done[rid] = errors.Unavailable(f"not indexed after {self._retries} retries: {why}", requests[rid].id)
+        return [done[str(i)] for i in range(len(ids))]
+
+    async def _index_stream(self, items: list[spb.IndexRequest], done: dict[str, Any],
+                            pending: dict[str, spb.IndexRequest], unavailable: dict[str, str]) -> None:
+        window = asyncio.Semaphore(self._window)
+
+        async def send():
+            for item in items:
+                await window.acquire()
+                yield item
+
+        async for reply in self._stub.Index(send(), timeout=self._timeout_s):
+            window.release()
+            if reply.request_id not in pending:
+                continue
+            code = code_of(reply.status.code)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                unavailable[reply.request_id] = reply.status.message
+                continue  # stays pending: sent again on the next attempt
+            del pending[reply.request_id]
+            done[reply.request_id] = (Indexed(reply.id, reply.model_version) if code == grpc.StatusCode.OK
+                                      else errors.from_status(code, reply.status.message, reply.id))
+
+    async def search(self, collection: str, image: ImageInput | None = None, id: str | None = None, k: int = 10,
+                     max_distance: int | None = None, model: str = "") -> SearchResult:
+        """The ``k`` nearest entries to an image or an indexed id, and with ``max_distance`` its near-duplicates.
+
+        Raises:
+            NotFound: no such collection, or no such id in it.
+            InvalidImage: a bad query image, or k / max_distance over the limits.
+            RingserveError: FAILED_PRECONDITION when the collection was indexed under another model version.
+        """
+        if (image is None) == (id is None):
+            raise ValueError("give exactly one of image= and id=")
+        request = spb.SearchRequest(collection=collection, k=k, model=model or "")
+        if image is not None:
+            request.image = to_bytes(image)
+        else:
+            request.id = id
+        if max_distance is not None:
+            request.max_distance = max_distance
+        reply = await self._unary(self._stub.Search, request)
+        return SearchResult(_hits(reply.nearest), _hits(reply.duplicates), reply.model_version, reply.stale_ms)
+
+    async def delete(self, collection: str, ids: Sequence[str] = (), everything: bool = False) -> tuple[int, list[str]]:
+        """Remove ids (or, with ``everything``, the whole collection); (how many went, ids that were not there)."""
+        reply = await self._unary(self._stub.Delete, spb.DeleteRequest(collection=collection, ids=list(ids),
+                                                                      all=everything))
+        return reply.deleted, list(reply.missing)
+
+    async def describe(self, collection: str) -> CollectionInfo:
+        r = await self._unary(self._stub.DescribeCollection, spb.DescribeCollectionRequest(collection=collection))
+        return CollectionInfo(r.collection, r.model, r.model_version, r.dim, r.entries, r.stale_ms)
+
+    async def _unary(self, method: Any, request: Any) -> Any:
+        """One call, retried on UNAVAILABLE (a router restarting, a view still loading) within the retries."""
+        for attempt in range(self._retries + 1):
+            try:
+                return await method(request, timeout=self._timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self._retries:
+                    raise errors.from_status(exc.code(), exc.details() or "") from exc
+            await asyncio.sleep(min(self._backoff[1], self._backoff[0] * 2 ** attempt) * random.uniform(0.5, 1))
+        raise AssertionError("unreachable")

@@ -1,0 +1,162 @@
+"""The Search service: index, search, delete and describe collections (protos/v1/search.proto).
+
+Hosted by the router. An Index item's feature comes through the normal path
+(``FeatureSource``, the router's own placement, so a cached image costs no model
+run), its pHash from the same fingerprint as placement; then the index
+(``index.py``) stores it durably and shows it to this router's searches before
+the item is answered. Searches need a node only to compute a query image's feature.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+
+from ringserve.contract.errors import CallerError, InvalidRequest, ModelMismatch, UnknownId
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import search_pb2 as spb
+from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
+from ringserve.runtime.streams import ItemStreams
+from ringserve.search.config import SearchConfig
+from ringserve.search.index import SearchIndex
+from ringserve.search.store import Entry, Meta, StoreUnavailable, check_id, check_name
+from ringserve.search.view import Hit
+
+log = logging.getLogger(__name__)
+MAX_DISTANCE = 16
+
+
+@dataclass(frozen=True)
+class Feature:
+    vector: np.ndarray
+    phash: int
+    model: str
+    model_version: str
+
+
+class FeatureFailed(Exception):
+    """The feature of an image could not be had; ``code`` and the message are the item's answer."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# (image bytes, model name or "") -> its feature; raises FeatureFailed.
+FeatureSource = Callable[[bytes, str], Awaitable[Feature]]
+
+
+class SearchServicer(spb_grpc.SearchServicer):
+    def __init__(self, index: SearchIndex, features: FeatureSource, config: SearchConfig,
+                 streams: ItemStreams) -> None:
+        self.index = index
+        self.features = features
+        self.config = config
+        self.streams = streams
+
+    # ---- Index -----------------------------------------------------------------------------
+
+    async def Index(self, request_iterator, context) -> AsyncIterator[spb.IndexReply]:
+        async for reply in self.streams.serve(request_iterator, context, self._index, spb.IndexReply):
+            yield reply
+
+    async def _index(self, request: spb.IndexRequest) -> spb.IndexReply:
+        reply = spb.IndexReply(request_id=request.request_id, id=request.id)
+        try:
+            check_name(request.collection)
+            check_id(request.id)
+            feature = await self.features(request.image, request.model)
+            meta = Meta(feature.model, feature.model_version, int(feature.vector.shape[-1]))
+            await self.index.put(request.collection, meta, [Entry(request.id, feature.phash, feature.vector)])
+        except CallerError as exc:
+            return _failed(reply, exc.code, exc.reason())
+        except FeatureFailed as exc:
+            return _failed(reply, exc.code, str(exc))
+        except StoreUnavailable as exc:
+            return _failed(reply, grpc.StatusCode.UNAVAILABLE, str(exc))
+        reply.model_version = feature.model_version
+        reply.status.code = grpc.StatusCode.OK.value[0]
+        return reply
+
+    # ---- unary calls -------------------------------------------------------------------------
+
+    async def Search(self, request: spb.SearchRequest, context) -> spb.SearchReply:
+        return await self._unary(self._search(request), context)
+
+    async def Delete(self, request: spb.DeleteRequest, context) -> spb.DeleteReply:
+        return await self._unary(self._delete(request), context)
+
+    async def DescribeCollection(self, request: spb.DescribeCollectionRequest, context) -> spb.CollectionInfo:
+        return await self._unary(self._describe(request), context)
+
+    @staticmethod
+    async def _unary(work: Awaitable, context):
+        """The answer, or the gRPC status that says what went wrong and what to do."""
+        try:
+            return await work
+        except CallerError as exc:
+            await context.abort(exc.code, exc.reason())
+        except FeatureFailed as exc:
+            await context.abort(exc.code, str(exc))
+        except StoreUnavailable as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+
+    async def _search(self, request: spb.SearchRequest) -> spb.SearchReply:
+        check_name(request.collection)
+        if request.k > self.config.max_k:
+            raise InvalidRequest(f"k={request.k} is over this router's limit of {self.config.max_k} (--search-max-k)")
+        wants_duplicates = request.HasField("max_distance")
+        if wants_duplicates and request.max_distance > MAX_DISTANCE:
+            raise InvalidRequest(f"max_distance={request.max_distance} is over the limit of {MAX_DISTANCE} bits")
+        if request.k == 0 and not wants_duplicates:
+            raise InvalidRequest("ask for something: k > 0 (nearest entries), max_distance (near-duplicates), or both")
+        meta = await self.index.meta(request.collection)
+        query = request.WhichOneof("query")
+        if query == "id":
+            held = await self.index.entry(request.collection, request.id)
+            if held is None:
+                raise UnknownId(f"collection {request.collection!r} holds no id {request.id!r}")
+            vector, phash = held
+        elif query == "image":
+            feature = await self.features(request.image, request.model or meta.model)
+            if feature.model_version != meta.model_version:
+                raise ModelMismatch(
+                    f"collection {request.collection!r} was indexed under model version {meta.model_version}; "
+                    f"the nodes now serve {feature.model_version}: index it again (delete it with --all first)")
+            vector, phash = feature.vector, feature.phash
+        else:
+            raise InvalidRequest("give the query as an image or as an id of the collection")
+        nearest = await self.index.nearest(request.collection, vector, request.k, phash)
+        duplicates = (await self.index.duplicates(request.collection, phash, request.max_distance,
+                                                  self.config.max_duplicates) if wants_duplicates else [])
+        return spb.SearchReply(nearest=[_hit(h) for h in nearest], duplicates=[_hit(h) for h in duplicates],
+                               model_version=meta.model_version, stale_ms=self.index.stale_ms())
+
+    async def _delete(self, request: spb.DeleteRequest) -> spb.DeleteReply:
+        check_name(request.collection)
+        if request.all:
+            if request.ids:
+                raise InvalidRequest("give ids or all, not both")
+            return spb.DeleteReply(deleted=await self.index.drop(request.collection))
+        deleted, missing = await self.index.delete(request.collection, list(request.ids))
+        return spb.DeleteReply(deleted=len(deleted), missing=missing)
+
+    async def _describe(self, request: spb.DescribeCollectionRequest) -> spb.CollectionInfo:
+        check_name(request.collection)
+        meta = await self.index.meta(request.collection)
+        return spb.CollectionInfo(collection=request.collection, model=meta.model, model_version=meta.model_version,
+                                  dim=meta.dim, entries=await self.index.size(request.collection),
+                                  stale_ms=self.index.stale_ms())
+
+
+def _failed(reply: spb.IndexReply, code: grpc.StatusCode, message: str) -> spb.IndexReply:
+    reply.status.CopyFrom(pb.ItemStatus(code=code.value[0], message=message))
+    return reply
+
+
+def _hit(h: Hit) -> spb.Hit:
+    return spb.Hit(id=h.id, score=h.score, distance=max(h.distance, 0))

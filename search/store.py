@@ -1,0 +1,241 @@
+"""The store of record for search: every collection's entries and its log of changes, in Redis.
+
+Per collection, under one Redis Cluster hash tag so that a write is one atomic script:
+
+    rs:search:{<name>}:meta     hash: model, model_version, dim
+    rs:search:{<name>}:entries  hash: id -> entry (pHash, then the feature in ``contract.codec`` bytes)
+    rs:search:{<name>}:log      stream of changes: op=put (id, entry), op=del (id), op=drop
+
+and ``rs:search:collections``, the set of names. A put or a delete changes the
+entries and appends to the log in one Lua script, so a change is in both or in
+neither; an acknowledged change is as durable as Redis is configured to make it
+(``appendonly yes``, ``appendfsync always`` for "never lost"; docs/deploy.md).
+Views (``view.py``) start from the entries and follow the log.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from redis.exceptions import RedisError, ResponseError
+
+from ringserve.contract import codec
+from ringserve.contract.errors import InvalidRequest, ModelMismatch, UnknownCollection
+
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+MAX_ID_BYTES = 512
+COLLECTIONS_KEY = "rs:search:collections"
+# The log keeps about this many changes; a view further behind rebuilds from the entries.
+LOG_MAXLEN = 1_000_000
+_PHASH = struct.Struct("<Q")
+
+# KEYS: meta, entries, log. ARGV: model, version, dim, maxlen, then id, entry pairs.
+# Binds the collection to its model version on first write; refuses another version.
+_PUT = """
+local version = redis.call('HGET', KEYS[1], 'model_version')
+if not version then
+  redis.call('HSET', KEYS[1], 'model', ARGV[1], 'model_version', ARGV[2], 'dim', ARGV[3])
+elseif version ~= ARGV[2] then
+  return {0, version}
+end
+local last = ''
+for i = 5, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  last = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'op', 'put', 'id', ARGV[i], 'entry', ARGV[i + 1])
+end
+return {1, last}
+"""
+# KEYS: meta, entries, log. ARGV: maxlen, then ids. Returns 1/0 per id (deleted / was not there).
+_DELETE = """
+local out = {}
+for i = 2, #ARGV do
+  local gone = redis.call('HDEL', KEYS[2], ARGV[i])
+  if gone == 1 then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'op', 'del', 'id', ARGV[i])
+  end
+  out[#out + 1] = gone
+end
+return out
+"""
+# KEYS: meta, entries, log. Removes the collection and logs it, so views drop it too.
+_DROP = """
+redis.call('DEL', KEYS[1], KEYS[2])
+return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'op', 'drop')
+"""
+
+
+class StoreError(Exception):
+    """Root of the store's own failures (not the caller's)."""
+
+
+class StoreUnavailable(StoreError):
+    """Redis did not take or answer the call: a write was applied whole or not at all, and is not known to be."""
+
+
+@dataclass(frozen=True)
+class Meta:
+    model: str
+    model_version: str
+    dim: int
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    phash: int
+    feature: np.ndarray
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record of a collection's log: ``op`` is "put" (with the entry's bytes), "del" or "drop"."""
+
+    log_id: str
+    op: str
+    id: str = ""
+    blob: bytes = b""
+
+    def entry(self, model_version: str) -> Entry:
+        return decode_entry(self.id, self.blob, model_version)
+
+
+def check_name(collection: str) -> None:
+    if not NAME.match(collection):
+        raise InvalidRequest(f"collection name {collection!r} must be 1 to 128 characters of [A-Za-z0-9_.-]")
+
+
+def check_id(item_id: str) -> None:
+    if not item_id or len(item_id.encode()) > MAX_ID_BYTES:
+        raise InvalidRequest(f"an id must be 1 to {MAX_ID_BYTES} bytes of UTF-8; got {len(item_id.encode())}")
+
+
+def encode_entry(phash: int, feature: np.ndarray, model_version: str) -> bytes:
+    return _PHASH.pack(phash) + codec.encode(feature, model_version)
+
+
+def decode_entry(item_id: str, blob: bytes, model_version: str) -> Entry:
+    (phash,) = _PHASH.unpack_from(blob)
+    return Entry(item_id, phash, codec.decode(blob[_PHASH.size:], model_version))
+
+
+class Store:
+    """Collections in Redis: atomic writes, the snapshot of entries, and the log to follow."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self._put = redis.register_script(_PUT)
+        self._delete = redis.register_script(_DELETE)
+        self._drop = redis.register_script(_DROP)
+
+    @staticmethod
+    def keys(collection: str) -> list[str]:
+        tag = f"rs:search:{{{collection}}}"
+        return [f"{tag}:meta", f"{tag}:entries", f"{tag}:log"]
+
+    async def _call(self, what: str, coro: Any) -> Any:
+        try:
+            return await coro
+        except ResponseError:
+            raise
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"Redis did not {what}: {type(exc).__name__}: {exc}. It is not known to be "
+                                   "applied (a write is applied whole or not at all): send it again when Redis is "
+                                   "back; re-indexing an id is idempotent") from exc
+
+    async def put(self, collection: str, meta: Meta, entries: list[Entry]) -> str:
+        """Store ``entries`` (replacing those ids) and log them, atomically; returns the last log id.
+
+        Raises:
+            ModelMismatch: the collection holds another model version.
+            StoreUnavailable: Redis did not take the write (nothing was applied).
+        """
+        check_name(collection)
+        args: list[Any] = [meta.model, meta.model_version, meta.dim, LOG_MAXLEN]
+        for e in entries:
+            args += [e.id, encode_entry(e.phash, e.feature, meta.model_version)]
+        # Named first (another slot, so not in the script): a name without entries is ignored by views,
+        # while entries without a name would be a write the caller was told failed.
+        await self._call("add the collection", self.redis.sadd(COLLECTIONS_KEY, collection))
+        ok, value = await self._call("take the write", self._put(keys=self.keys(collection), args=args))
+        if not ok:
+            held = value.decode() if isinstance(value, bytes) else value
+            raise ModelMismatch(f"collection {collection!r} holds features of model version {held}, not "
+                                f"{meta.model_version}: delete the collection (`ringserve delete --collection "
+                                f"{collection} --all`) and index it again, or index into a new collection")
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    async def delete(self, collection: str, ids: list[str]) -> tuple[list[str], list[str]]:
+        """Remove ``ids``; returns (deleted, missing). Raises StoreUnavailable."""
+        check_name(collection)
+        if not ids:
+            return [], []
+        flags = await self._call("take the delete", self._delete(keys=self.keys(collection), args=[LOG_MAXLEN, *ids]))
+        deleted = [i for i, f in zip(ids, flags, strict=True) if int(f)]
+        return deleted, [i for i, f in zip(ids, flags, strict=True) if not int(f)]
+
+    async def drop(self, collection: str) -> None:
+        """Remove the whole collection (entries and model binding); views drop it from the log."""
+        check_name(collection)
+        await self._call("drop the collection", self._drop(keys=self.keys(collection), args=[LOG_MAXLEN]))
+        await self._call("forget the collection", self.redis.srem(COLLECTIONS_KEY, collection))
+
+    async def collections(self) -> list[str]:
+        names = await self._call("list the collections", self.redis.smembers(COLLECTIONS_KEY))
+        return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+
+    async def meta(self, collection: str) -> Meta | None:
+        raw = await self._call("read the collection", self.redis.hgetall(self.keys(collection)[0]))
+        if not raw:
+            return None
+        get = {k.decode(): v.decode() for k, v in raw.items()}
+        return Meta(get["model"], get["model_version"], int(get["dim"]))
+
+    async def require(self, collection: str) -> Meta:
+        """The collection's meta; UnknownCollection when it holds nothing."""
+        meta = await self.meta(collection)
+        if meta is None:
+            raise UnknownCollection(f"collection {collection!r} holds no entries; index some first")
+        return meta
+
+    async def log_head(self, collection: str) -> str:
+        """The id of the newest change in the log ("0-0" for none): a snapshot taken after it is at least this new."""
+        last = await self._call("read the log", self.redis.xrevrange(self.keys(collection)[2], count=1))
+        return last[0][0].decode() if last else "0-0"
+
+    async def log_tail(self, collection: str) -> str | None:
+        """The id of the oldest change the log still holds, or None when it is empty."""
+        first = await self._call("read the log", self.redis.xrange(self.keys(collection)[2], count=1))
+        return first[0][0].decode() if first else None
+
+    async def entries(self, collection: str, meta: Meta, batch: int = 2000) -> AsyncIterator[list[Entry]]:
+        """Every entry of the collection, ``batch`` at a time (HSCAN: entries changed meanwhile may come
+        twice or as they were; the log after ``log_head`` taken before corrects them)."""
+        cursor = 0
+        key = self.keys(collection)[1]
+        while True:
+            cursor, found = await self._call("read the entries", self.redis.hscan(key, cursor, count=batch))
+            if found:
+                yield [decode_entry(k.decode(), v, meta.model_version) for k, v in found.items()]
+            if cursor == 0:
+                return
+
+    async def changes(self, collection: str, after: str, block_ms: int | None = None,
+                      count: int = 1000) -> list[Change]:
+        """Changes after log id ``after``, waiting up to ``block_ms`` for the first (None: not at all)."""
+        key = self.keys(collection)[2]
+        reply = await self._call("read the log", self.redis.xread({key: after}, count=count, block=block_ms))
+        out = []
+        for _stream, records in reply or []:
+            for log_id, fields in records:
+                f = {k.decode(): v for k, v in fields.items()}
+                out.append(Change(log_id.decode(), f["op"].decode(), f.get("id", b"").decode(), f.get("entry", b"")))
+        return out
+
+    async def get(self, collection: str, item_id: str, meta: Meta) -> Entry | None:
+        blob = await self._call("read the entry", self.redis.hget(self.keys(collection)[1], item_id))
+        return None if blob is None else decode_entry(item_id, blob, meta.model_version)

@@ -1,0 +1,271 @@
+"""Search end to end: real routers over real nodes and a durable Redis; index, search, delete, restart, roll."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from ringserve.client import Client, InvalidImage, NotFound, RingserveError, Unavailable
+from ringserve.client.search import Indexed
+from ringserve.contract import fingerprint
+from ringserve.local.cluster import LocalCluster
+from ringserve.local.imagegen import jpeg, picture
+from ringserve.local.processes import RedisProcess, RouterProcess
+from tests.conftest import SMALL_MODEL
+
+PICTURES = [jpeg(picture(7000 + i, (160, 120)), 92) for i in range(12)]
+IDS = [f"sku-{i}" for i in range(12)]
+
+
+def search_cluster(root: Path, redis: RedisProcess, nodes: int = 2, **router: str) -> LocalCluster:
+    c = LocalCluster(root, redis.url, SMALL_MODEL,
+                     ["--search-redis-url", redis.url, "--search-snapshot-dir", str(root / "views"),
+                      "--search-poll", "0.02", *[x for k, v in router.items() for x in (f"--{k}", v)]])
+    c.add(*[f"node-{i}" for i in range(nodes)])
+    c.start_router()
+    return c
+
+
+@pytest.fixture
+def durable_redis(tmp_path: Path):
+    redis = RedisProcess(tmp_path / "redis", durable=True).start()
+    yield redis
+    redis.stop()
+
+
+@pytest.fixture
+def made(tmp_path: Path):
+    clusters: list[LocalCluster] = []
+    yield clusters
+    for c in clusters:
+        c.stop()
+
+
+def test_index_search_reindex_and_delete(tmp_path, durable_redis, made):
+    c = search_cluster(tmp_path / "c", durable_redis)
+    made.append(c)
+    with Client(c.router.target) as client:
+        indexed = client.index(IDS, PICTURES, collection="catalogue")
+        assert all(isinstance(r, Indexed) for r in indexed) and len({r.model_version for r in indexed}) == 1
+
+        found = client.search(collection="catalogue", image=PICTURES[3], k=5)
+        assert found.nearest[0].id == "sku-3" and found.nearest[0].score == pytest.approx(1.0, abs=1e-2)
+        assert found.nearest[1].score < 0.99  # the model's features for other pictures really differ
+        assert client.search(collection="catalogue", id="sku-3", k=3).nearest[0].id == "sku-3"
+
+        # a re-encoding is a near-duplicate by pHash, and its nearest entry by feature
+        reencoded = jpeg(picture(7003, (160, 120)), 60)
+        distance = fingerprint.hamming(fingerprint.phash_bytes(reencoded), fingerprint.phash_bytes(PICTURES[3]))
+        near = client.search(collection="catalogue", image=reencoded, k=1, max_distance=max(distance, 2))
+        assert near.nearest[0].id == "sku-3" and "sku-3" in [h.id for h in near.duplicates]
+        assert all(h.distance <= max(distance, 2) for h in near.duplicates)
+
+        # re-indexing an id replaces its entry
+        other = jpeg(picture(7100, (160, 120)), 92)
+        assert isinstance(client.index(["sku-3"], [other], collection="catalogue")[0], Indexed)
+        assert client.search(collection="catalogue", image=other, k=1).nearest[0].id == "sku-3"
+        assert client.search(collection="catalogue", image=PICTURES[3], k=1).nearest[0].id != "sku-3"
+        assert client.describe_collection("catalogue").entries == 12
+
+        # a deleted id is gone, and stays gone
+        assert client.delete("catalogue", ["sku-3", "never-indexed"]) == (1, ["never-indexed"])
+        with pytest.raises(NotFound, match="sku-3"):
+            client.search(collection="catalogue", id="sku-3", k=1)
+        assert "sku-3" not in [h.id for h in client.search(collection="catalogue", image=other, k=11).nearest]
+        assert client.describe_collection("catalogue").entries == 11
+
+
+def test_bad_input_gets_clear_errors_and_loses_nothing(tmp_path, durable_redis, made):
+    c = search_cluster(tmp_path / "c", durable_redis)
+    made.append(c)
+    with Client(c.router.target, retries=0) as client:
+        results = client.index(["a", "bad", "b"], [PICTURES[0], b"not an image", PICTURES[1]], collection="cat")
+        assert isinstance(results[0], Indexed) and isinstance(results[2], Indexed)
+        assert isinstance(results[1], InvalidImage)  # its own item fails; the stream went on
+        assert client.describe_collection("cat").entries == 2
+        with pytest.raises(NotFound, match="no-such"):
+            client.search(collection="no-such", image=PICTURES[0], k=3)
+        with pytest.raises(NotFound, match="'zzz'"):
+            client.search(collection="cat", id="zzz", k=3)
+        with pytest.raises(InvalidImage, match="search-max-k"):
+            client.search(collection="cat", id="a", k=10_000)
+        with pytest.raises(InvalidImage, match="max_distance"):
+            client.search(collection="cat", id="a", k=1, max_distance=40)
+        bad_name = client.index(["x"], [PICTURES[2]], collection="no spaces/allowed")[0]
+        assert isinstance(bad_name, InvalidImage) and "collection name" in bad_name.message
+
+
+def test_a_second_router_sees_the_first_routers_writes(tmp_path, durable_redis, made):
+    c = search_cluster(tmp_path / "c", durable_redis)
+    made.append(c)
+    second = RouterProcess(tmp_path / "second", "router-2", members_file=c.members_file,
+                           args=["--members-interval", "0.1", "--search-redis-url", durable_redis.url,
+                                 "--search-poll", "0.02"])
+    try:
+        second.start()
+        second.wait_members(len(c.nodes))
+        with Client(c.router.target) as first, Client(second.target) as then:
+            first.index(IDS[:4], PICTURES[:4], collection="shared")
+            wait_until(lambda: _entries(then, "shared") == 4)
+            assert then.search(collection="shared", id="sku-2", k=1).nearest[0].id == "sku-2"
+            first.delete("shared", ["sku-2"])
+            wait_until(lambda: _entries(then, "shared") == 3)
+            with pytest.raises(NotFound):
+                then.search(collection="shared", id="sku-2", k=1)
+    finally:
+        second.stop()
+
+
+def _entries(client: Client, collection: str) -> int:
+    try:
+        return client.describe_collection(collection).entries
+    except NotFound:
+        return -1
+
+
+def wait_until(condition, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_every_process_restarts_and_nothing_acknowledged_is_lost(tmp_path, made):
+    redis = RedisProcess(tmp_path / "redis", durable=True).start()
+    port = redis.port
+    c = search_cluster(tmp_path / "c", redis)
+    try:
+        with Client(c.router.target) as client:
+            assert all(isinstance(r, Indexed) for r in client.index(IDS, PICTURES, collection="keep"))
+            client.delete("keep", ["sku-5"])
+        c.stop()
+        redis.stop()  # every process down
+
+        redis = RedisProcess(tmp_path / "redis", port=port, durable=True).start()
+        c = search_cluster(tmp_path / "c", redis)
+        with Client(c.router.target) as client:
+            assert client.describe_collection("keep").entries == 11
+            for i, item_id in enumerate(IDS):
+                if item_id == "sku-5":
+                    with pytest.raises(NotFound):
+                        client.search(collection="keep", id=item_id, k=1)
+                    continue
+                assert client.search(collection="keep", image=PICTURES[i], k=1).nearest[0].id == item_id
+        assert "loaded from its snapshot" in c.router.log_path.read_text()
+    finally:
+        c.stop()
+        redis.stop()
+
+
+def test_redis_stopped_mid_write_keeps_every_acknowledged_write_and_searches_go_on(tmp_path, made):
+    redis = RedisProcess(tmp_path / "redis", durable=True).start()
+    port = redis.port
+    c = search_cluster(tmp_path / "c", redis)
+    made.append(c)
+    images = [jpeg(picture(7300 + i, (96, 72)), 90) for i in range(60)]
+    ids = [f"img-{i}" for i in range(60)]
+    try:
+        with Client(c.router.target, retries=0, window=4) as client:
+            client.index(ids[:5], images[:5], collection="live")
+            results: list = []
+            writer = threading.Thread(target=lambda: results.extend(
+                client.index(ids[5:], images[5:], collection="live")))
+            writer.start()
+            time.sleep(0.3)
+            redis.stop()
+            writer.join(60)
+            ok = [i for i, r in zip(ids[5:], results, strict=True) if isinstance(r, Indexed)]
+            refused = [r for r in results if not isinstance(r, Indexed)]
+            assert refused and all(isinstance(r, Unavailable) for r in refused), refused[:3]
+            assert all("send it again" in r.message for r in refused)
+            wait_until(lambda: client.search(collection="live", id="img-1", k=3).stale_ms > 0, 5)
+            found = client.search(collection="live", id="img-1", k=3)  # served from the view
+            assert found.nearest[0].id == "img-1" and found.stale_ms > 0
+
+            redis = RedisProcess(tmp_path / "redis", port=port, durable=True).start()
+            deadline = time.monotonic() + 15
+            while client.search(collection="live", id="img-1", k=1).stale_ms > 0:
+                assert time.monotonic() < deadline, "the view never heard from Redis again"
+                time.sleep(0.1)
+            for item_id in ["img-0", *ok]:  # every acknowledged write is there
+                assert client.search(collection="live", id=item_id, k=1).nearest[0].id == item_id
+            # A refused write was applied whole or not at all (one whose reply Redis never sent may be there);
+            # sent again, every item is stored once.
+            assert 5 + len(ok) <= client.describe_collection("live").entries <= 60
+            again = [i for i, r in zip(ids[5:], results, strict=True) if not isinstance(r, Indexed)]
+            with Client(c.router.target) as retrying:  # as callers do: items Redis did not confirm are sent again
+                resent = retrying.index(again, [images[ids.index(i)] for i in again], collection="live")
+            assert all(isinstance(r, Indexed) for r in resent), [r for r in resent if not isinstance(r, Indexed)][:3]
+            assert client.describe_collection("live").entries == 60
+            for item_id in again:
+                assert client.search(collection="live", id=item_id, k=1).nearest[0].id == item_id
+    finally:
+        redis.stop()
+
+
+def test_searches_keep_working_while_the_nodes_roll(tmp_path, durable_redis, made, busy_cores):
+    c = search_cluster(tmp_path / "c", durable_redis, nodes=3)
+    made.append(c)
+    with Client(c.router.target) as client:
+        client.index(IDS, PICTURES, collection="roll")
+    failures: list[BaseException] = []
+    answered = 0
+    stop = threading.Event()
+
+    def load() -> None:
+        nonlocal answered
+        with Client(c.router.target, timeout_s=60) as client:
+            i = 0
+            while not stop.is_set():
+                try:
+                    by_image = client.search(collection="roll", image=PICTURES[i % 12], k=1)
+                    by_id = client.search(collection="roll", id=IDS[(i + 5) % 12], k=1)
+                    assert by_image.nearest[0].id == IDS[i % 12] and by_id.nearest[0].id == IDS[(i + 5) % 12]
+                    answered += 2
+                except (RingserveError, AssertionError) as exc:
+                    failures.append(exc)
+                i += 1
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        c.roll()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not failures, failures[:3]
+    assert answered > 20
+
+
+def test_the_three_commands_index_a_folder_resumably_search_and_delete(tmp_path, durable_redis, made, capsys):
+    from ringserve.client import cli
+
+    c = search_cluster(tmp_path / "c", durable_redis, nodes=1)
+    made.append(c)
+    folder = tmp_path / "catalogue"
+    (folder / "shoes").mkdir(parents=True)
+    for i, data in enumerate(PICTURES[:5]):
+        (folder / "shoes" / f"{i}.jpg").write_bytes(data)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    journal = tmp_path / "journal.jsonl"
+    target = ["--target", c.router.target]
+    args = ["index", str(folder), "--collection", "cli", "--journal", str(journal), "--no-progress", *target]
+    assert cli.main(args) == 0
+    assert "5 indexed now" in capsys.readouterr().err and len(journal.read_text().splitlines()) == 6
+    assert cli.main(args) == 0  # resumed: nothing left to send
+    err = capsys.readouterr().err
+    assert "0 indexed now" in err and "6 already answered" in err
+
+    assert cli.main(["search", str(folder / "shoes" / "2.jpg"), "--collection", "cli", "-k", "2", *target]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines[0]["id"] == "shoes/2.jpg" and lines[0]["kind"] == "nearest" and len(lines) == 2
+    assert cli.main(["delete", "shoes/2.jpg", "--collection", "cli", *target]) == 0
+    assert json.loads(capsys.readouterr().out) == {"collection": "cli", "deleted": 1, "missing": []}
+    assert cli.main(["search", "--id", "shoes/2.jpg", "--collection", "cli", *target]) == 1
+    assert "NOT_FOUND" in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""The search store of record and the follower of its log, against a real Redis (in process, no model)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ringserve.contract.errors import ModelMismatch
+from ringserve.local.processes import RedisProcess
+from ringserve.runtime.redisconn import connect
+from ringserve.search.follower import Follower, FollowerConfig
+from ringserve.search.store import Entry, Meta, Store, StoreUnavailable
+
+DIM = 32
+META = Meta("m", "v1", DIM)
+
+
+def entry(i: int, version: int = 0) -> Entry:
+    rng = np.random.default_rng(1000 * version + i)
+    return Entry(f"id-{i}", int(rng.integers(0, 2**63)), rng.standard_normal(DIM).astype(np.float16))
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture()
+def store(redis_db: RedisProcess) -> Store:
+    return Store(connect(redis_db.url, 2.0))
+
+
+async def _contents(store: Store, name: str) -> dict[str, Entry]:
+    meta = await store.require(name)
+    out = {}
+    async for batch in store.entries(name, meta):
+        out.update({e.id: e for e in batch})
+    return out
+
+
+def test_writes_are_entries_and_log_together_and_a_collection_keeps_its_model(redis_db: RedisProcess) -> None:
+    async def go() -> None:
+        store = Store(connect(redis_db.url, 2.0))
+        first = await store.put("c", META, [entry(i) for i in range(5)])
+        await store.put("c", META, [entry(2, version=1)])  # id-2 again: replaced
+        deleted, missing = await store.delete("c", ["id-4", "nope"])
+        assert (deleted, missing) == (["id-4"], ["nope"])
+        held = await _contents(store, "c")
+        assert sorted(held) == ["id-0", "id-1", "id-2", "id-3"]
+        assert np.array_equal(held["id-2"].feature, entry(2, version=1).feature)
+        changes = await store.changes("c", "0-0")
+        assert [(c.op, c.id) for c in changes] == [("put", f"id-{i}") for i in range(5)] + [("put", "id-2"),
+                                                                                              ("del", "id-4")]
+        assert changes[4].log_id == first
+        assert changes[5].entry("v1").phash == entry(2, version=1).phash
+        with pytest.raises(ModelMismatch, match="v1"):
+            await store.put("c", Meta("m", "v2", DIM), [entry(9)])
+        assert sorted(await _contents(store, "c")) == ["id-0", "id-1", "id-2", "id-3"]  # nothing of v2 applied
+        await store.drop("c")
+        assert await store.meta("c") is None and await store.collections() == []
+        await store.put("c", Meta("m", "v2", DIM), [entry(9)])  # a dropped collection takes a new model
+        assert (await store.require("c")).model_version == "v2"
+
+    run(go())
+
+
+def test_a_write_while_redis_is_down_is_refused_and_not_applied(tmp_path: Path) -> None:
+    redis = RedisProcess(tmp_path / "r").start()
+    port = redis.port
+    try:
+        async def before() -> None:
+            await Store(connect(redis.url, 0.5)).put("c", META, [entry(0)])
+
+        run(before())
+        redis.stop()
+
+        async def during() -> None:
+            store = Store(connect(f"redis://127.0.0.1:{port}/0", 0.5))
+            with pytest.raises(StoreUnavailable, match="send it again"):
+                await store.put("c", META, [entry(1)])
+            with pytest.raises(StoreUnavailable):
+                await store.delete("c", ["id-0"])
+
+        run(during())
+    finally:
+        redis.stop()
+
+
+def test_the_follower_builds_follows_and_restarts_from_its_snapshot(redis_db: RedisProcess, tmp_path: Path) -> None:
+    config = FollowerConfig(poll_s=0.02, collections_every_s=0.1, snapshot_dir=tmp_path / "views")
+
+    async def go() -> None:
+        store = Store(connect(redis_db.url, 2.0))
+        await store.put("c", META, [entry(i) for i in range(50)])  # before the follower: built from entries
+        follower = Follower(store, config)
+        await follower.start()
+        await asyncio.wait_for(_until(lambda: "c" in follower.views and len(follower.views["c"]) == 50), 10)
+        last = await store.put("c", META, [entry(50), entry(3, version=1)])  # after: followed from the log
+        await store.delete("c", ["id-7"])
+        assert await follower.caught_up("c", last, 5)
+        await asyncio.wait_for(_until(lambda: follower.views["c"].entry("id-7") is None), 5)
+        view = follower.views["c"]
+        assert len(view) == 50
+        assert view.nearest(entry(3, version=1).feature, 1)[0].id == "id-3"
+        assert follower.stale_ms() == 0
+        await follower.close()  # saves the snapshot
+
+        later = await store.put("c", META, [entry(60)])  # while no follower runs
+        again = Follower(store, config)
+        await again.start()
+        assert again.views["c"].log_id != "0-0"  # loaded from the snapshot, not rebuilt
+        assert await again.caught_up("c", later, 5)
+        assert len(again.views["c"]) == 51 and again.views["c"].entry("id-60") is not None
+        await again.close()
+
+    run(go())
+
+
+def test_views_keep_serving_and_say_how_stale_they_are_while_redis_is_down(tmp_path: Path) -> None:
+    redis = RedisProcess(tmp_path / "r").start()
+    try:
+        async def go() -> None:
+            store = Store(connect(redis.url, 0.3))
+            await store.put("c", META, [entry(i) for i in range(10)])
+            follower = Follower(store, FollowerConfig(poll_s=0.02, collections_every_s=0.1))
+            await follower.start()
+            await asyncio.wait_for(_until(lambda: "c" in follower.views and len(follower.views["c"]) == 10), 10)
+            redis.stop()
+            await asyncio.wait_for(_until(lambda: follower.stale_ms() > 0), 10)
+            assert follower.views["c"].nearest(entry(4).feature, 1)[0].id == "id-4"
+            await follower.close()
+
+        run(go())
+    finally:
+        redis.stop()
+
+
+async def _until(condition) -> None:
+    while not condition():
+        await asyncio.sleep(0.02)
