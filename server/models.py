@@ -24,6 +24,8 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
+from ringserve.contract import fingerprint
+
 log = logging.getLogger(__name__)
 
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
@@ -100,8 +102,10 @@ class Model:
             probe = torch.zeros(1, 3, input_size, input_size, device=device, dtype=self.compute_dtype)
             self.feature_dim = int(self.backbone(probe).shape[1])
         self.num_classes = len(self.class_names)
-        # The decode rule is part of the version: features from reduced decodes never meet full ones.
-        self.version = _digest(self.backbone, self.head, repr(preprocess), feature_dtype, f"decode>={decode_side}")
+        # The decode rule is part of the version: features from reduced decodes never meet full ones, and
+        # perceptual keys hashed from this decode never meet those hashed from another.
+        self.version = _digest(self.backbone, self.head, repr(preprocess), feature_dtype, f"decode>={decode_side}",
+                               "phash of the model's decode")
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB image to the normalised CHW float tensor the backbone expects."""
@@ -246,7 +250,9 @@ def load(config: ModelConfig) -> Model:
     build = _build_lite0 if config.name == EFFICIENTNET_LITE0 else _build_torchvision
     backbone, head, preprocess, categories, input_size, random_weights = build(config)
     side = resize_side(preprocess)
-    decode_side = None if config.full_decode or side is None else math.ceil(DECODE_MARGIN * side)
+    # Never below the fingerprint's own decode: the node hashes the decode it makes for the model.
+    decode_side = (None if config.full_decode or side is None
+                   else max(math.ceil(DECODE_MARGIN * side), fingerprint.DECODE_SIDE))
     model = Model(config.name, backbone, head, preprocess, categories, input_size, device,
                   config.feature_dtype, random_weights, decode_side=decode_side)
     if config.weights is not None:

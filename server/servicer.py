@@ -417,11 +417,10 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     async def _prepare(self, slot: ModelSlot, digest: str, data: bytes) -> Prepared:
         def work() -> Prepared:
             model = slot.model
+            # One decode for both: the model's input, and the pHash of its perceptual keys (the same
+            # function as client and router, over a decode at least as large as theirs).
             image = decode(data, self.limits.images, at_least=model.decode_side)
-            # The fingerprint is the one client and router compute: from this decode when it is the same.
-            same = model.decode_side == fingerprint.DECODE_SIDE
-            phash = fingerprint.phash(image) if same else fingerprint.phash_bytes(data, self.limits.images)
-            return Prepared(model.preprocess(image), phash)
+            return Prepared(model.preprocess(image), fingerprint.phash(image))
 
         loop = asyncio.get_running_loop()
         prepared, _ = await self._prepares.do((slot.model.name, digest), lambda: loop.run_in_executor(self.pool, work))
