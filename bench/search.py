@@ -43,7 +43,7 @@ from ringserve.runtime.redisconn import connect
 from ringserve.search.store import Entry, Meta, Store
 
 RESULTS = Path(__file__).resolve().parent / "results"
-MODEL = "mobilenet_v3_small"
+MODEL = "efficientnet_lite0"  # real ImageNet weights (the pretrained extra): features that mean something
 
 
 def synthetic(n: int, dim: int, seed: int = 0) -> np.ndarray:
@@ -74,6 +74,7 @@ async def fill(url: str, collection: str, vectors: np.ndarray, progress) -> floa
 
 def start_router(work: Path, redis_url: str, snapshots: Path, collection: str, entries: int) -> tuple[RouterProcess, float]:
     """A router with no nodes (searches by id need none) over the collection; seconds until it serves all of it."""
+    work.mkdir(parents=True, exist_ok=True)
     members = work / "members"
     members.write_text("")
     router = RouterProcess(work, "search-router", members_file=members,

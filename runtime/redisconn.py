@@ -33,7 +33,7 @@ def connect(url: str, timeout_s: float, retries: int = 0) -> Any:
     for scheme in CLUSTER_SCHEMES:
         if url.startswith(scheme):
             plain = url.replace("+cluster", "", 1)
-            return RedisCluster.from_url(plain, cluster_error_retry_attempts=0, **common)
+            return RedisCluster.from_url(plain, **common)  # its ``retry`` also governs cluster errors (redis-py 6)
     return aioredis.Redis.from_url(url, **common)
 
 

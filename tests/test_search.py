@@ -269,3 +269,25 @@ def test_the_three_commands_index_a_folder_resumably_search_and_delete(tmp_path,
     assert json.loads(capsys.readouterr().out) == {"collection": "cli", "deleted": 1, "missing": []}
     assert cli.main(["search", "--id", "shoes/2.jpg", "--collection", "cli", *target]) == 1
     assert "NOT_FOUND" in capsys.readouterr().err
+
+
+def test_a_collection_of_an_older_model_version_says_so_and_can_be_indexed_again(tmp_path, durable_redis, made):
+    from ringserve.client import FailedPrecondition
+
+    c = search_cluster(tmp_path / "c", durable_redis, nodes=1)
+    made.append(c)
+    with Client(c.router.target) as client:
+        old = client.index(IDS[:3], PICTURES[:3], collection="versions")[0].model_version
+    c.nodes["node-0"].args.append("--full-decode")  # the decode rule is part of the model version
+    c.restart("node-0")
+    with Client(c.router.target) as client:
+        with pytest.raises(FailedPrecondition, match=old):
+            client.search(collection="versions", image=PICTURES[0], k=1)
+        refused = client.index(IDS[3:4], PICTURES[3:4], collection="versions")[0]
+        assert isinstance(refused, FailedPrecondition) and "--all" in refused.message
+        assert client.search(collection="versions", id=IDS[1], k=1).nearest[0].id == IDS[1]  # still served
+        assert client.delete("versions", everything=True)[0] == 3
+        new = client.index(IDS[:4], PICTURES[:4], collection="versions")
+        assert all(isinstance(r, Indexed) for r in new) and new[0].model_version != old
+        assert client.search(collection="versions", image=PICTURES[2], k=1).nearest[0].id == IDS[2]
+        assert client.describe_collection("versions").model_version == new[0].model_version

@@ -140,3 +140,23 @@ def test_views_keep_serving_and_say_how_stale_they_are_while_redis_is_down(tmp_p
 async def _until(condition) -> None:
     while not condition():
         await asyncio.sleep(0.02)
+
+
+def test_a_collection_lives_in_one_slot_of_a_redis_cluster(redis_cluster, tmp_path: Path) -> None:
+    """Meta, entries and log share a hash tag, so the atomic script runs on one master of a real cluster."""
+    async def go() -> None:
+        store = Store(connect(redis_cluster.url, 5.0))
+        names = [f"cluster-{i}" for i in range(6)]  # spread over the masters' slots
+        for name in names:
+            await store.put(name, META, [entry(i) for i in range(20)])
+            await store.delete(name, ["id-3"])
+        follower = Follower(store, FollowerConfig(poll_s=0.02, collections_every_s=0.1, snapshot_dir=tmp_path))
+        await follower.start()
+        await asyncio.wait_for(_until(lambda: all(len(follower.views.get(n) or ()) == 19 for n in names)), 15)
+        last = await store.put(names[0], META, [entry(40)])
+        assert await follower.caught_up(names[0], last, 5)
+        assert follower.views[names[0]].nearest(entry(40).feature, 1)[0].id == "id-40"
+        assert sorted(await store.collections()) == names
+        await follower.close()
+
+    run(go())
