@@ -112,6 +112,11 @@ class Router:
         status = health_pb2.HealthCheckResponse.SERVING if len(self.ring) else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.own_health.set(INFERENCE, status)
 
+    async def _publish_search_ready(self) -> None:
+        await self.search.index.wait_ready()
+        await self.own_health.set(SEARCH, health_pb2.HealthCheckResponse.SERVING)
+        log.info("search views loaded: Search is SERVING")
+
     async def _follow_membership(self) -> None:
         async for members in self.source.watch():
             log.info("membership: %s", ", ".join(f"{m.name}={m.address}" for m in members) or "(none)")
@@ -138,8 +143,13 @@ class Router:
             raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
         await self.server.start()
         for service in ("", *self.services):
-            if service != INFERENCE:
+            if service not in (INFERENCE, SEARCH):
                 await self.own_health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.search is not None:  # Search is SERVING once its views are loaded (minutes at 200k from Redis alone)
+            await self.own_health.set(SEARCH, health_pb2.HealthCheckResponse.NOT_SERVING)
+            task = asyncio.get_running_loop().create_task(self._publish_search_ready(), name="search-ready")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         await self._publish_readiness()
         log.info("router %s serving on %s:%d", cfg.router_id, cfg.host, self.port)
         return self.port

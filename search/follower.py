@@ -53,6 +53,7 @@ class Follower:
         self.last_contact = clock()
         self.failing = False  # the last call to the store failed
         self.ready = False  # every collection known at start has its view
+        self.loaded = asyncio.Event()  # set once ``ready``
         self._applied = asyncio.Condition()
         self._kick = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -110,6 +111,7 @@ class Follower:
                     await self._sync_collections()
                     next_collections = self.clock() + self.config.collections_every_s
                     self.ready = True
+                    self.loaded.set()
                 moved = False
                 for name in list(self.views):
                     moved |= await self._follow(name)

@@ -35,6 +35,9 @@ class SearchIndex(Protocol):
 
     async def close(self) -> None: ...
 
+    async def wait_ready(self) -> None:
+        """Return once every collection can be searched (the router then reports Search SERVING)."""
+
     async def put(self, collection: str, meta: Meta, entries: list[Entry]) -> None:
         """Store entries (replacing those ids); raises ModelMismatch for another model version."""
 
@@ -71,6 +74,9 @@ class EmbeddedIndex:
 
     async def close(self) -> None:
         await self.follower.close()
+
+    async def wait_ready(self) -> None:
+        await self.follower.loaded.wait()
 
     async def put(self, collection: str, meta: Meta, entries: list[Entry]) -> None:
         log_id = await self.store.put(collection, meta, entries)

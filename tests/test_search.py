@@ -7,7 +7,9 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ringserve.client import Client, InvalidImage, NotFound, RingserveError, Unavailable
 from ringserve.client.search import Indexed
@@ -82,6 +84,10 @@ def test_index_search_reindex_and_delete(tmp_path, durable_redis, made):
 def test_bad_input_gets_clear_errors_and_loses_nothing(tmp_path, durable_redis, made):
     c = search_cluster(tmp_path / "c", durable_redis)
     made.append(c)
+    with grpc.insecure_channel(c.router.target) as channel:  # Search says SERVING once its views are loaded
+        health = health_pb2_grpc.HealthStub(channel)
+        wait_until(lambda: health.Check(health_pb2.HealthCheckRequest(service="ringserve.v1.Search")).status
+                   == health_pb2.HealthCheckResponse.SERVING)
     with Client(c.router.target, retries=0) as client:
         results = client.index(["a", "bad", "b"], [PICTURES[0], b"not an image", PICTURES[1]], collection="cat")
         assert isinstance(results[0], Indexed) and isinstance(results[2], Indexed)
