@@ -54,7 +54,8 @@ def summarise(raw: Path, top: int = 20) -> tuple[int, list[tuple[float, str]], l
         for frame in set(frames):
             inclusive[frame] += n
     shares = [(v / total, k) for k, v in own.most_common(top)]
-    calls = [(v / total, k) for k, v in inclusive.most_common(top * 2) if "ringserve" in k or "grpc" in k][:top]
+    ours = ("router/", "runtime/", "protos/", "grpc/")  # py-spy names frames by file path
+    calls = [(v / total, k) for k, v in inclusive.most_common() if any(f"({o}" in k for o in ours)][:top]
     return total, shares, calls
 
 
