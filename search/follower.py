@@ -23,6 +23,8 @@ from ringserve.search.store import Change, Entry, Store, StoreError
 from ringserve.search.view import CollectionView
 
 log = logging.getLogger(__name__)
+# Changes read from a log per call; a full batch also checks that the log was not trimmed past the view.
+LOG_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -164,11 +166,21 @@ class Follower:
         view = self.views.get(name)
         if view is None:
             return False
-        changes = await self.store.changes(name, view.log_id, block_ms=None)
+        changes = await self.store.changes(name, view.log_id, block_ms=None, count=LOG_BATCH)
         if not changes:
             return False
+        if len(changes) == LOG_BATCH and await self._trimmed_past(name, view):
+            log.warning("search view %s fell behind the log's trimmed end; rebuilding it from the store", name)
+            self.views.pop(name, None)
+            await self._build(name)
+            return True
         await self._apply(name, view, changes)
         return True
+
+    async def _trimmed_past(self, name: str, view: CollectionView) -> bool:
+        """The log no longer holds every change after the view's: some were trimmed before it read them."""
+        tail = await self.store.log_tail(name)
+        return tail is not None and log_order(tail) > log_order(view.log_id)
 
     async def _apply(self, name: str, view: CollectionView, changes: list[Change]) -> None:
         puts: list[Entry] = []
@@ -223,8 +235,7 @@ class Follower:
         """Drop loaded views the store no longer agrees with (another model version, or a log trimmed past them)."""
         for name, view in list(self.views.items()):
             meta = await self.store.meta(name)
-            tail = await self.store.log_tail(name)
-            behind = tail is not None and log_order(tail) > log_order(view.log_id) and view.log_id != "0-0"
+            behind = await self._trimmed_past(name, view)
             if meta != view.meta or behind:
                 log.info("search view %s: snapshot out of date (%s); rebuilding from the store", name,
                          "model changed" if meta != view.meta else "log trimmed past it")

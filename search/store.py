@@ -126,8 +126,10 @@ def decode_entry(item_id: str, blob: bytes, model_version: str) -> Entry:
 class Store:
     """Collections in Redis: atomic writes, the snapshot of entries, and the log to follow."""
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, log_maxlen: int = LOG_MAXLEN) -> None:
         self.redis = redis
+        # About this many changes are kept per collection; a view further behind rebuilds from the entries.
+        self.log_maxlen = log_maxlen
         self._put = redis.register_script(_PUT)
         self._delete = redis.register_script(_DELETE)
         self._drop = redis.register_script(_DROP)
@@ -155,7 +157,7 @@ class Store:
             StoreUnavailable: Redis did not take the write (nothing was applied).
         """
         check_name(collection)
-        args: list[Any] = [meta.model, meta.model_version, meta.dim, LOG_MAXLEN]
+        args: list[Any] = [meta.model, meta.model_version, meta.dim, self.log_maxlen]
         for e in entries:
             args += [e.id, encode_entry(e.phash, e.feature, meta.model_version)]
         # Named first (another slot, so not in the script): a name without entries is ignored by views,
@@ -174,14 +176,14 @@ class Store:
         check_name(collection)
         if not ids:
             return [], []
-        flags = await self._call("take the delete", self._delete(keys=self.keys(collection), args=[LOG_MAXLEN, *ids]))
+        flags = await self._call("take the delete", self._delete(keys=self.keys(collection), args=[self.log_maxlen, *ids]))
         deleted = [i for i, f in zip(ids, flags, strict=True) if int(f)]
         return deleted, [i for i, f in zip(ids, flags, strict=True) if not int(f)]
 
     async def drop(self, collection: str) -> None:
         """Remove the whole collection (entries and model binding); views drop it from the log."""
         check_name(collection)
-        await self._call("drop the collection", self._drop(keys=self.keys(collection), args=[LOG_MAXLEN]))
+        await self._call("drop the collection", self._drop(keys=self.keys(collection), args=[self.log_maxlen]))
         await self._call("forget the collection", self.redis.srem(COLLECTIONS_KEY, collection))
 
     async def collections(self) -> list[str]:

@@ -160,3 +160,29 @@ def test_a_collection_lives_in_one_slot_of_a_redis_cluster(redis_cluster, tmp_pa
         await follower.close()
 
     run(go())
+
+
+def test_a_view_whose_log_was_trimmed_past_it_is_rebuilt_from_the_entries(redis_db: RedisProcess, tmp_path: Path) -> None:
+    config = FollowerConfig(poll_s=0.02, collections_every_s=0.1, snapshot_dir=tmp_path / "views")
+
+    async def go() -> None:
+        store = Store(connect(redis_db.url, 2.0), log_maxlen=50)
+        await store.put("c", META, [entry(i) for i in range(10)])
+        follower = Follower(store, config)
+        await follower.start()
+        await asyncio.wait_for(_until(lambda: len(follower.views.get("c") or ()) == 10), 10)
+        await follower.close()  # its snapshot holds 10 entries and an early log id
+
+        for i in range(10, 600):  # while no follower runs: far more changes than the log keeps
+            await store.put("c", META, [entry(i)])
+        await store.delete("c", ["id-0", "id-599"])
+        assert await store.log_tail("c") is not None and len(await store.changes("c", "0-0", count=10_000)) < 300
+        again = Follower(store, config)
+        await again.start()
+        await asyncio.wait_for(_until(lambda: len(again.views.get("c") or ()) == 598), 20)
+        view = again.views["c"]
+        assert view.entry("id-0") is None and view.entry("id-599") is None and view.entry("id-5") is not None
+        assert view.nearest(entry(300).feature, 1)[0].id == "id-300"
+        await again.close()
+
+    run(go())
