@@ -26,13 +26,24 @@ def provenance(argv: list[str] | None = None, module: str | None = None) -> dict
             continue
     return {
         "command": command,
-        "commit": subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
-                                 cwd=os.path.dirname(__file__)).stdout.strip() or "unknown",
+        "commit": commit(),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{os.cpu_count()}-core {platform.machine()} ({platform.processor() or 'cpu'}), "
                    f"{platform.system()} {platform.release()}, Python {platform.python_version()}",
         "versions": versions,
     }
+
+
+def commit() -> str:
+    """The commit the code ran at, "-dirty" when code (anything outside bench/results) differs from it."""
+    here = os.path.dirname(__file__)
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=here).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = git("status", "--porcelain", "--", ":/", ":(exclude,top)bench/results")
+    return f"{head}-dirty" if changed else head
 
 
 def header(meta: dict) -> str:
