@@ -79,25 +79,25 @@ class RouterServicer(pb_grpc.InferenceServicer):
         return self.registry.health
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
-        handle = functools.partial(self._route, method="Extract", reply_type=pb.ExtractReply,
+        handle = functools.partial(self.route, method="Extract", reply_type=pb.ExtractReply,
                                    parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
         async for reply in self.streams.serve(request_iterator, context, handle, pb.ExtractReply):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
-        handle = functools.partial(self._route, method="Classify", reply_type=pb.ClassifyReply,
+        handle = functools.partial(self.route, method="Classify", reply_type=pb.ClassifyReply,
                                    parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
         async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
             yield reply
 
     async def ExtractFrames(self, request_iterator, context) -> AsyncIterator[pb.ExtractFrame]:
-        handle = functools.partial(self._route, method="Extract", reply_type=pb.ExtractReply,
+        handle = functools.partial(self.route, method="Extract", reply_type=pb.ExtractReply,
                                    parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
         async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ExtractReply, pb.ExtractFrame):
             yield frame
 
     async def ClassifyFrames(self, request_iterator, context) -> AsyncIterator[pb.ClassifyFrame]:
-        handle = functools.partial(self._route, method="Classify", reply_type=pb.ClassifyReply,
+        handle = functools.partial(self.route, method="Classify", reply_type=pb.ClassifyReply,
                                    parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
         async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ClassifyReply,
                                                      pb.ClassifyFrame):
@@ -142,15 +142,12 @@ class RouterServicer(pb_grpc.InferenceServicer):
         self.fingerprints.put(digest, key)
         return key
 
-    async def route(self, request: pb.ImageRequest, method: str, reply_type: type[Reply]) -> Reply:
-        """Place one item and answer it, as an item of a caller's stream is (the Search service's features)."""
-        return await self._route(request, method, reply_type)
-
     def pick(self, key: int, exclude: set[str]) -> str | None:
         return self.placement.pick(key, self.registry.loads(), exclude)
 
-    async def _route(self, request: pb.ImageRequest, method: str, reply_type: type[Reply], parent: Context | None = None,
-                     deadline: float | None = None) -> Reply:
+    async def route(self, request: pb.ImageRequest, method: str, reply_type: type[Reply], parent: Context | None = None,
+                    deadline: float | None = None) -> Reply:
+        """Place one item and answer it: the handler of every caller's item, and of the Search service's images."""
         if self.inflight >= self.config.max_inflight:
             self.metrics.errors.add(1, {"reason": "router_overloaded"})
             return error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
