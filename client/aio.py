@@ -33,8 +33,6 @@ from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Images per request frame, in bytes: a frame is closed once it holds this much.
-FRAME_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -57,6 +55,11 @@ class ClientConfig:
     # "exact", "perceptual" or "bypass"; None leaves it to the server.
     cache_mode: str | None = None
     radius: int | None = None
+
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before re-send number ``retry`` (1, 2, ...): doubling from ``backoff_s`` up to
+        ``backoff_max_s``, jittered down by up to half so that callers do not retry in step."""
+        return min(self.backoff_max_s, self.backoff_s * 2 ** (retry - 1)) * random.uniform(0.5, 1.0)
 
 
 class AsyncClient:
@@ -90,8 +93,7 @@ class AsyncClient:
         self._stub = pb_grpc.InferenceStub(self._channel)
         # Item streams send bytes written by ``contract.wire``: an image is copied once, never re-encoded.
         self._calls = wire.item_calls(self._channel)
-        cfg = self.config
-        self._search = SearchCalls(self._channel, cfg.window, cfg.retries, cfg.backoff_s, cfg.backoff_max_s, cfg.timeout_s)
+        self._search = SearchCalls(self._channel, self.config)
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
         self._hints = fingerprint.Memo(4096)  # a repeated image's hint costs a digest, not a decode
         self._framed = self.config.frames  # until the server turns out to serve no frames
@@ -240,7 +242,7 @@ class AsyncClient:
         last_unavailable = ""
         for attempt in range(cfg.retries + 1):
             if attempt:
-                delay = min(cfg.backoff_max_s, cfg.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+                delay = cfg.backoff(attempt)
                 if deadline is not None and loop.time() + delay >= deadline:
                     break
                 await asyncio.sleep(delay)
@@ -293,7 +295,7 @@ class AsyncClient:
                 await window.acquire()
                 frame = [(first, datas[first.request_id])]
                 size = len(frame[0][1])
-                while size < FRAME_BYTES and not window.locked():
+                while size < wire.FRAME_BYTES and not window.locked():
                     item = next(rest, None)
                     if item is None:
                         break

@@ -8,10 +8,9 @@ Reached through ``AsyncClient``/``Client`` (``index``, ``search``, ``delete``,
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -20,6 +19,9 @@ from ringserve.client.inputs import ImageInput, to_bytes
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
+
+if TYPE_CHECKING:
+    from ringserve.client.aio import ClientConfig  # aio imports this module
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,9 @@ def _hits(found: Sequence[spb.Hit]) -> list[Hit]:
 class SearchCalls:
     """The Search service on one channel, with the client's window, retries and timeout."""
 
-    def __init__(self, channel: grpc.aio.Channel, window: int, retries: int, backoff_s: float, backoff_max_s: float,
-                 timeout_s: float | None) -> None:
+    def __init__(self, channel: grpc.aio.Channel, config: ClientConfig) -> None:
         self._stub = spb_grpc.SearchStub(channel)
-        self._window = window
-        self._retries = retries
-        self._backoff = (backoff_s, backoff_max_s)
-        self._timeout_s = timeout_s
+        self._config = config
 
     async def index(self, ids: Sequence[str], images: Sequence[ImageInput], collection: str,
                     model: str = "") -> list[Indexed | errors.RingserveError]:
@@ -86,9 +84,9 @@ class SearchCalls:
         pending = dict(requests)
         unavailable: dict[str, str] = {}  # the server's last word on each item it could not take
         reason = ""
-        for attempt in range(self._retries + 1):
+        for attempt in range(self._config.retries + 1):
             if attempt:
-                await asyncio.sleep(min(self._backoff[1], self._backoff[0] * 2 ** (attempt - 1)) * random.uniform(0.5, 1))
+                await asyncio.sleep(self._config.backoff(attempt))
             try:
                 await self._index_stream(list(pending.values()), done, pending, unavailable)
             except grpc.aio.AioRpcError as exc:
@@ -102,19 +100,19 @@ class SearchCalls:
             reason = reason or "the store or router could not take it"
         for rid in pending:
             why = unavailable.get(rid) or reason
-            done[rid] = errors.Unavailable(f"not indexed after {self._retries} retries: {why}", requests[rid].id)
+            done[rid] = errors.Unavailable(f"not indexed after {self._config.retries} retries: {why}", requests[rid].id)
         return [done[str(i)] for i in range(len(ids))]
 
     async def _index_stream(self, items: list[spb.IndexRequest], done: dict[str, Any],
                             pending: dict[str, spb.IndexRequest], unavailable: dict[str, str]) -> None:
-        window = asyncio.Semaphore(self._window)
+        window = asyncio.Semaphore(self._config.window)
 
         async def send():
             for item in items:
                 await window.acquire()
                 yield item
 
-        async for reply in self._stub.Index(send(), timeout=self._timeout_s):
+        async for reply in self._stub.Index(send(), timeout=self._config.timeout_s):
             window.release()
             if reply.request_id not in pending:
                 continue
@@ -159,11 +157,11 @@ class SearchCalls:
 
     async def _unary(self, method: Any, request: Any) -> Any:
         """One call, retried on UNAVAILABLE (a router restarting, a view still loading) within the retries."""
-        for attempt in range(self._retries + 1):
+        for attempt in range(self._config.retries + 1):
             try:
-                return await method(request, timeout=self._timeout_s)
+                return await method(request, timeout=self._config.timeout_s)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self._retries:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self._config.retries:
                     raise errors.from_status(exc.code(), exc.details() or "") from exc
-            await asyncio.sleep(min(self._backoff[1], self._backoff[0] * 2 ** attempt) * random.uniform(0.5, 1))
+            await asyncio.sleep(self._config.backoff(attempt + 1))
         raise AssertionError("unreachable")

@@ -25,6 +25,9 @@ if (pb.ImageRequest.DESCRIPTOR.fields_by_name["image"].number, pb.ItemFrame.DESC
         != (_IMAGE_FIELD, _ITEMS_FIELD):
     raise ImportError("inference.proto renumbered ImageRequest.image or ItemFrame.items; update contract/wire.py")
 _IMAGE_TAG = bytes([_IMAGE_FIELD << 3 | _LENGTH_DELIMITED])
+# Images per frame, in bytes, for every sender of frames (client and router): a frame is closed once it
+# holds this much, well under gRPC's message limits on either side.
+FRAME_BYTES = 4 * 1024 * 1024
 _ITEMS_TAG = bytes([_ITEMS_FIELD << 3 | _LENGTH_DELIMITED])
 
 

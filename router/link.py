@@ -24,8 +24,6 @@ from ringserve.router.membership.base import Member
 
 log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# Images per request frame to a node, in bytes: a frame is closed once it holds this much.
-FRAME_BYTES = 4 * 1024 * 1024
 _CLOSE = object()
 
 
@@ -87,7 +85,7 @@ class _MethodStream:
             if first is _CLOSE:
                 return
             items, size = [self._stamped(first)], len(first[2])
-            while size < FRAME_BYTES and not self._queue.empty():
+            while size < wire.FRAME_BYTES and not self._queue.empty():
                 item = self._queue.get_nowait()
                 if item is _CLOSE:
                     yield wire.encode_frame(items)
