@@ -80,7 +80,7 @@ def start_router(work: Path, redis_url: str, snapshots: Path, collection: str, e
     router = RouterProcess(work, "search-router", members_file=members,
                            args=["--search-redis-url", redis_url, "--search-snapshot-dir", str(snapshots)])
     started = time.perf_counter()
-    router._spawn(router.command(), env=None)
+    router.start()  # health SERVING comes at once; the collection's view is what is waited for below
     with Client(router.target, retries=0, timeout_s=5) as c:
         while True:
             try:

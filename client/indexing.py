@@ -79,6 +79,7 @@ def run(client: Client, config: IndexJobConfig, progress: bool = True) -> IndexS
                         payloads.append((config.root / path).read_bytes())
                         readable.append(path)
                     except OSError as exc:
+                        summary.refused += 1
                         lines.append({"id": path, "ok": False, "error": f"unreadable: {exc}"})
                 results = client.index(readable, payloads, config.collection, config.model) if readable else []
                 for path, result in zip(readable, results, strict=True):
@@ -90,7 +91,6 @@ def run(client: Client, config: IndexJobConfig, progress: bool = True) -> IndexS
                         summary.retry_later += retry
                         summary.refused += not retry
                         lines.append({"id": path, "ok": False, "retry": retry, "error": _reason(result)})
-                summary.refused += sum(1 for line in lines if line.get("error", "").startswith("unreadable"))
                 journal.write("".join(json.dumps(line) + "\n" for line in lines))
                 journal.flush()
                 os.fsync(journal.fileno())

@@ -10,6 +10,7 @@ and can be saved and loaded so that a restart does not rebuild the graph.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,10 +138,7 @@ class CollectionView:
         if folder.exists():
             folder.rename(old)
         tmp.rename(folder)
-        if old.exists():
-            for f in old.iterdir():
-                f.unlink()
-            old.rmdir()
+        shutil.rmtree(old, ignore_errors=True)
 
     @classmethod
     def load(cls, folder: Path) -> CollectionView:
