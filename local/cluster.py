@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -56,9 +57,11 @@ class LocalCluster:
             node.start(wait=False)
             self.nodes[name] = node
             started.append(node)
+        began = time.monotonic()
         for node in started:
             node.wait_healthy(180)
         self.write_members()
+        self.on_event(f"{', '.join(names)}: healthy {time.monotonic() - began:.1f}s after start, published")
 
     def write_members(self, without: str | None = None) -> None:
         """Publish the running nodes (the ready endpoints), leaving out ``without``.
@@ -106,13 +109,16 @@ class LocalCluster:
     def restart(self, name: str, timeout_s: float = 120.0) -> None:
         """What a StatefulSet does to one pod in a rolling update: same name, new process, new address."""
         self.on_event(f"{name}: SIGTERM (drain)")
+        began = time.monotonic()
         old = self._drain_out(name, timeout_s)
-        self.on_event(f"{name}: drained and exited; starting it again under the same name")
+        self.on_event(f"{name}: drained and exited in {time.monotonic() - began:.1f}s; starting it again under "
+                      "the same name")
+        began = time.monotonic()
         fresh = NodeProcess(self.workdir, name, old.args).start(timeout_s=timeout_s)  # a new port: the pod's new IP
         self.nodes[name] = fresh
         self.write_members()
         self.router.wait_members(len(self.nodes))
-        self.on_event(f"{name}: back on the ring at {fresh.target}")
+        self.on_event(f"{name}: back on the ring at {fresh.target}, {time.monotonic() - began:.1f}s after start")
 
     def roll(self) -> None:
         """Restart every node one by one, highest ordinal first, as a StatefulSet update does."""
@@ -135,12 +141,19 @@ class LocalCluster:
             self.router.wait_members(len(self.nodes))
 
     def stop(self) -> None:
-        if self.router is not None:
-            self.router.stop(15)
-        for node in self.nodes.values():
-            node.stop(15)
+        """Stop the router, then every node (each SIGTERM, then SIGKILL after 15 s), then Redis."""
+        self.on_event("stopping the cluster")
+        for name, child in [("router", self.router), *self.nodes.items()]:
+            if child is None:
+                continue
+            started = time.monotonic()
+            code = child.stop(15)
+            if code != 0:
+                self.on_event(f"{name}: exit code {code} {time.monotonic() - started:.1f}s after the stop signal "
+                              f"(-9: it did not drain in time and was killed); its log: {child.log_path}")
         if self.redis is not None:
             self.redis.stop(5)
+        self.on_event("cluster stopped")
 
 
 def _ordinal(name: str) -> int:

@@ -79,6 +79,7 @@ class LoadGenerator:
         self.seed = seed
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._unanswered: dict[int, int] = {}  # per stream, items sent and not yet answered
         self._lock = threading.Lock()
         self.report = LoadReport()
 
@@ -90,9 +91,21 @@ class LoadGenerator:
         return self
 
     def stop(self, timeout_s: float = 60.0) -> LoadReport:
+        """Stop sending, and wait up to ``timeout_s`` in all for every stream's last replies.
+
+        A stream still open then is named in ``stream_errors`` with its count of unanswered items (they
+        count as lost), so a hung stream fails a test with a reason instead of hanging it.
+        """
         self._stop.set()
+        deadline = time.monotonic() + timeout_s
         for t in self._threads:
-            t.join(timeout_s)
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            for k, t in enumerate(self._threads):
+                if t.is_alive():
+                    self.report.stream_errors.append(
+                        f"stream {k}: still open {timeout_s:.0f}s after stop() with {self._unanswered[k]} items "
+                        "unanswered")
         return self.report
 
     def _run(self, k: int) -> None:
@@ -115,6 +128,7 @@ class LoadGenerator:
                 with self._lock:
                     sent[rid] = (index, time.monotonic())
                     self.report.sent += 1
+                    self._unanswered[k] = len(sent) - len(answered)
                 yield request
 
         with grpc.insecure_channel(self.target) as channel:
@@ -127,6 +141,7 @@ class LoadGenerator:
                             self.report.duplicates += 1
                             continue
                         answered.add(reply.request_id)
+                        self._unanswered[k] = len(sent) - len(answered)
                         index, t0 = sent[reply.request_id]
                         self.report.outcomes.append(Outcome(
                             index, t0, now, reply.status.code, reply.provenance.node,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections import Counter
 
@@ -23,7 +24,14 @@ def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(wor
     cluster = LocalCluster(workdir / "rollout", redis_db.url, node_args=[*SMALL_MODEL, "--drain-delay", "0.5"],
                            router_args=["--load-factor", "3.0"])
     events: list[tuple[float, str]] = []
-    cluster.on_event = lambda message: events.append((time.monotonic(), message))
+    began = time.monotonic()
+
+    def event(message: str) -> None:
+        # Written as it happens: a run that times out still shows how far it got and what took long.
+        events.append((time.monotonic(), message))
+        print(f"{time.monotonic() - began:6.1f}s {message}", file=sys.stderr, flush=True)
+
+    cluster.on_event = event
     try:
         cluster.add("node-0", "node-1", "node-2")
         cluster.start_router()
@@ -31,6 +39,7 @@ def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(wor
         hints = [fingerprint.phash_bytes(i) for i in images]
         owners_before = cluster.owner(hints)
         load = LoadGenerator(cluster.router.target, images, streams=4, window=8, hints=hints).start()
+        event("load started")
         time.sleep(1.0)
         roll_started = time.monotonic()
         cluster.roll()
@@ -41,6 +50,7 @@ def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(wor
         steady = time.monotonic()
         time.sleep(2.0)
         report = load.stop()
+        event(f"load stopped: {report.summary()}")
         owners_after = cluster.owner(hints)
     finally:
         cluster.stop()
