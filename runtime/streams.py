@@ -93,18 +93,18 @@ class ItemStreams:
 
         async def read() -> None:
             nonlocal outstanding
-            try:
-                async for message in messages:
-                    for request in items_of(message):  # no await inside: a frame is admitted whole or not at all
-                        outstanding += 1
-                        self.received += 1
-                        task = asyncio.ensure_future(self._answer(handle, request, reply_type))
-                        tasks.add(task)
-                        task.add_done_callback(done)
-            finally:
-                out.put_nowait(_READER_DONE)
+            async for message in messages:
+                for request in items_of(message):  # no await inside: a frame is admitted whole or not at all
+                    outstanding += 1
+                    self.received += 1
+                    task = asyncio.ensure_future(self._answer(handle, request, reply_type))
+                    tasks.add(task)
+                    task.add_done_callback(done)
 
         stream.reader = asyncio.ensure_future(read())
+        # Told however the reader ends, even cancelled by a drain before its first step (when a
+        # ``finally`` inside it would never run and the stream would wait out the whole grace).
+        stream.reader.add_done_callback(lambda _reader: out.put_nowait(_READER_DONE))
         reader_done = False
         try:
             while not (reader_done and outstanding == 0):

@@ -18,6 +18,7 @@ from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.imagegen import jpeg
 from ringserve.router.config import PlacementConfig
+from ringserve.runtime.streams import ItemStreams
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.servicer import InferenceServicer
 from tests.fakes import (
@@ -85,6 +86,51 @@ async def test_a_router_handler_that_raises_answers_its_item_internal_and_the_st
     assert replies["1"].status.code == INTERNAL and "KeyError: 'ring and peers disagree'" in replies["1"].status.message
     assert replies["0"].status.code == 0 and replies["2"].status.code == 0
     assert metric_total(router.metrics.provider, "ringserve.router.errors", reason="internal", type="KeyError") == 1
+
+
+class _StreamContext:
+    """The part of a grpc.aio servicer context the stream engine uses: the call's final status."""
+
+    code: grpc.StatusCode | None = None
+    details = ""
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        self.details = details
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        raise AssertionError(f"aborted {code}: {details}")
+
+
+async def test_a_stream_opened_as_the_drain_begins_ends_at_once_not_after_the_grace():
+    # The interleaving: a call registers its stream and creates its reader, and the drain cancels that
+    # reader before the reader's first step, so nothing inside the reader ever runs.
+    streams = ItemStreams("node t")
+    read: list[str] = []
+
+    async def requests():
+        read.append("started")
+        yield pb.ImageRequest(request_id="never-admitted", image=jpeg(1))
+
+    async def handle(request: pb.ImageRequest) -> pb.ExtractReply:
+        return pb.ExtractReply(request_id=request.request_id)
+
+    context = _StreamContext()
+    replies = streams.serve(requests(), context, handle, pb.ExtractReply)
+    first = asyncio.ensure_future(replies.__anext__())
+    await asyncio.sleep(0)  # the call runs up to its first wait; its reader is queued and has not run
+    assert streams.open_streams == 1 and read == []
+    await streams.drain(timeout_s=5.0)
+    assert streams.open_streams == 0, "the drain waited out its grace for a stream that had nothing to answer"
+    assert read == [] and streams.received == 0
+    try:
+        await first
+        raise AssertionError("the cut stream yielded a reply for an item it never read")
+    except StopAsyncIteration:
+        pass
+    assert context.code == grpc.StatusCode.UNAVAILABLE and "draining" in context.details
 
 
 async def test_a_ring_member_the_router_has_no_link_to_is_skipped_not_fatal():
