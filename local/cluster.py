@@ -87,11 +87,11 @@ class LocalCluster:
     def owner(self, keys: list[int]) -> dict[int, str]:
         with grpc.insecure_channel(self.router.target) as channel:
             stub = cpb_grpc.ClusterStub(channel)
-            return {k: stub.Owner(cpb.OwnerRequest(phash=k)).owner for k in keys}
+            return {k: stub.Owner(cpb.OwnerRequest(phash=k), timeout=10).owner for k in keys}
 
     def members(self) -> dict[str, cpb.Member]:
         with grpc.insecure_channel(self.router.target) as channel:
-            reply = cpb_grpc.ClusterStub(channel).Members(cpb.MembersRequest())
+            reply = cpb_grpc.ClusterStub(channel).Members(cpb.MembersRequest(), timeout=10)
         return {m.name: m for m in reply.members}
 
     # ---- operating it --------------------------------------------------------------------

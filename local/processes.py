@@ -7,6 +7,7 @@ session so a stop reaches everything it started, and always stopped on exit.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import random
@@ -80,6 +81,22 @@ def wait_healthy(target: str, timeout_s: float = 60.0, service: str = "", proc: 
     raise LocalError(f"{target} not healthy after {timeout_s:.0f}s (last: {last})")
 
 
+# Every child started and not yet reaped; the exit hook below kills what is still in it.
+_running: set[_Child] = set()
+
+
+@atexit.register
+def _kill_leftovers() -> None:
+    """Kill the children a crash or an interrupted stop left behind: none outlives the process that started it.
+
+    Each child runs in its own session (so a stop reaches what it started), which is also why it would
+    otherwise survive us: a test stopped by its timeout in the middle of ``stop()`` must not leave nodes
+    serving beside the rest of the run.
+    """
+    for child in list(_running):
+        child.kill()
+
+
 class _Child:
     """A child process with its own log file and process group."""
 
@@ -96,6 +113,7 @@ class _Child:
         self.proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
                                      env=env, start_new_session=True)
         log.close()
+        _running.add(self)
 
     @property
     def pid(self) -> int:
@@ -117,10 +135,12 @@ class _Child:
             return None
         self.signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout_s)
+            code = self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
             return self.proc.returncode
+        _running.discard(self)
+        return code
 
     def kill(self) -> None:
         """SIGKILL the whole group: a crash, not a drain."""
@@ -128,6 +148,7 @@ class _Child:
             return
         self.signal(signal.SIGKILL)
         self.proc.wait(10)
+        _running.discard(self)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -156,6 +157,7 @@ class Router:
 
     async def stop(self) -> None:
         cfg = self.config
+        began = time.monotonic()
         log.info("router %s draining", cfg.router_id)
         await self.own_health.enter_graceful_shutdown()
         await asyncio.sleep(cfg.drain_delay_s)
@@ -173,7 +175,7 @@ class Router:
         self.metrics.provider.shutdown()
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
-        log.info("router %s stopped", cfg.router_id)
+        log.info("router %s stopped %.1fs after the stop signal", cfg.router_id, time.monotonic() - began)
 
 
 async def serve(config: RouterConfig) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -120,6 +121,7 @@ class Node:
     async def stop(self) -> None:
         """Drain: NOT_SERVING, wait for routers, answer admitted items, flush L2, close."""
         cfg = self.config
+        began = time.monotonic()
         log.info("node %s draining: health NOT_SERVING for %.1fs", cfg.node_id, cfg.drain_delay_s)
         await self.health.enter_graceful_shutdown()
         await asyncio.sleep(cfg.drain_delay_s)
@@ -137,7 +139,7 @@ class Node:
         self.metrics.provider.shutdown()
         if self.tracer_provider is not None:
             self.tracer_provider.shutdown()
-        log.info("node %s stopped", cfg.node_id)
+        log.info("node %s stopped %.1fs after the stop signal", cfg.node_id, time.monotonic() - began)
 
 
 async def serve(config: ServerConfig) -> None:
