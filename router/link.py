@@ -48,7 +48,10 @@ class _MethodStream:
         self._pending: dict[str, asyncio.Future] = {}
         self.closed = False
         self.unimplemented = False  # the node has no such method (frames on an older node)
+        self._reason = "stream ended"  # why the call ended, for the items it leaves unanswered
         self._task = asyncio.get_running_loop().create_task(self._run(rpc), name=f"link-{node}-{method}")
+        # However the call ends, even cancelled before its first step, no item is left waiting on it.
+        self._task.add_done_callback(self._broken)
 
     @property
     def inflight(self) -> int:
@@ -100,7 +103,6 @@ class _MethodStream:
             future.set_result(reply)
 
     async def _run(self, rpc: grpc.aio.StreamStreamMultiCallable) -> None:
-        reason = "stream ended"
         try:
             if self.framed:
                 async for frame in rpc(self._frames()):
@@ -110,16 +112,24 @@ class _MethodStream:
                 async for reply in rpc(self._requests()):
                     self._answered(reply)
         except grpc.aio.AioRpcError as exc:
-            reason = f"{exc.code().name}: {exc.details()}"
+            self._reason = f"{exc.code().name}: {exc.details()}"
             self.unimplemented = exc.code() == grpc.StatusCode.UNIMPLEMENTED
-        except asyncio.CancelledError:
-            reason = "link closed"
-            raise
         finally:
-            self.closed = True
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(LinkError(f"{self.node} {self.method}: {reason}"))
+            self.closed = True  # at once, so no item is queued on a call that has ended
+
+    def _broken(self, task: asyncio.Task) -> None:
+        """Fail every item still waiting on the ended call with LinkError, so it can go elsewhere."""
+        self.closed = True
+        reason = self._reason
+        if task.cancelled():
+            reason = "link closed"
+        elif task.exception() is not None:
+            exc = task.exception()
+            log.error("%s %s: the stream to the node failed", self.node, self.method, exc_info=exc)
+            reason = f"{type(exc).__name__}: {exc}"
+        for future in list(self._pending.values()):
+            if not future.done():
+                future.set_exception(LinkError(f"{self.node} {self.method}: {reason}"))
 
     async def close(self) -> None:
         self._queue.put_nowait(_CLOSE)

@@ -18,6 +18,8 @@ from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.imagegen import jpeg
 from ringserve.router.config import PlacementConfig
+from ringserve.router.link import LinkError, NodeLink
+from ringserve.router.membership.base import Member
 from ringserve.runtime.streams import ItemStreams
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.servicer import InferenceServicer
@@ -131,6 +133,21 @@ async def test_a_stream_opened_as_the_drain_begins_ends_at_once_not_after_the_gr
     except StopAsyncIteration:
         pass
     assert context.code == grpc.StatusCode.UNAVAILABLE and "draining" in context.details
+
+
+async def test_an_item_on_a_link_closed_before_its_stream_first_ran_fails_over_instead_of_hanging():
+    # A node leaves and its link closes in the same loop turn as an item opened a fresh stream to it:
+    # the stream's task is cancelled before its first step, so nothing inside it ever runs.
+    link = NodeLink(Member("gone", "127.0.0.1:1"))
+    future = link.send("Extract", pb.ImageRequest(model="m"), jpeg(1))
+    assert link.inflight == 1
+    await link.close()
+    try:
+        await asyncio.wait_for(future, 5.0)
+        raise AssertionError("a stream that never ran answered an item")
+    except LinkError as exc:
+        assert "gone Extract: link closed" in str(exc)
+    assert link.inflight == 0
 
 
 async def test_a_ring_member_the_router_has_no_link_to_is_skipped_not_fatal():
