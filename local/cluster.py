@@ -143,16 +143,23 @@ class LocalCluster:
     def stop(self) -> None:
         """Stop the router, then every node (each SIGTERM, then SIGKILL after 15 s), then Redis."""
         self.on_event("stopping the cluster")
-        for name, child in [("router", self.router), *self.nodes.items()]:
-            if child is None:
-                continue
-            started = time.monotonic()
-            code = child.stop(15)
-            if code != 0:
-                self.on_event(f"{name}: exit code {code} {time.monotonic() - started:.1f}s after the stop signal "
-                              f"(-9: it did not drain in time and was killed); its log: {child.log_path}")
-        if self.redis is not None:
-            self.redis.stop(5)
+        children = [("router", self.router), *self.nodes.items()]
+        try:
+            for name, child in children:
+                if child is None:
+                    continue
+                started = time.monotonic()
+                code = child.stop(15)
+                if code != 0:
+                    self.on_event(f"{name}: exit code {code} {time.monotonic() - started:.1f}s after the stop "
+                                  f"signal (-9: it did not drain in time and was killed); its log: {child.log_path}")
+            if self.redis is not None:
+                self.redis.stop(5)
+        finally:
+            # Interrupted (a test's time limit, Ctrl-C): what was not stopped yet is killed, not left running.
+            for _, child in [*children, ("redis", self.redis)]:
+                if child is not None and child.running:
+                    child.kill()
         self.on_event("cluster stopped")
 
 
