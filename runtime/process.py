@@ -9,9 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Mapping
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -44,17 +42,3 @@ async def run_until_signal(start: Callable[[], Awaitable[object]], stop: Callabl
         loop.add_signal_handler(sig, stopping.set)
     await stopping.wait()
     await stop()
-
-
-def exit_drained(code: int = 0) -> None:
-    """End the process now that its stop has drained and flushed everything it owns; never returns.
-
-    The interpreter's own teardown (torch and gRPC's modules and threads) takes 0.7 s on an idle
-    machine and seconds on a busy one, and in a StatefulSet roll the next pod waits for this one to
-    exit. Only the log handlers and the standard streams are left to flush, so they are, and the
-    teardown is skipped.
-    """
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)

@@ -148,12 +148,6 @@ async def serve(config: ServerConfig) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run a node until SIGTERM or SIGINT, then drain it and end the process (exit code 0).
-
-    Returns:
-        2 when a model cannot be loaded (the message says which and why); after a drain it does not
-        return: the process ends there (``process.exit_drained``).
-    """
     config = config_mod.from_args(argv)
     process.setup_logging(config.log_level)
     try:
@@ -161,8 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except models.ModelError as exc:
         log.error("%s", exc)
         return 2
-    process.exit_drained(0)  # drained, flushed and closed: skip the seconds of interpreter teardown
-    return 0  # not reached
+    return 0
 
 
 if __name__ == "__main__":

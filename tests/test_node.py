@@ -252,8 +252,6 @@ def test_sigterm_during_a_stream_answers_every_accepted_item(nodes):
             status = exc.code()
     assert node.proc.wait(60) == 0
     log = node.log_path.read_text()
-    # the process ends without the interpreter's teardown: its last log line must still be written
-    assert "node a stopped" in log.splitlines()[-1], log.splitlines()[-3:]
     received = int(log.rsplit("received=", 1)[1].split()[0])
     answered = int(log.rsplit("answered=", 1)[1].split()[0])
     ids = [r.request_id for r in replies]
