@@ -249,7 +249,7 @@ class AsyncClient:
             try:
                 await self._stream(method, list(pending.values()), datas, deadline, done, pending, unavailable)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if not errors.may_resend(exc):
                     error = errors.from_status(exc.code(), exc.details() or "")
                     for rid in pending:
                         done[rid] = errors.from_status(exc.code(), error.message, rid)

@@ -73,3 +73,21 @@ def from_status(code: grpc.StatusCode, message: str, request_id: str | None = No
         error.code = code
         return error
     return cls(message, request_id)
+
+
+# gRPC's asyncio core ends a call with this INTERNAL when the caller's write fails because the server
+# has already ended the call (a draining node ends its streams while callers still write): the
+# server's own status, UNAVAILABLE, is lost on the way.
+_CORE_LOST_STATUS = "Internal error from Core"
+
+
+def may_resend(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a stream that failed with ``exc`` leaves its unanswered items free to be sent again.
+
+    True for UNAVAILABLE, and for the INTERNAL that gRPC's core reports in place of the status of a
+    call the server ended while the caller was still writing (grpc/grpc#36066): neither is a server's
+    answer about the items.
+    """
+    code = exc.code()
+    return code == grpc.StatusCode.UNAVAILABLE or (
+        code == grpc.StatusCode.INTERNAL and exc.details() == _CORE_LOST_STATUS)

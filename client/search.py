@@ -90,7 +90,7 @@ class SearchCalls:
             try:
                 await self._index_stream(list(pending.values()), done, pending, unavailable)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                if not errors.may_resend(exc):
                     for rid in list(pending):
                         done[rid] = errors.from_status(exc.code(), exc.details() or "", requests[rid].id)
                     pending.clear()

@@ -3,6 +3,7 @@
 import io
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from PIL import Image
@@ -36,3 +37,18 @@ def test_inputs_become_bytes_and_pixels_travel_losslessly(tmp_path):
 def test_hint_is_none_for_bytes_that_do_not_decode():
     assert hint(b"nope") is None
     assert isinstance(hint(jpeg(5)), int)
+
+
+def test_a_stream_whose_status_the_core_lost_may_be_re_sent_but_a_server_error_may_not():
+    from grpc.aio import AioRpcError, Metadata
+
+    from ringserve.client.errors import may_resend
+
+    def failed(code: grpc.StatusCode, details: str) -> AioRpcError:
+        return AioRpcError(code, Metadata(), Metadata(), details)
+
+    assert may_resend(failed(grpc.StatusCode.UNAVAILABLE, "node a is draining"))
+    # what grpc's asyncio core says when the caller writes on a call a draining node already ended
+    assert may_resend(failed(grpc.StatusCode.INTERNAL, "Internal error from Core"))
+    assert not may_resend(failed(grpc.StatusCode.INTERNAL, "node a failed on this item: KeyError"))
+    assert not may_resend(failed(grpc.StatusCode.INVALID_ARGUMENT, "bad image"))
