@@ -79,7 +79,8 @@ class LoadGenerator:
         self.seed = seed
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._unanswered: dict[int, int] = {}  # per stream, items sent and not yet answered
+        # Per stream, the ids sent and the ids answered: what is in the first and not the second is open.
+        self._books: dict[int, tuple[dict[str, tuple[int, float]], set[str]]] = {}
         self._lock = threading.Lock()
         self.report = LoadReport()
 
@@ -104,8 +105,8 @@ class LoadGenerator:
             for k, t in enumerate(self._threads):
                 if t.is_alive():
                     self.report.stream_errors.append(
-                        f"stream {k}: still open {timeout_s:.0f}s after stop() with {self._unanswered[k]} items "
-                        "unanswered")
+                        f"stream {k}: still open {timeout_s:.0f}s after stop() with "
+                        f"{len(self._books[k][0]) - len(self._books[k][1])} items unanswered")
         return self.report
 
     def _run(self, k: int) -> None:
@@ -113,6 +114,8 @@ class LoadGenerator:
         window = threading.Semaphore(self.window)
         sent: dict[str, tuple[int, float]] = {}
         answered: set[str] = set()
+        with self._lock:
+            self._books[k] = (sent, answered)
 
         def requests():
             i = 0
@@ -128,7 +131,6 @@ class LoadGenerator:
                 with self._lock:
                     sent[rid] = (index, time.monotonic())
                     self.report.sent += 1
-                    self._unanswered[k] = len(sent) - len(answered)
                 yield request
 
         with grpc.insecure_channel(self.target) as channel:
@@ -141,7 +143,6 @@ class LoadGenerator:
                             self.report.duplicates += 1
                             continue
                         answered.add(reply.request_id)
-                        self._unanswered[k] = len(sent) - len(answered)
                         index, t0 = sent[reply.request_id]
                         self.report.outcomes.append(Outcome(
                             index, t0, now, reply.status.code, reply.provenance.node,
