@@ -29,9 +29,10 @@ class RoutedFeatures:
         self.router = router
 
     async def __call__(self, image: bytes, model: str) -> Feature:
-        phash = await self.router.key_of(pb.ImageRequest(image=image))  # no hint: from the bytes
+        request = pb.ImageRequest(request_id=f"search-{next(self._ids)}", image=image, model=model)
+        phash = await self.router.key_of(request)  # no hint yet: from the bytes
         # Placed by that pHash as its hint, so the router does not digest the bytes a second time.
-        request = pb.ImageRequest(request_id=f"search-{next(self._ids)}", image=image, model=model, phash_hint=phash)
+        request.phash_hint = phash
         reply = await self.router.route(request, "Extract", pb.ExtractReply)
         code = code_of(reply.status.code)
         if code != grpc.StatusCode.OK:
