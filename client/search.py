@@ -2,7 +2,7 @@
 
 Reached through ``AsyncClient``/``Client`` (``index``, ``search``, ``delete``,
 ``describe_collection``), which talk to a router with the Search service
-(``protos/v1/search.proto``).
+(``protos/ringserve/v1/search.proto``).
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@ from typing import Any
 
 from ringserve.contract.v1 import inference_pb2 as pb
 
-# Field numbers from inference.proto, checked against the descriptors at import.
+# Field numbers from protos/ringserve/v1/inference.proto, checked against the descriptors at import.
 _IMAGE_FIELD = 2  # ImageRequest.image
 _ITEMS_FIELD = 1  # ItemFrame.items
 _LENGTH_DELIMITED = 2
 if (pb.ImageRequest.DESCRIPTOR.fields_by_name["image"].number, pb.ItemFrame.DESCRIPTOR.fields_by_name["items"].number) \
         != (_IMAGE_FIELD, _ITEMS_FIELD):
-    raise ImportError("inference.proto renumbered ImageRequest.image or ItemFrame.items; update contract/wire.py")
+    raise ImportError("ringserve/v1/inference.proto renumbered ImageRequest.image or ItemFrame.items; "
+                      "update protos/wire.py")
 _IMAGE_TAG = bytes([_IMAGE_FIELD << 3 | _LENGTH_DELIMITED])
 # Images per frame, in bytes, for every sender of frames (client and router): a frame is closed once it
 # holds this much, well under gRPC's message limits on either side.

@@ -1,4 +1,4 @@
-"""The Search service: index, search, delete and describe collections (protos/v1/search.proto).
+"""The Search service: index, search, delete and describe collections (protos/ringserve/v1/search.proto).
 
 Hosted by the router. An Index item's feature comes through the normal path
 (``FeatureSource``, the router's own placement, so a cached image costs no model

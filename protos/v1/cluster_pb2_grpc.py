@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from ringserve.contract.v1 import cluster_pb2 as ringserve_dot_contract_dot_v1_dot_cluster__pb2
+from ringserve.contract.v1 import cluster_pb2 as ringserve_dot_v1_dot_cluster__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in ringserve/contract/v1/cluster_pb2_grpc.py depends on'
+        + ' but the generated code in ringserve/v1/cluster_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,13 +36,13 @@ class ClusterStub:
         """
         self.Members = channel.unary_unary(
                 '/ringserve.v1.Cluster/Members',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_cluster__pb2.MembersRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_cluster__pb2.MembersReply.FromString,
+                request_serializer=ringserve_dot_v1_dot_cluster__pb2.MembersRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_cluster__pb2.MembersReply.FromString,
                 _registered_method=True)
         self.Owner = channel.unary_unary(
                 '/ringserve.v1.Cluster/Owner',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_cluster__pb2.OwnerRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_cluster__pb2.OwnerReply.FromString,
+                request_serializer=ringserve_dot_v1_dot_cluster__pb2.OwnerRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_cluster__pb2.OwnerReply.FromString,
                 _registered_method=True)
 
 
@@ -68,13 +68,13 @@ def add_ClusterServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Members': grpc.unary_unary_rpc_method_handler(
                     servicer.Members,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_cluster__pb2.MembersRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_cluster__pb2.MembersReply.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_cluster__pb2.MembersRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_cluster__pb2.MembersReply.SerializeToString,
             ),
             'Owner': grpc.unary_unary_rpc_method_handler(
                     servicer.Owner,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_cluster__pb2.OwnerRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_cluster__pb2.OwnerReply.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_cluster__pb2.OwnerRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_cluster__pb2.OwnerReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -102,8 +102,8 @@ class Cluster:
             request,
             target,
             '/ringserve.v1.Cluster/Members',
-            ringserve_dot_contract_dot_v1_dot_cluster__pb2.MembersRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_cluster__pb2.MembersReply.FromString,
+            ringserve_dot_v1_dot_cluster__pb2.MembersRequest.SerializeToString,
+            ringserve_dot_v1_dot_cluster__pb2.MembersReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -129,8 +129,8 @@ class Cluster:
             request,
             target,
             '/ringserve.v1.Cluster/Owner',
-            ringserve_dot_contract_dot_v1_dot_cluster__pb2.OwnerRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_cluster__pb2.OwnerReply.FromString,
+            ringserve_dot_v1_dot_cluster__pb2.OwnerRequest.SerializeToString,
+            ringserve_dot_v1_dot_cluster__pb2.OwnerReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from ringserve.contract.v1 import inference_pb2 as ringserve_dot_contract_dot_v1_dot_inference__pb2
+from ringserve.contract.v1 import inference_pb2 as ringserve_dot_v1_dot_inference__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in ringserve/contract/v1/inference_pb2_grpc.py depends on'
+        + ' but the generated code in ringserve/v1/inference_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,28 +36,28 @@ class InferenceStub:
         """
         self.Extract = channel.stream_stream(
                 '/ringserve.v1.Inference/Extract',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractReply.FromString,
+                request_serializer=ringserve_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_inference__pb2.ExtractReply.FromString,
                 _registered_method=True)
         self.Classify = channel.stream_stream(
                 '/ringserve.v1.Inference/Classify',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyReply.FromString,
+                request_serializer=ringserve_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_inference__pb2.ClassifyReply.FromString,
                 _registered_method=True)
         self.ExtractFrames = channel.stream_stream(
                 '/ringserve.v1.Inference/ExtractFrames',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractFrame.FromString,
+                request_serializer=ringserve_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_inference__pb2.ExtractFrame.FromString,
                 _registered_method=True)
         self.ClassifyFrames = channel.stream_stream(
                 '/ringserve.v1.Inference/ClassifyFrames',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyFrame.FromString,
+                request_serializer=ringserve_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_inference__pb2.ClassifyFrame.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/ringserve.v1.Inference/ListModels',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ListModelsReply.FromString,
+                request_serializer=ringserve_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_inference__pb2.ListModelsReply.FromString,
                 _registered_method=True)
 
 
@@ -104,28 +104,28 @@ def add_InferenceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Extract': grpc.stream_stream_rpc_method_handler(
                     servicer.Extract,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractReply.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_inference__pb2.ImageRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_inference__pb2.ExtractReply.SerializeToString,
             ),
             'Classify': grpc.stream_stream_rpc_method_handler(
                     servicer.Classify,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyReply.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_inference__pb2.ImageRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_inference__pb2.ClassifyReply.SerializeToString,
             ),
             'ExtractFrames': grpc.stream_stream_rpc_method_handler(
                     servicer.ExtractFrames,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractFrame.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_inference__pb2.ItemFrame.FromString,
+                    response_serializer=ringserve_dot_v1_dot_inference__pb2.ExtractFrame.SerializeToString,
             ),
             'ClassifyFrames': grpc.stream_stream_rpc_method_handler(
                     servicer.ClassifyFrames,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyFrame.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_inference__pb2.ItemFrame.FromString,
+                    response_serializer=ringserve_dot_v1_dot_inference__pb2.ClassifyFrame.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_inference__pb2.ListModelsReply.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_inference__pb2.ListModelsRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_inference__pb2.ListModelsReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -153,8 +153,8 @@ class Inference:
             request_iterator,
             target,
             '/ringserve.v1.Inference/Extract',
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractReply.FromString,
+            ringserve_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
+            ringserve_dot_v1_dot_inference__pb2.ExtractReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -180,8 +180,8 @@ class Inference:
             request_iterator,
             target,
             '/ringserve.v1.Inference/Classify',
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyReply.FromString,
+            ringserve_dot_v1_dot_inference__pb2.ImageRequest.SerializeToString,
+            ringserve_dot_v1_dot_inference__pb2.ClassifyReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -207,8 +207,8 @@ class Inference:
             request_iterator,
             target,
             '/ringserve.v1.Inference/ExtractFrames',
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ExtractFrame.FromString,
+            ringserve_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
+            ringserve_dot_v1_dot_inference__pb2.ExtractFrame.FromString,
             options,
             channel_credentials,
             insecure,
@@ -234,8 +234,8 @@ class Inference:
             request_iterator,
             target,
             '/ringserve.v1.Inference/ClassifyFrames',
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ClassifyFrame.FromString,
+            ringserve_dot_v1_dot_inference__pb2.ItemFrame.SerializeToString,
+            ringserve_dot_v1_dot_inference__pb2.ClassifyFrame.FromString,
             options,
             channel_credentials,
             insecure,
@@ -261,8 +261,8 @@ class Inference:
             request,
             target,
             '/ringserve.v1.Inference/ListModels',
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_inference__pb2.ListModelsReply.FromString,
+            ringserve_dot_v1_dot_inference__pb2.ListModelsRequest.SerializeToString,
+            ringserve_dot_v1_dot_inference__pb2.ListModelsReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from ringserve.contract.v1 import search_pb2 as ringserve_dot_contract_dot_v1_dot_search__pb2
+from ringserve.contract.v1 import search_pb2 as ringserve_dot_v1_dot_search__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in ringserve/contract/v1/search_pb2_grpc.py depends on'
+        + ' but the generated code in ringserve/v1/search_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,23 +36,23 @@ class SearchStub:
         """
         self.Index = channel.stream_stream(
                 '/ringserve.v1.Search/Index',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_search__pb2.IndexRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_search__pb2.IndexReply.FromString,
+                request_serializer=ringserve_dot_v1_dot_search__pb2.IndexRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_search__pb2.IndexReply.FromString,
                 _registered_method=True)
         self.Search = channel.unary_unary(
                 '/ringserve.v1.Search/Search',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_search__pb2.SearchReply.FromString,
+                request_serializer=ringserve_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_search__pb2.SearchReply.FromString,
                 _registered_method=True)
         self.Delete = channel.unary_unary(
                 '/ringserve.v1.Search/Delete',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_search__pb2.DeleteRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_search__pb2.DeleteReply.FromString,
+                request_serializer=ringserve_dot_v1_dot_search__pb2.DeleteRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_search__pb2.DeleteReply.FromString,
                 _registered_method=True)
         self.DescribeCollection = channel.unary_unary(
                 '/ringserve.v1.Search/DescribeCollection',
-                request_serializer=ringserve_dot_contract_dot_v1_dot_search__pb2.DescribeCollectionRequest.SerializeToString,
-                response_deserializer=ringserve_dot_contract_dot_v1_dot_search__pb2.CollectionInfo.FromString,
+                request_serializer=ringserve_dot_v1_dot_search__pb2.DescribeCollectionRequest.SerializeToString,
+                response_deserializer=ringserve_dot_v1_dot_search__pb2.CollectionInfo.FromString,
                 _registered_method=True)
 
 
@@ -95,23 +95,23 @@ def add_SearchServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Index': grpc.stream_stream_rpc_method_handler(
                     servicer.Index,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_search__pb2.IndexRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_search__pb2.IndexReply.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_search__pb2.IndexRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_search__pb2.IndexReply.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_search__pb2.SearchRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_search__pb2.SearchReply.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_search__pb2.SearchRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_search__pb2.SearchReply.SerializeToString,
             ),
             'Delete': grpc.unary_unary_rpc_method_handler(
                     servicer.Delete,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_search__pb2.DeleteRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_search__pb2.DeleteReply.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_search__pb2.DeleteRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_search__pb2.DeleteReply.SerializeToString,
             ),
             'DescribeCollection': grpc.unary_unary_rpc_method_handler(
                     servicer.DescribeCollection,
-                    request_deserializer=ringserve_dot_contract_dot_v1_dot_search__pb2.DescribeCollectionRequest.FromString,
-                    response_serializer=ringserve_dot_contract_dot_v1_dot_search__pb2.CollectionInfo.SerializeToString,
+                    request_deserializer=ringserve_dot_v1_dot_search__pb2.DescribeCollectionRequest.FromString,
+                    response_serializer=ringserve_dot_v1_dot_search__pb2.CollectionInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -139,8 +139,8 @@ class Search:
             request_iterator,
             target,
             '/ringserve.v1.Search/Index',
-            ringserve_dot_contract_dot_v1_dot_search__pb2.IndexRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_search__pb2.IndexReply.FromString,
+            ringserve_dot_v1_dot_search__pb2.IndexRequest.SerializeToString,
+            ringserve_dot_v1_dot_search__pb2.IndexReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -166,8 +166,8 @@ class Search:
             request,
             target,
             '/ringserve.v1.Search/Search',
-            ringserve_dot_contract_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_search__pb2.SearchReply.FromString,
+            ringserve_dot_v1_dot_search__pb2.SearchRequest.SerializeToString,
+            ringserve_dot_v1_dot_search__pb2.SearchReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -193,8 +193,8 @@ class Search:
             request,
             target,
             '/ringserve.v1.Search/Delete',
-            ringserve_dot_contract_dot_v1_dot_search__pb2.DeleteRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_search__pb2.DeleteReply.FromString,
+            ringserve_dot_v1_dot_search__pb2.DeleteRequest.SerializeToString,
+            ringserve_dot_v1_dot_search__pb2.DeleteReply.FromString,
             options,
             channel_credentials,
             insecure,
@@ -220,8 +220,8 @@ class Search:
             request,
             target,
             '/ringserve.v1.Search/DescribeCollection',
-            ringserve_dot_contract_dot_v1_dot_search__pb2.DescribeCollectionRequest.SerializeToString,
-            ringserve_dot_contract_dot_v1_dot_search__pb2.CollectionInfo.FromString,
+            ringserve_dot_v1_dot_search__pb2.DescribeCollectionRequest.SerializeToString,
+            ringserve_dot_v1_dot_search__pb2.CollectionInfo.FromString,
             options,
             channel_credentials,
             insecure,
