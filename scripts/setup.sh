@@ -11,6 +11,24 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
+
+# examples/node: buf (the tests' lint and breaking-change checks of protos/) and the Node.js client's gRPC
+# libraries, from the committed package-lock.json. Optional: without npm those tests skip. Its own stamp
+# (the lock file's hash) so that a lock change, or npm appearing later, installs it without redoing pip.
+node_dir=examples/node
+node_stamp=$node_dir/node_modules/.ringserve-installed
+node_want=$(cat "$node_dir/package-lock.json" scripts/setup.sh | sha256sum | cut -c1-16)
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: npm not found: the Node example and buf tests will be skipped (install Node.js 18+ with npm to run them)"
+elif [ ! -f "$node_stamp" ] || [ "$(cat "$node_stamp")" != "$node_want" ]; then
+  echo "setup: installing $node_dir (buf, @grpc/grpc-js, @grpc/proto-loader) with npm ci"
+  if npm ci --prefix "$node_dir" --no-audit --no-fund --loglevel=error >/dev/null; then
+    echo "$node_want" > "$node_stamp"
+  else
+    echo "setup: npm ci in $node_dir failed (see above): the Node example and buf tests will be skipped" >&2
+  fi
+fi
+
 stamp=.venv/.ringserve-installed
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

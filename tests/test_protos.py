@@ -1,12 +1,16 @@
-"""The .proto tree as another language sees it: compiled from ``protos/`` alone, shipped in the wheel."""
+"""The .proto tree as another language sees it: compiled from ``protos/`` alone, shipped in the wheel, linted
+and checked for breaking changes by buf."""
 
 from __future__ import annotations
 
 import fnmatch
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
@@ -63,3 +67,71 @@ def test_the_wheel_ships_every_proto_file():
     globs = setuptools["package-data"]["ringserve.contract"]
     missing = [n for n in PROTO_FILES if not any(fnmatch.fnmatchcase(n, g) for g in globs)]
     assert not missing, f"{missing} not in [tool.setuptools.package-data] ringserve.contract {globs}: add their folder"
+
+
+# --- buf: lint, and breaking changes against the previous commit ---------------------------------------------
+
+BUF = ROOT / "examples" / "node" / "node_modules" / ".bin" / "buf"
+LAYOUT = "protos/ringserve/v1"
+
+
+def buf(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the buf that scripts/setup.sh installs with npm; skip (saying how to get it) where it is missing."""
+    if not BUF.exists():
+        pytest.skip("buf not installed: run scripts/setup.sh with npm on PATH")
+    return subprocess.run([str(BUF), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+
+def breaking_base() -> str:
+    """The commit to compare the .proto files with: the previous one when the tree's files are committed and
+    unchanged (what CI sees), else HEAD (so a developer's uncommitted breaking change fails too)."""
+    if git("rev-parse", "--is-inside-work-tree").returncode != 0:
+        pytest.skip(f"{ROOT} is not a git checkout: buf breaking needs the previous commit")
+    changed = git("status", "--porcelain", "--untracked-files=all", "--", ":(glob)protos/**/*.proto", "buf.yaml")
+    return "HEAD~1" if not changed.stdout.strip() else "HEAD"
+
+
+@pytest.mark.fast
+def test_buf_yaml_lints_the_protos_module_with_standard_rules():
+    config = yaml.safe_load((ROOT / "buf.yaml").read_text())
+    assert config["version"] == "v2" and config["modules"] == [{"path": "protos"}]
+    assert config["lint"]["use"] == ["STANDARD"]
+
+
+def test_buf_lint_passes():
+    out = buf("lint")
+    assert out.returncode == 0, f"buf lint (fix the .proto, or add a commented exception to buf.yaml):\n{out.stdout}{out.stderr}"
+
+
+def test_buf_breaking_against_the_previous_commit():
+    base = breaking_base()
+    if git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
+        pytest.skip(f"{base} is not in this clone (a shallow clone?): fetch at least 2 commits for buf breaking")
+    if git("cat-file", "-e", f"{base}:{LAYOUT}").returncode != 0:
+        pytest.skip(f"{base} has no {LAYOUT}/ (it is the commit before the .proto files moved there): nothing to compare")
+    out = buf("breaking", "--against", f".git#ref={base},subdir=protos")
+    assert out.returncode == 0, (
+        f"buf breaking against {base}: this change breaks existing callers of the wire contract; keep field numbers, "
+        f"names and types (add new fields instead), or make a new package version:\n{out.stdout}{out.stderr}")
+
+
+@pytest.mark.parametrize("change", ["renumber", "remove"])
+def test_buf_breaking_fails_on_a_renumbered_or_removed_field(tmp_path, change):
+    """The check above can fail: the same tree with ImageRequest.image renumbered, or a field removed, is refused."""
+    shutil.copy(ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    for name in PROTO_FILES:
+        (tmp_path / "protos" / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROTOS / name, tmp_path / "protos" / name)
+    inference = tmp_path / "protos" / "ringserve" / "v1" / "inference.proto"
+    old, new = {"renumber": ("bytes image = 2;", "bytes image = 9;"),
+                "remove": ("uint32 timeout_ms = 8;", "")}[change]
+    text = inference.read_text()
+    assert text.count(old) == 1, f"{old!r} not found once in inference.proto: update this test's edit"
+    inference.write_text(text.replace(old, new))
+    assert buf("lint", cwd=tmp_path).returncode == 0  # still a valid tree: only the comparison refuses it
+    out = buf("breaking", str(tmp_path), "--against", str(ROOT))
+    assert out.returncode != 0 and "ImageRequest" in out.stdout, out.stdout + out.stderr
