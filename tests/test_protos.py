@@ -1,9 +1,10 @@
 """The .proto tree as another language sees it: compiled from ``protos/`` alone, shipped in the wheel, linted
-and checked for breaking changes by buf."""
+and checked for breaking changes by buf, and used from Node.js by examples/node/client.js."""
 
 from __future__ import annotations
 
 import fnmatch
+import json
 import shutil
 import subprocess
 import tomllib
@@ -11,6 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from ringserve.client import Client
+from ringserve.local.imagegen import jpeg, picture
+from tests.test_search import search_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOS = ROOT / "protos"
@@ -135,3 +140,40 @@ def test_buf_breaking_fails_on_a_renumbered_or_removed_field(tmp_path, change):
     assert buf("lint", cwd=tmp_path).returncode == 0  # still a valid tree: only the comparison refuses it
     out = buf("breaking", str(tmp_path), "--against", str(ROOT))
     assert out.returncode != 0 and "ImageRequest" in out.stdout, out.stdout + out.stderr
+
+
+# --- the Node.js example: Extract and Search from the .proto files alone ------------------------------------------
+
+NODE_EXAMPLE = ROOT / "examples" / "node"
+
+
+def test_node_client_extracts_and_searches_from_the_protos_alone(tmp_path, redis_db):
+    """examples/node/client.js against a real router with Search: one image per Extract message, then Index and
+    Search by the same image; its JSON says the model's feature length and the indexed id first."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node not found: install Node.js 18+ (with npm) and run scripts/setup.sh to run examples/node")
+    if not (NODE_EXAMPLE / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        pytest.skip("examples/node/node_modules not installed: run scripts/setup.sh with npm on PATH")
+    query = tmp_path / "query.jpg"
+    query.write_bytes(jpeg(picture(7300, (160, 120)), 92))
+    cluster = search_cluster(tmp_path / "cluster", redis_db, nodes=1)
+    try:
+        with Client(cluster.router.target) as client:
+            dim = client.list_models().models[0].feature_dim
+            # other entries first, so that the query's own id coming out on top means something
+            others = [f"other-{i}" for i in range(4)]
+            client.index(others, [jpeg(picture(7400 + i, (160, 120)), 92) for i in range(4)], collection="node-example")
+        out = subprocess.run([node, str(NODE_EXAMPLE / "client.js"), cluster.router.target, str(query),
+                              "--collection", "node-example", "--id", "query-1"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        result = json.loads(out.stdout)
+        assert result["feature_length"] == dim and result["dtype"] in ("float16", "float32")
+        assert result["provenance"]["node"] == "node-0" and result["provenance"]["source"].startswith("SOURCE_")
+        assert result["indexed_id"] == "query-1" and result["top_id"] == "query-1"
+        assert result["top_score"] == pytest.approx(1.0, abs=1e-2)
+        with Client(cluster.router.target) as client:
+            assert client.describe_collection("node-example").entries == 5
+    finally:
+        cluster.stop()
