@@ -199,6 +199,9 @@ def _search_commands(a: argparse.Namespace) -> int:
             print(json.dumps({"kind": kind, "rank": rank, "id": h.id, "score": round(h.score, 5),
                               "distance": h.distance, "model_version": found.model_version,
                               "stale_ms": found.stale_ms}))
+    if found.query_low_information and a.max_distance is not None:
+        print("ringserve search: no near-duplicates listed: the query image has too little structure (a flat colour, "
+              "a gradient, a near-empty page) for its pHash to tell it from unrelated images", file=sys.stderr)
     return 0
 
 

@@ -13,7 +13,8 @@ from ringserve.contract.v1 import inference_pb2 as pb
 @dataclass(frozen=True)
 class Provenance:
     """Where an answer came from: the tier (``source``: "l1", "l2" or "computed"), the node and the model
-    version; ``perceptual`` and ``distance`` (Hamming bits) when a near fingerprint's feature served it."""
+    version; ``perceptual`` and ``distance`` (Hamming bits) when a near fingerprint's feature served it;
+    ``low_information`` when the image has too little structure to be matched perceptually (so it never is)."""
 
     source: str
     node: str
@@ -21,12 +22,14 @@ class Provenance:
     model_version: str
     perceptual: bool = False
     distance: int = 0
+    low_information: bool = False
 
     @classmethod
     def from_pb(cls, p: pb.Provenance) -> Provenance:
         return cls(
             source=source_name(p.source),
             node=p.node, model=p.model, model_version=p.model_version, perceptual=p.perceptual, distance=p.distance,
+            low_information=p.low_information,
         )
 
 

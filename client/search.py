@@ -49,6 +49,8 @@ class SearchResult:
     model_version: str
     # How far the router's view may be behind the store of record, in ms (0: following it).
     stale_ms: int
+    # The query image has too little structure for near-duplicates to mean anything: none are listed.
+    query_low_information: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,8 @@ class SearchCalls:
         if max_distance is not None:
             request.max_distance = max_distance
         reply = await self._unary(self._stub.Search, request)
-        return SearchResult(_hits(reply.nearest), _hits(reply.duplicates), reply.model_version, reply.stale_ms)
+        return SearchResult(_hits(reply.nearest), _hits(reply.duplicates), reply.model_version, reply.stale_ms,
+                            reply.query_low_information)
 
     async def delete(self, collection: str, ids: Sequence[str] = (), everything: bool = False) -> tuple[int, list[str]]:
         """Remove ids (or, with ``everything``, the whole collection); (how many went, ids that were not there)."""

@@ -8,6 +8,11 @@ the plugin Pillow's own docs point to). Both are ISOBMFF containers whose image
 size sits in an ``ispe`` property box: it is read and checked here before
 libavif or libheif parse the rest, so a file that claims 60000x60000 pixels is
 refused with that reason rather than whatever the decoder says.
+
+Transparency: an image with alpha is composited over one background before anyone
+sees it (the model, the fingerprint, the router, search), as ``flatten`` says. Dropping
+alpha instead, as ``convert("RGB")`` does, turns a cut-out or a logo whose picture lives
+in its alpha channel into a blank page.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -30,6 +36,16 @@ SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff",
 # Boxes on the way from the top of an ISOBMFF file to its image properties, and whether each is a
 # "full box" (4 bytes of version and flags before its children).
 _CONTAINERS = {b"meta": True, b"iprp": False, b"ipco": False}
+# Alpha is composited over white: the page a browser, a print and ImageMagick's -flatten put it on, and
+# the background product catalogues ask for. A picture that is itself near white (its alpha-weighted mean
+# luma at or above LIGHT_PICTURE of 255: a white logo made for dark pages) goes over black instead, so
+# its shape survives. Part of the decode rule: changing either changes every alpha image's answer.
+WHITE = (255, 255, 255)
+BLACK = (0, 0, 0)
+LIGHT_PICTURE = 0.9
+FLATTEN_RULE = f"alpha over white, over black at luma >= {LIGHT_PICTURE}"
+# Pixels per side of the copy that the picture's mean luma is measured on: a statistic, not a picture.
+_LUMA_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -100,8 +116,43 @@ def container_dimensions(data: bytes) -> list[tuple[int, int]]:
     return found
 
 
+def has_alpha(img: Image.Image) -> bool:
+    """Whether any pixel of ``img`` may be transparent: an alpha band, or a transparent palette index or colour."""
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+
+
+def flatten(img: Image.Image) -> Image.Image:
+    """``img`` as RGB: an image with alpha composited over white (over black where its picture is near white).
+
+    Which background is chosen from the picture's alpha-weighted mean luma, so one image always gets the
+    same one; a fully opaque image is only converted, and a fully transparent one is plain white.
+    """
+    if not has_alpha(img):
+        return img.convert("RGB")
+    rgba = img.convert("RGBA")
+    alpha = rgba.getchannel("A")
+    if alpha.getextrema()[0] == 255:
+        return rgba.convert("RGB")
+    background = BLACK if _picture_luma(rgba) >= LIGHT_PICTURE * 255 else WHITE
+    out = Image.new("RGB", rgba.size, background)
+    out.paste(rgba, mask=alpha)
+    return out
+
+
+def _picture_luma(rgba: Image.Image) -> float:
+    """Mean luma of the visible picture, each pixel weighted by its alpha; 0 when nothing is visible."""
+    small = rgba.copy()
+    small.thumbnail((_LUMA_SIDE, _LUMA_SIDE), Image.Resampling.BOX)
+    weight = np.asarray(small.getchannel("A"), dtype=np.float64)
+    total = weight.sum()
+    if total == 0:
+        return 0.0
+    luma = np.asarray(small.convert("RGB").convert("L"), dtype=np.float64)
+    return float((luma * weight).sum() / total)
+
+
 def decode(data: bytes, limits: ImageLimits = ImageLimits(), at_least: int | None = None) -> Image.Image:
-    """Return the image as RGB, upright per its EXIF orientation, first frame only.
+    """Return the image as RGB, upright per its EXIF orientation, first frame only, alpha flattened (``flatten``).
 
     Args:
         data: the encoded bytes, untrusted.
@@ -124,7 +175,7 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), at_least: int | Non
             img.draft("RGB", (at_least, at_least))
         img.load()
         img = ImageOps.exif_transpose(img)
-        return img.convert("RGB")
+        return flatten(img)
     except ImageError:
         raise
     except Image.DecompressionBombError as exc:

@@ -30,14 +30,14 @@ class RoutedFeatures:
 
     async def __call__(self, image: bytes, model: str) -> Feature:
         request = pb.ImageRequest(request_id=f"search-{next(self._ids)}", image=image, model=model)
-        phash = await self.router.key_of(request)  # no hint yet: from the bytes
+        found = await self.router.fingerprint_of(image)
         # Placed by that pHash as its hint, so the router does not digest the bytes a second time.
-        request.phash_hint = phash
+        request.phash_hint = found.phash
         reply = await self.router.route(request, "Extract", pb.ExtractReply)
         code = code_of(reply.status.code)
         if code != grpc.StatusCode.OK:
             raise FeatureFailed(code, reply.status.message)
         t = reply.feature
         vector = np.frombuffer(t.data, dtype=np.dtype(t.dtype).newbyteorder("<")).reshape(tuple(t.shape))
-        return Feature(vector.astype(np.float16).reshape(-1), phash, reply.provenance.model,
-                       reply.provenance.model_version)
+        return Feature(vector.astype(np.float16).reshape(-1), found.phash, reply.provenance.model,
+                       reply.provenance.model_version, found.low_information)

@@ -69,7 +69,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
         # state
         # A repeated image without a hint costs a digest here, not a decode.
         self.fingerprints = fingerprint.Memo(fingerprint_memo)
-        self._fingerprinting: Group[int] = Group()
+        self._fingerprinting: Group[fingerprint.Fingerprint] = Group()
         self.streams = ItemStreams(f"router {router_id}", on_error=lambda kind: metrics.errors.add(
             1, {"reason": "internal", "type": kind}))
         self.inflight = 0
@@ -124,23 +124,26 @@ class RouterServicer(pb_grpc.InferenceServicer):
         """Placement key: the hint if given, else the pHash (remembered by digest), else (undecodable bytes) the digest."""
         if request.HasField("phash_hint"):
             return request.phash_hint
-        data = request.image
+        return (await self.fingerprint_of(request.image)).phash
+
+    async def fingerprint_of(self, data: bytes) -> fingerprint.Fingerprint:
+        """The bytes' fingerprint, remembered by their digest; undecodable bytes get one made of the digest."""
         loop = asyncio.get_running_loop()
         digest = (fingerprint.digest(data) if len(data) < INLINE_DIGEST_BYTES
                   else await loop.run_in_executor(self.pool, fingerprint.digest, data))
-        key = self.fingerprints.get(digest)
-        if key is None:  # once per distinct bytes, however many items carry them at the same time
-            key, _ = await self._fingerprinting.do(digest, lambda: self._fingerprint(data, digest))
-        return key
+        found = self.fingerprints.get(digest)
+        if found is None:  # once per distinct bytes, however many items carry them at the same time
+            found, _ = await self._fingerprinting.do(digest, lambda: self._fingerprint(data, digest))
+        return found
 
-    async def _fingerprint(self, data: bytes, digest: bytes) -> int:
+    async def _fingerprint(self, data: bytes, digest: bytes) -> fingerprint.Fingerprint:
         try:
-            key = await asyncio.get_running_loop().run_in_executor(self.pool, fingerprint.phash_bytes, data, self.limits)
+            found = await asyncio.get_running_loop().run_in_executor(self.pool, fingerprint.of_bytes, data, self.limits)
         except ImageError:
             # The node will say why the image is bad; any node can, so spread such items evenly.
-            key = int.from_bytes(digest[:8], "big")
-        self.fingerprints.put(digest, key)
-        return key
+            found = fingerprint.Fingerprint(int.from_bytes(digest[:8], "big"), structure=0)
+        self.fingerprints.put(digest, found)
+        return found
 
     def pick(self, key: int, exclude: set[str]) -> str | None:
         return self.placement.pick(key, self.registry.loads(), exclude)

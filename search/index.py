@@ -51,8 +51,8 @@ class SearchIndex(Protocol):
 
     async def size(self, collection: str) -> int: ...
 
-    async def entry(self, collection: str, item_id: str) -> tuple[np.ndarray, int] | None:
-        """The feature and pHash stored under ``item_id``, or None."""
+    async def entry(self, collection: str, item_id: str) -> Entry | None:
+        """The entry stored under ``item_id``, or None."""
 
     async def nearest(self, collection: str, vector: np.ndarray, k: int, phash: int | None) -> list[Hit]: ...
 
@@ -117,7 +117,7 @@ class EmbeddedIndex:
     async def size(self, collection: str) -> int:
         return len(await self._view(collection))
 
-    async def entry(self, collection: str, item_id: str) -> tuple[np.ndarray, int] | None:
+    async def entry(self, collection: str, item_id: str) -> Entry | None:
         return (await self._view(collection)).entry(item_id)
 
     async def nearest(self, collection: str, vector: np.ndarray, k: int, phash: int | None) -> list[Hit]:

@@ -36,6 +36,7 @@ class Feature:
     phash: int
     model: str
     model_version: str
+    low_information: bool = False
 
 
 class FeatureFailed(Exception):
@@ -71,7 +72,8 @@ class SearchServicer(spb_grpc.SearchServicer):
             check_id(request.id)
             feature = await self.features(request.image, request.model)
             meta = Meta(feature.model, feature.model_version, int(feature.vector.shape[-1]))
-            await self.index.put(request.collection, meta, [Entry(request.id, feature.phash, feature.vector)])
+            await self.index.put(request.collection, meta, [Entry(request.id, feature.phash, feature.vector,
+                                                                             feature.low_information)])
         except CallerError as exc:
             return _failed(reply, exc.code, exc.reason())
         except FeatureFailed as exc:
@@ -120,21 +122,24 @@ class SearchServicer(spb_grpc.SearchServicer):
             held = await self.index.entry(request.collection, request.id)
             if held is None:
                 raise UnknownId(f"collection {request.collection!r} holds no id {request.id!r}")
-            vector, phash = held
+            vector, phash, low_information = held.feature, held.phash, held.low_information
         elif query == "image":
             feature = await self.features(request.image, request.model or meta.model)
             if feature.model_version != meta.model_version:
                 raise ModelMismatch(
                     f"collection {request.collection!r} was indexed under model version {meta.model_version}; "
                     f"the nodes now serve {feature.model_version}: index it again (delete it with --all first)")
-            vector, phash = feature.vector, feature.phash
+            vector, phash, low_information = feature.vector, feature.phash, feature.low_information
         else:
             raise InvalidRequest("give the query as an image or as an id of the collection")
         nearest = await self.index.nearest(request.collection, vector, request.k, phash)
+        # A low-information query's pHash is noise: every "duplicate" it found would be an unrelated image.
         duplicates = (await self.index.duplicates(request.collection, phash, request.max_distance,
-                                                  self.config.max_duplicates) if wants_duplicates else [])
+                                                  self.config.max_duplicates)
+                      if wants_duplicates and not low_information else [])
         return spb.SearchReply(nearest=[_hit(h) for h in nearest], duplicates=[_hit(h) for h in duplicates],
-                               model_version=meta.model_version, stale_ms=self.index.stale_ms())
+                               model_version=meta.model_version, stale_ms=self.index.stale_ms(),
+                               query_low_information=low_information)
 
     async def _delete(self, request: spb.DeleteRequest) -> spb.DeleteReply:
         check_name(request.collection)

@@ -32,7 +32,11 @@ MAX_ID_BYTES = 512
 COLLECTIONS_KEY = "rs:search:collections"
 # The log keeps about this many changes; a view further behind rebuilds from the entries.
 LOG_MAXLEN = 1_000_000
+# An entry's bytes: its pHash, a flag byte (1: a low-information image, never anyone's near-duplicate), then
+# the feature in the codec's format. Entries written before the flag (the codec's magic right after the
+# pHash, never a flag's 0 or 1) read as flag 0.
 _PHASH = struct.Struct("<Q")
+_FLAG = struct.Struct("<B")
 
 # KEYS: meta, entries, log. ARGV: model, version, dim, maxlen, then id, entry pairs.
 # Binds the collection to its model version on first write; refuses another version.
@@ -89,6 +93,8 @@ class Entry:
     id: str
     phash: int
     feature: np.ndarray
+    # Too little structure for its pHash to mean anything: kept out of near-duplicate search.
+    low_information: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,13 +120,18 @@ def check_id(item_id: str) -> None:
         raise InvalidRequest(f"an id must be 1 to {MAX_ID_BYTES} bytes of UTF-8; got {len(item_id.encode())}")
 
 
-def encode_entry(phash: int, feature: np.ndarray, model_version: str) -> bytes:
-    return _PHASH.pack(phash) + codec.encode(feature, model_version)
+def encode_entry(entry: Entry, model_version: str) -> bytes:
+    return _PHASH.pack(entry.phash) + _FLAG.pack(entry.low_information) + codec.encode(entry.feature, model_version)
 
 
 def decode_entry(item_id: str, blob: bytes, model_version: str) -> Entry:
     (phash,) = _PHASH.unpack_from(blob)
-    return Entry(item_id, phash, codec.decode(blob[_PHASH.size:], model_version))
+    at = _PHASH.size
+    low_information = False
+    if blob[at:at + len(codec.MAGIC)] != codec.MAGIC:  # the flag byte is there
+        low_information = bool(_FLAG.unpack_from(blob, at)[0])
+        at += _FLAG.size
+    return Entry(item_id, phash, codec.decode(blob[at:], model_version), low_information)
 
 
 class Store:
@@ -159,7 +170,7 @@ class Store:
         check_name(collection)
         args: list[Any] = [meta.model, meta.model_version, meta.dim, self.log_maxlen]
         for e in entries:
-            args += [e.id, encode_entry(e.phash, e.feature, meta.model_version)]
+            args += [e.id, encode_entry(e, meta.model_version)]
         # Named first (another slot, so not in the script): a name without entries is ignored by views,
         # while entries without a name would be a write the caller was told failed.
         await self._call("add the collection", self.redis.sadd(COLLECTIONS_KEY, collection))

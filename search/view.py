@@ -57,6 +57,8 @@ class CollectionView:
         self.labels: dict[str, int] = {}
         self.ids: dict[int, str] = {}
         self.phashes: dict[int, int] = {}
+        # Labels of low-information entries: in ``vectors`` but never in ``hashes``.
+        self.unhashed: set[int] = set()
         self.next_label = 0
         # The newest log id applied: the follower reads on from here.
         self.log_id = "0-0"
@@ -77,11 +79,16 @@ class CollectionView:
             self.next_label += len(entries)
             self.vectors.add(labels, np.stack([e.feature for e in entries]).astype(np.float16),
                              threads=1 if len(self.labels) < SERIAL_INSERTS_BELOW else 0)
-            self.hashes.add(labels, np.stack([_bits(e.phash) for e in entries]))
+            hashed = [(label, e.phash) for label, e in zip(labels.tolist(), entries, strict=True) if not e.low_information]
+            if hashed:
+                self.hashes.add(np.array([label for label, _ in hashed], dtype=np.uint64),
+                                np.stack([_bits(phash) for _, phash in hashed]))
             for label, e in zip(labels.tolist(), entries, strict=True):
                 self.labels[e.id] = label
                 self.ids[label] = e.id
                 self.phashes[label] = e.phash
+                if e.low_information:
+                    self.unhashed.add(label)
 
     def delete(self, ids: list[str]) -> None:
         with self._lock:
@@ -92,19 +99,23 @@ class CollectionView:
         label = self.labels.pop(item_id, None)
         if label is not None:
             self.vectors.remove(label)
-            self.hashes.remove(label)
+            if label in self.unhashed:
+                self.unhashed.discard(label)
+            else:
+                self.hashes.remove(label)
             del self.ids[label]
             del self.phashes[label]
 
     # ---- reads -----------------------------------------------------------------------------
 
-    def entry(self, item_id: str) -> tuple[np.ndarray, int] | None:
-        """The feature and pHash held for ``item_id``."""
+    def entry(self, item_id: str) -> Entry | None:
+        """The entry held for ``item_id``, or None."""
         with self._lock:
             label = self.labels.get(item_id)
             if label is None:
                 return None
-            return np.asarray(self.vectors.get(label), dtype=np.float16), self.phashes[label]
+            return Entry(item_id, self.phashes[label], np.asarray(self.vectors.get(label), dtype=np.float16),
+                         label in self.unhashed)
 
     def nearest(self, feature: np.ndarray, k: int, phash: int | None = None) -> list[Hit]:
         """The ``k`` entries with the most similar features (cosine), best first; with ``phash``, each
@@ -118,11 +129,12 @@ class CollectionView:
                     for label, d in zip(found.keys, found.distances, strict=True) if int(label) in self.ids]
 
     def duplicates(self, phash: int, max_distance: int, limit: int) -> list[Hit]:
-        """Every entry whose pHash is within ``max_distance`` bits, closest first, at most ``limit``."""
-        if not self.labels:
+        """Every entry whose pHash is within ``max_distance`` bits, closest first, at most ``limit``; never a
+        low-information entry."""
+        if len(self.labels) == len(self.unhashed):
             return []
         with self._lock:
-            found = self.hashes.search(_bits(phash), min(limit, len(self.labels)), exact=True)
+            found = self.hashes.search(_bits(phash), min(limit, len(self.labels) - len(self.unhashed)), exact=True)
             return [Hit(self.ids[int(label)], 1.0 - float(d) / PHASH_BITS, int(d))
                     for label, d in zip(found.keys, found.distances, strict=True)
                     if int(d) <= max_distance and int(label) in self.ids]
@@ -138,7 +150,7 @@ class CollectionView:
             self.hashes.save(str(tmp / "hashes.usearch"))
             state = {"name": self.name, "meta": self.meta.__dict__, "log_id": self.log_id,
                      "next_label": self.next_label, "labels": self.labels,
-                     "phashes": {str(k): v for k, v in self.phashes.items()}}
+                     "phashes": {str(k): v for k, v in self.phashes.items()}, "unhashed": sorted(self.unhashed)}
         (tmp / "state.json").write_text(json.dumps(state))
         old = folder.with_name(folder.name + ".old")
         if folder.exists():
@@ -155,6 +167,7 @@ class CollectionView:
         view.labels = {k: int(v) for k, v in state["labels"].items()}
         view.ids = {v: k for k, v in view.labels.items()}
         view.phashes = {int(k): int(v) for k, v in state["phashes"].items()}
+        view.unhashed = set(state.get("unhashed", ()))  # snapshots from before low-information entries have none
         view.next_label = state["next_label"]
         view.log_id = state["log_id"]
         return view

@@ -24,7 +24,7 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms as T
 
-from ringserve.contract import fingerprint
+from ringserve.contract import fingerprint, images
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ class Model:
         # The decode rule is part of the version: features from reduced decodes never meet full ones, and
         # perceptual keys hashed from this decode never meet those hashed from another.
         self.version = _digest(self.backbone, self.head, repr(preprocess), feature_dtype, f"decode>={decode_side}",
-                               "phash of the model's decode")
+                               "phash of the model's decode", images.FLATTEN_RULE)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """RGB image to the normalised CHW float tensor the backbone expects."""

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import grpc
@@ -102,7 +102,12 @@ class ModelSlot:
 @dataclass(frozen=True)
 class Prepared:
     tensor: torch.Tensor
-    phash: int
+    fingerprint: fingerprint.Fingerprint
+
+    @property
+    def phash(self) -> int | None:
+        """The perceptual key, or None for a low-information image: such an image is never matched perceptually."""
+        return None if self.fingerprint.low_information else self.fingerprint.phash
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class Served:
     phash: int | None = None
     perceptual: bool = False
     distance: int = 0
+    low_information: bool = False
 
 
 class InferenceServicer(pb_grpc.InferenceServicer):
@@ -304,8 +310,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         # 3. Decode and fingerprint: the hint in the request is never used here.
         prepared = await self._prepare(slot, digest, data)
 
-        # 4. Another encoding of the same picture, where the policy allows it.
-        if mode == pb.CACHE_MODE_PERCEPTUAL:
+        # 4. Another encoding of the same picture, where the policy allows it and the image has the
+        # structure for its pHash to mean that.
+        if mode == pb.CACHE_MODE_PERCEPTUAL and prepared.phash is not None:
             served = await self._near(slot, prepared.phash, radius)
             if served is not None:
                 return served
@@ -314,7 +321,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         served, shared = await self._computes.do((ns, digest), lambda: self._compute(slot, digest, prepared))
         if shared:
             self.metrics.singleflight.add(1, self.metrics.attrs())
-        return served
+        return replace(served, low_information=prepared.fingerprint.low_information)
 
     async def _near(self, slot: ModelSlot, phash: int, radius: int) -> Served | None:
         ns = slot.ns
@@ -375,8 +382,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             raise
         if self.l2 is not None:
             blob = codec.encode(vector, slot.model.version)
-            self.l2.put([(ns.exact(digest), blob), (ns.perceptual(prepared.phash), blob)])
-            self.l2.index(ns, prepared.phash)
+            if prepared.phash is None:  # low-information: kept under its exact key only
+                self.l2.put([(ns.exact(digest), blob)])
+            else:
+                self.l2.put([(ns.exact(digest), blob), (ns.perceptual(prepared.phash), blob)])
+                self.l2.index(ns, prepared.phash)
         if lock is not None and self.l2 is not None:
             self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
         return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash))
@@ -420,7 +430,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
             # One decode for both: the model's input, and the pHash of its perceptual keys (the same
             # function as client and router, over a decode at least as large as theirs).
             image = decode(data, self.limits.images, at_least=model.decode_side)
-            return Prepared(model.preprocess(image), fingerprint.phash(image))
+            return Prepared(model.preprocess(image), fingerprint.of_image(image))
 
         loop = asyncio.get_running_loop()
         prepared, _ = await self._prepares.do((slot.model.name, digest), lambda: loop.run_in_executor(self.pool, work))
@@ -448,7 +458,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     def _provenance(self, slot: ModelSlot, served: Served) -> pb.Provenance:
         return pb.Provenance(
             source=served.source, node=self.node_id, model=slot.model.name, model_version=slot.model.version,
-            perceptual=served.perceptual, distance=served.distance,
+            perceptual=served.perceptual, distance=served.distance, low_information=served.low_information,
         )
 
     def _lookup(self, tier: str, kind: str, result: str) -> None:

@@ -293,8 +293,8 @@ async def test_a_repeated_image_without_a_hint_is_fingerprinted_once_by_the_rout
     from ringserve.contract import fingerprint
 
     decoded = []
-    real = fingerprint.phash_bytes
-    monkeypatch.setattr(fingerprint, "phash_bytes", lambda data, limits: decoded.append(data) or real(data, limits))
+    real = fingerprint.of_bytes
+    monkeypatch.setattr(fingerprint, "of_bytes", lambda data, limits: decoded.append(data) or real(data, limits))
     node = node_servicer(FakeModel())
     start_batchers(node)
     async with serving(node) as node_target:
@@ -305,7 +305,7 @@ async def test_a_repeated_image_without_a_hint_is_fingerprinted_once_by_the_rout
     assert [r.status.code for r in replies.values()].count(0) == 8  # the junk is the node's to refuse
     assert len(decoded) == 3  # one decode per distinct bytes, though all ten arrived together
     key = await router.key_of(pb.ImageRequest(image=jpeg(500)))  # a later repeat: from the memo
-    assert key == real(jpeg(500), ImageLimits()) and len(decoded) == 3
+    assert key == real(jpeg(500), ImageLimits()).phash and len(decoded) == 3
 
 
 async def extract_frames(target: str, frames: list[list[bytes]]) -> dict[str, pb.ExtractReply]:

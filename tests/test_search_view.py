@@ -71,7 +71,7 @@ def test_re_putting_an_id_replaces_it_and_deleting_forgets_it(view: CollectionVi
     assert len(view) == 500
     assert view.nearest(old.feature, 1)[0].id != old.id
     assert view.nearest(new.feature, 1)[0].id == old.id
-    assert np.array_equal(view.entry(old.id)[0], new.feature)
+    assert np.array_equal(view.entry(old.id).feature, new.feature)
     view.delete([old.id, "never-there"])
     assert len(view) == 499 and view.entry(old.id) is None
     assert old.id not in {h.id for h in view.nearest(new.feature, 20)}
@@ -87,6 +87,6 @@ def test_a_saved_view_loads_with_the_same_answers(view: CollectionView, tmp_path
     assert (loaded.meta, loaded.log_id, len(loaded)) == (META, "1700000000000-5", 499)
     q = entries(500)[42]
     assert [h.id for h in loaded.nearest(q.feature, 5)] == [h.id for h in view.nearest(q.feature, 5)]
-    assert loaded.entry("id-0") is None and loaded.entry("id-42")[1] == q.phash
+    assert loaded.entry("id-0") is None and loaded.entry("id-42").phash == q.phash
     loaded.put([Entry("later", 1, features(1, 3)[0])])  # a loaded view goes on taking changes
     assert loaded.nearest(features(1, 3)[0], 1)[0].id == "later"

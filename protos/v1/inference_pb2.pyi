@@ -73,20 +73,22 @@ class ItemStatus(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("source", "node", "model", "model_version", "perceptual", "distance")
+    __slots__ = ("source", "node", "model", "model_version", "perceptual", "distance", "low_information")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     PERCEPTUAL_FIELD_NUMBER: _ClassVar[int]
     DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    LOW_INFORMATION_FIELD_NUMBER: _ClassVar[int]
     source: Source
     node: str
     model: str
     model_version: str
     perceptual: bool
     distance: int
-    def __init__(self, source: _Optional[_Union[Source, str]] = ..., node: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., perceptual: _Optional[bool] = ..., distance: _Optional[int] = ...) -> None: ...
+    low_information: bool
+    def __init__(self, source: _Optional[_Union[Source, str]] = ..., node: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., perceptual: _Optional[bool] = ..., distance: _Optional[int] = ..., low_information: _Optional[bool] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("data", "dtype", "shape")

@@ -60,16 +60,18 @@ class Hit(_message.Message):
     def __init__(self, id: _Optional[str] = ..., score: _Optional[float] = ..., distance: _Optional[int] = ...) -> None: ...
 
 class SearchReply(_message.Message):
-    __slots__ = ("nearest", "duplicates", "model_version", "stale_ms")
+    __slots__ = ("nearest", "duplicates", "model_version", "stale_ms", "query_low_information")
     NEAREST_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     STALE_MS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_LOW_INFORMATION_FIELD_NUMBER: _ClassVar[int]
     nearest: _containers.RepeatedCompositeFieldContainer[Hit]
     duplicates: _containers.RepeatedCompositeFieldContainer[Hit]
     model_version: str
     stale_ms: int
-    def __init__(self, nearest: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., duplicates: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., stale_ms: _Optional[int] = ...) -> None: ...
+    query_low_information: bool
+    def __init__(self, nearest: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., duplicates: _Optional[_Iterable[_Union[Hit, _Mapping]]] = ..., model_version: _Optional[str] = ..., stale_ms: _Optional[int] = ..., query_low_information: _Optional[bool] = ...) -> None: ...
 
 class DeleteRequest(_message.Message):
     __slots__ = ("collection", "ids", "all")
