@@ -7,6 +7,7 @@ from ringserve.client.aio import AsyncClient, ClientConfig
 from ringserve.client.errors import (
     DeadlineExceeded,
     FailedPrecondition,
+    InvalidArgument,
     InvalidImage,
     NotFound,
     Overloaded,
@@ -29,6 +30,7 @@ __all__ = [
     "Feature",
     "Hit",
     "Indexed",
+    "InvalidArgument",
     "InvalidImage",
     "NotFound",
     "Overloaded",

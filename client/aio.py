@@ -26,7 +26,7 @@ from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
-from ringserve.contract import fingerprint, tracecontext, wire
+from ringserve.contract import arguments, fingerprint, tracecontext, wire
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -209,13 +209,19 @@ class AsyncClient:
                         radius: int | None, hints: bool | None) -> tuple[list[pb.ImageRequest], dict[str, bytes]]:
         """The items' requests, without their images, and the images by request id (``contract.wire``)."""
         cfg = self.config
+        mode = cache_mode if cache_mode is not None else cfg.cache_mode
+        radius = radius if radius is not None else cfg.radius
+        errors.checked(arguments.check_count, "top_k", top_k, 0)
+        if radius is not None:
+            errors.checked(arguments.check_count, "radius", radius, 0, fingerprint.BITS, " bits")
+        if mode is not None and mode not in CACHE_MODES:
+            raise errors.InvalidArgument(f"cache_mode must be one of {', '.join(CACHE_MODES)}; got {mode!r}",
+                                         argument="cache_mode")
         datas = [to_bytes(image) for image in images]
         use_hints = cfg.hints if hints is None else hints
         loop = asyncio.get_running_loop()
         phashes = (await asyncio.gather(*(loop.run_in_executor(self._hash_pool, hint, d, self._hints) for d in datas))
                    if use_hints else [None] * len(datas))
-        mode = cache_mode if cache_mode is not None else cfg.cache_mode
-        radius = radius if radius is not None else cfg.radius
         policy = pb.CachePolicy(mode=CACHE_MODES[mode] if mode else pb.CACHE_MODE_UNSPECIFIED)
         if radius is not None:
             policy.max_distance = radius

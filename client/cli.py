@@ -12,20 +12,55 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
 from ringserve.client.aio import CACHE_MODES, ClientConfig
-from ringserve.client.errors import RingserveError
+from ringserve.client.errors import InvalidArgument, RingserveError
 from ringserve.client.sync import Client
+from ringserve.contract import arguments
 
 DEFAULT_TARGET = "localhost:50051"
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad argument is one line naming it and what it may be, and exit status 2: no usage dump, no traceback."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _count(name: str, lowest: int, highest: int | None = None, unit: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer in the range ``contract.arguments`` allows, else a message naming both."""
+    def parse(text: str) -> int:
+        try:
+            value: object = int(text)
+        except ValueError:
+            value = text
+        try:
+            arguments.check_count(name, value, lowest, highest, unit)
+        except arguments.InvalidArgument as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return int(text)
+
+    return parse
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0; got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ringserve",
         description="Send images to a ringserve router or node. The target defaults to $RINGSERVE_TARGET "
         f"or {DEFAULT_TARGET}.",
@@ -34,12 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--target", default=os.environ.get("RINGSERVE_TARGET", DEFAULT_TARGET), help="host:port")
-        p.add_argument("--timeout", type=float, default=120.0, help="deadline for all the images, in seconds")
+        p.add_argument("--timeout", type=_positive_seconds, default=120.0, help="deadline for all the images, in seconds")
         p.add_argument("--model", default="", help="model name (default: the server's default)")
         p.add_argument("--cache", choices=sorted(CACHE_MODES), default=None, help="cache policy (default: server's)")
-        p.add_argument("--radius", type=int, default=None, help="Hamming radius for --cache perceptual")
+        p.add_argument("--radius", type=_count("radius", 0, 64, " bits"), default=None,
+                       help="Hamming radius for --cache perceptual")
         p.add_argument("--no-hint", action="store_true", help="do not compute the pHash routing hint here")
-        p.add_argument("--window", type=int, default=64, help="images in flight at once")
+        p.add_argument("--window", type=_count("window", 1), default=64, help="images in flight at once")
 
     ex = sub.add_parser("extract", help="feature vectors", description="Print one JSON line per image.")
     ex.add_argument("files", nargs="+", type=Path)
@@ -48,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(ex)
     cl = sub.add_parser("classify", help="top-k classes", description="Print one JSON line per image.")
     cl.add_argument("files", nargs="+", type=Path)
-    cl.add_argument("--top-k", type=int, default=5)
+    cl.add_argument("--top-k", type=_count("top_k", 1), default=5)
     common(cl)
     bt = sub.add_parser("batch", help="every image under a folder into a resumable Parquet dataset",
                         description="Walk DIR, send every image (bounded window), write features or classes to "
@@ -57,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("root", type=Path, metavar="DIR")
     bt.add_argument("--out", type=Path, required=True, help="output folder (Parquet dataset)")
     bt.add_argument("--classify", action="store_true", help="write top-k classes instead of features")
-    bt.add_argument("--top-k", type=int, default=5)
-    bt.add_argument("--chunk", type=int, default=256, help="images per stream and per part file")
+    bt.add_argument("--top-k", type=_count("top_k", 1), default=5)
+    bt.add_argument("--chunk", type=_count("chunk", 1), default=256, help="images per stream and per part file")
     bt.add_argument("--no-progress", action="store_true")
     common(bt)
     ix = sub.add_parser("index", help="every image under a folder into a search collection, resumably",
@@ -69,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--collection", required=True, help="collection name: [A-Za-z0-9_.-], 1 to 128 characters")
     ix.add_argument("--journal", type=Path, default=None,
                     help="progress journal (default: ./.ringserve-index-COLLECTION.jsonl)")
-    ix.add_argument("--chunk", type=int, default=256, help="images per stream and per journal write")
+    ix.add_argument("--chunk", type=_count("chunk", 1), default=256, help="images per stream and per journal write")
     ix.add_argument("--no-progress", action="store_true")
     common(ix)
     se = sub.add_parser("search", help="the nearest entries and near-duplicates of an image or an indexed id",
@@ -79,8 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     query.add_argument("image", type=Path, nargs="?", help="the query image")
     query.add_argument("--id", help="search with an entry already indexed, by its id")
     se.add_argument("--collection", required=True)
-    se.add_argument("-k", type=int, default=10, help="nearest entries to return (0: none)")
-    se.add_argument("--max-distance", type=int, default=None, help="also near-duplicates within this many bits")
+    se.add_argument("-k", type=_count("k", 0), default=10, help="nearest entries to return (0: none)")
+    se.add_argument("--max-distance", type=_count("max_distance", 0, arguments.MAX_DISTANCE, " bits"), default=None,
+                    help=f"also near-duplicates within this many bits (0 to {arguments.MAX_DISTANCE})")
     common(se)
     de = sub.add_parser("delete", help="remove ids from a collection, or the whole collection",
                         description="Remove the given ids (a deleted id never comes back unless indexed again), "
@@ -106,6 +143,14 @@ def _provenance(p) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = build_parser().parse_args(argv)
+    try:
+        return _run(a)
+    except InvalidArgument as exc:  # checked by the client before any call: the caller's to fix
+        print(f"ringserve {a.command}: {exc.message}", file=sys.stderr)
+        return 2
+
+
+def _run(a: argparse.Namespace) -> int:
     if a.command == "models":
         with Client(a.target) as c:
             info = c.list_models()
@@ -191,6 +236,8 @@ def _search_commands(a: argparse.Namespace) -> int:
                 print(f"ringserve: no such file: {a.image}", file=sys.stderr)
                 return 2
             found = c.search(a.collection, image=a.image, id=a.id, k=a.k, max_distance=a.max_distance)
+    except InvalidArgument:
+        raise  # main's: exit status 2
     except RingserveError as exc:
         print(f"ringserve {a.command}: {exc}", file=sys.stderr)
         return 1

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import grpc
+
+from ringserve.contract import arguments
 
 
 class RingserveError(Exception):
@@ -20,10 +25,21 @@ class RingserveError(Exception):
         return f"{prefix}{self.code.name}: {self.message}"
 
 
-class InvalidImage(RingserveError):
-    """The image was refused (empty, not an image, truncated, too large): fix the input."""
+class InvalidArgument(RingserveError):
+    """An argument is outside its range; ``argument`` names it when known, the message says what it may be.
+
+    Raised by the client before it calls, and for the server's INVALID_ARGUMENT answers.
+    """
 
     code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, message: str, request_id: str | None = None, argument: str | None = None) -> None:
+        super().__init__(message, request_id)
+        self.argument = argument
+
+
+class InvalidImage(InvalidArgument):
+    """The image was refused (empty, not an image, truncated, too large): fix the input."""
 
 
 class Overloaded(RingserveError):
@@ -62,17 +78,31 @@ class ServerError(RingserveError):
     code = grpc.StatusCode.INTERNAL
 
 
-_BY_CODE = {cls.code: cls for cls in (InvalidImage, Overloaded, Unavailable, DeadlineExceeded, NotFound, FailedPrecondition,
-                                      ServerError)}
+_BY_CODE = {cls.code: cls for cls in (InvalidArgument, Overloaded, Unavailable, DeadlineExceeded, NotFound,
+                                      FailedPrecondition, ServerError)}
+# How a server's refusal of an image begins (contract.images.ImageError.reason).
+_BAD_IMAGE = "bad image:"
 
 
 def from_status(code: grpc.StatusCode, message: str, request_id: str | None = None) -> RingserveError:
+    """The typed error for a server's status: InvalidImage for a refused image, InvalidArgument for other
+    INVALID_ARGUMENT answers, and so on; RingserveError with ``code`` set for a status without a type."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(_BAD_IMAGE):
+        return InvalidImage(message, request_id)
     cls = _BY_CODE.get(code)
     if cls is None:
         error = RingserveError(message, request_id)
         error.code = code
         return error
     return cls(message, request_id)
+
+
+def checked(check: Callable[..., None], *args: Any) -> None:
+    """Run one of ``contract.arguments``' checks; its refusal becomes this client's ``InvalidArgument``."""
+    try:
+        check(*args)
+    except arguments.InvalidArgument as exc:
+        raise InvalidArgument(str(exc), argument=exc.argument) from None
 
 
 # gRPC's asyncio core ends a call with this INTERNAL when the caller's write fails because the server

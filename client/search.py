@@ -16,6 +16,7 @@ import grpc
 
 from ringserve.client import errors
 from ringserve.client.inputs import ImageInput, to_bytes
+from ringserve.contract import arguments
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
@@ -78,7 +79,11 @@ class SearchCalls:
                     model: str = "") -> list[Indexed | errors.RingserveError]:
         """Store each image under its id; one result per item, in order (an error for an item that failed)."""
         if len(ids) != len(images):
-            raise ValueError(f"{len(ids)} ids for {len(images)} images: give one id per image")
+            raise errors.InvalidArgument(f"{len(ids)} ids for {len(images)} images: give one id per image",
+                                         argument="ids")
+        errors.checked(arguments.check_collection, collection)
+        for item_id in ids:
+            errors.checked(arguments.check_id, item_id)
         requests = {str(i): spb.IndexRequest(request_id=str(i), collection=collection, id=item_id,
                                              image=to_bytes(image), model=model or "")
                     for i, (item_id, image) in enumerate(zip(ids, images, strict=True))}
@@ -132,11 +137,21 @@ class SearchCalls:
 
         Raises:
             NotFound: no such collection, or no such id in it.
-            InvalidImage: a bad query image, or k / max_distance over the limits.
+            InvalidArgument: a bad collection name, id, ``k`` or ``max_distance`` (checked before the call),
+                or ``k`` over the router's limit; InvalidImage (one of them) for a bad query image.
             RingserveError: FAILED_PRECONDITION when the collection was indexed under another model version.
         """
         if (image is None) == (id is None):
-            raise ValueError("give exactly one of image= and id=")
+            raise errors.InvalidArgument("give exactly one of image= and id=", argument="image")
+        errors.checked(arguments.check_collection, collection)
+        errors.checked(arguments.check_k, k)
+        if id is not None:
+            errors.checked(arguments.check_id, id)
+        if max_distance is not None:
+            errors.checked(arguments.check_max_distance, max_distance)
+        elif k == 0:
+            raise errors.InvalidArgument("ask for something: k > 0 (nearest entries), max_distance (near-duplicates), "
+                                         "or both", argument="k")
         request = spb.SearchRequest(collection=collection, k=k, model=model or "")
         if image is not None:
             request.image = to_bytes(image)
@@ -149,12 +164,22 @@ class SearchCalls:
                             reply.query_low_information)
 
     async def delete(self, collection: str, ids: Sequence[str] = (), everything: bool = False) -> tuple[int, list[str]]:
-        """Remove ids (or, with ``everything``, the whole collection); (how many went, ids that were not there)."""
+        """Remove ids (or, with ``everything``, the whole collection); (how many went, ids that were not there).
+
+        Raises:
+            InvalidArgument: a bad collection name or id, or ids given with ``everything``.
+        """
+        errors.checked(arguments.check_collection, collection)
+        if everything and ids:
+            raise errors.InvalidArgument("give ids or everything=True, not both", argument="ids")
+        for item_id in ids:
+            errors.checked(arguments.check_id, item_id)
         reply = await self._unary(self._stub.Delete, spb.DeleteRequest(collection=collection, ids=list(ids),
                                                                       all=everything))
         return reply.deleted, list(reply.missing)
 
     async def describe(self, collection: str) -> CollectionInfo:
+        errors.checked(arguments.check_collection, collection)
         r = await self._unary(self._stub.DescribeCollection, spb.DescribeCollectionRequest(collection=collection))
         return CollectionInfo(r.collection, r.model, r.model_version, r.dim, r.entries, r.stale_ms)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from ringserve.contract.arguments import InvalidArgument, check_collection, check_id, check_max_distance
 from ringserve.contract.errors import CallerError, InvalidRequest, ModelMismatch, UnknownId
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import search_pb2 as spb
@@ -23,11 +24,10 @@ from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.runtime.streams import ItemStreams
 from ringserve.search.config import SearchConfig
 from ringserve.search.index import SearchIndex
-from ringserve.search.store import Entry, Meta, StoreUnavailable, check_id, check_name
+from ringserve.search.store import Entry, Meta, StoreUnavailable
 from ringserve.search.view import Hit
 
 log = logging.getLogger(__name__)
-MAX_DISTANCE = 16
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ class SearchServicer(spb_grpc.SearchServicer):
     async def _index(self, request: spb.IndexRequest) -> spb.IndexReply:
         reply = spb.IndexReply(request_id=request.request_id, id=request.id)
         try:
-            check_name(request.collection)
+            check_collection(request.collection)
             check_id(request.id)
             feature = await self.features(request.image, request.model)
             meta = Meta(feature.model, feature.model_version, int(feature.vector.shape[-1]))
@@ -108,12 +108,13 @@ class SearchServicer(spb_grpc.SearchServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def _search(self, request: spb.SearchRequest) -> spb.SearchReply:
-        check_name(request.collection)
+        check_collection(request.collection)
         if request.k > self.config.max_k:
-            raise InvalidRequest(f"k={request.k} is over this router's limit of {self.config.max_k} (--search-max-k)")
+            raise InvalidArgument("k", f"k must be an integer from 0 to {self.config.max_k} (this router's "
+                                       f"--search-max-k); got {request.k}")
         wants_duplicates = request.HasField("max_distance")
-        if wants_duplicates and request.max_distance > MAX_DISTANCE:
-            raise InvalidRequest(f"max_distance={request.max_distance} is over the limit of {MAX_DISTANCE} bits")
+        if wants_duplicates:
+            check_max_distance(request.max_distance)
         if request.k == 0 and not wants_duplicates:
             raise InvalidRequest("ask for something: k > 0 (nearest entries), max_distance (near-duplicates), or both")
         meta = await self.index.meta(request.collection)
@@ -142,7 +143,7 @@ class SearchServicer(spb_grpc.SearchServicer):
                                query_low_information=low_information)
 
     async def _delete(self, request: spb.DeleteRequest) -> spb.DeleteReply:
-        check_name(request.collection)
+        check_collection(request.collection)
         if request.all:
             if request.ids:
                 raise InvalidRequest("give ids or all, not both")
@@ -151,7 +152,7 @@ class SearchServicer(spb_grpc.SearchServicer):
         return spb.DeleteReply(deleted=len(deleted), missing=missing)
 
     async def _describe(self, request: spb.DescribeCollectionRequest) -> spb.CollectionInfo:
-        check_name(request.collection)
+        check_collection(request.collection)
         meta = await self.index.meta(request.collection)
         return spb.CollectionInfo(collection=request.collection, model=meta.model, model_version=meta.model_version,
                                   dim=meta.dim, entries=await self.index.size(request.collection),

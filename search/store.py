@@ -15,7 +15,6 @@ Views (``view.py``) start from the entries and follow the log.
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,10 +24,9 @@ import numpy as np
 from redis.exceptions import RedisError, ResponseError
 
 from ringserve.contract import codec
-from ringserve.contract.errors import InvalidRequest, ModelMismatch, UnknownCollection
+from ringserve.contract.arguments import check_collection
+from ringserve.contract.errors import ModelMismatch, UnknownCollection
 
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-MAX_ID_BYTES = 512
 COLLECTIONS_KEY = "rs:search:collections"
 # The log keeps about this many changes; a view further behind rebuilds from the entries.
 LOG_MAXLEN = 1_000_000
@@ -78,7 +76,7 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """Redis did not take or answer the call: a write was applied whole or not at all, and is not known to be."""
+    """Redis could not be reached; the message says what became of the call and what to do."""
 
 
 @dataclass(frozen=True)
@@ -108,16 +106,6 @@ class Change:
 
     def entry(self, model_version: str) -> Entry:
         return decode_entry(self.id, self.blob, model_version)
-
-
-def check_name(collection: str) -> None:
-    if not NAME.match(collection):
-        raise InvalidRequest(f"collection name {collection!r} must be 1 to 128 characters of [A-Za-z0-9_.-]")
-
-
-def check_id(item_id: str) -> None:
-    if not item_id or len(item_id.encode()) > MAX_ID_BYTES:
-        raise InvalidRequest(f"an id must be 1 to {MAX_ID_BYTES} bytes of UTF-8; got {len(item_id.encode())}")
 
 
 def encode_entry(entry: Entry, model_version: str) -> bytes:
@@ -150,31 +138,42 @@ class Store:
         tag = f"rs:search:{{{collection}}}"
         return [f"{tag}:meta", f"{tag}:entries", f"{tag}:log"]
 
-    async def _call(self, what: str, coro: Any) -> Any:
+    async def _call(self, coro: Any, outcome: str) -> Any:
+        """``await coro``; a Redis that cannot be reached becomes StoreUnavailable saying ``outcome``: what
+        happened to the call and what to do, which only the caller knows (a read changed nothing, a write
+        may have been applied)."""
         try:
             return await coro
         except ResponseError:
             raise
         except (RedisError, OSError) as exc:
-            raise StoreUnavailable(f"Redis did not {what}: {type(exc).__name__}: {exc}. It is not known to be "
-                                   "applied (a write is applied whole or not at all): send it again when Redis is "
-                                   "back; re-indexing an id is idempotent") from exc
+            detail = str(exc).rstrip(". ") or "no answer"
+            raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__}: {detail}); {outcome}") from exc
+
+    @staticmethod
+    def _read(what: str) -> str:
+        return f"could not read {what}; nothing was changed: retry when Redis is back"
 
     async def put(self, collection: str, meta: Meta, entries: list[Entry]) -> str:
         """Store ``entries`` (replacing those ids) and log them, atomically; returns the last log id.
 
         Raises:
             ModelMismatch: the collection holds another model version.
-            StoreUnavailable: Redis did not take the write (nothing was applied).
+            StoreUnavailable: Redis could not be reached: the write was applied whole or not at all, and
+                which is not known; indexing the same ids again is safe (it replaces them).
         """
-        check_name(collection)
+        check_collection(collection)
         args: list[Any] = [meta.model, meta.model_version, meta.dim, self.log_maxlen]
         for e in entries:
             args += [e.id, encode_entry(e, meta.model_version)]
         # Named first (another slot, so not in the script): a name without entries is ignored by views,
         # while entries without a name would be a write the caller was told failed.
-        await self._call("add the collection", self.redis.sadd(COLLECTIONS_KEY, collection))
-        ok, value = await self._call("take the write", self._put(keys=self.keys(collection), args=args))
+        await self._call(self.redis.sadd(COLLECTIONS_KEY, collection),
+                         f"nothing was written to collection {collection!r}: index these ids again when Redis is back")
+        ok, value = await self._call(self._put(keys=self.keys(collection), args=args),
+                                     f"the write to collection {collection!r} was applied whole or not at all, and "
+                                     "which is not known: index these ids again when Redis is back (that replaces "
+                                     "them with the same entries)")
         if not ok:
             held = value.decode() if isinstance(value, bytes) else value
             raise ModelMismatch(f"collection {collection!r} holds features of model version {held}, not "
@@ -183,26 +182,33 @@ class Store:
         return value.decode() if isinstance(value, bytes) else str(value)
 
     async def delete(self, collection: str, ids: list[str]) -> tuple[list[str], list[str]]:
-        """Remove ``ids``; returns (deleted, missing). Raises StoreUnavailable."""
-        check_name(collection)
+        """Remove ``ids``; returns (deleted, missing). Raises StoreUnavailable (applied whole or not at all)."""
+        check_collection(collection)
         if not ids:
             return [], []
-        flags = await self._call("take the delete", self._delete(keys=self.keys(collection), args=[self.log_maxlen, *ids]))
+        flags = await self._call(self._delete(keys=self.keys(collection), args=[self.log_maxlen, *ids]),
+                                 f"the delete from collection {collection!r} was applied whole or not at all, and "
+                                 "which is not known: delete the same ids again when Redis is back (ids already "
+                                 "gone are then reported missing)")
         deleted = [i for i, f in zip(ids, flags, strict=True) if int(f)]
         return deleted, [i for i, f in zip(ids, flags, strict=True) if not int(f)]
 
     async def drop(self, collection: str) -> None:
         """Remove the whole collection (entries and model binding); views drop it from the log."""
-        check_name(collection)
-        await self._call("drop the collection", self._drop(keys=self.keys(collection), args=[self.log_maxlen]))
-        await self._call("forget the collection", self.redis.srem(COLLECTIONS_KEY, collection))
+        check_collection(collection)
+        again = f"delete collection {collection!r} again when Redis is back"
+        await self._call(self._drop(keys=self.keys(collection), args=[self.log_maxlen]),
+                         f"collection {collection!r} was deleted whole or not at all, and which is not known: {again}")
+        await self._call(self.redis.srem(COLLECTIONS_KEY, collection),
+                         f"the entries of collection {collection!r} are deleted but its name is still listed: {again}")
 
     async def collections(self) -> list[str]:
-        names = await self._call("list the collections", self.redis.smembers(COLLECTIONS_KEY))
+        names = await self._call(self.redis.smembers(COLLECTIONS_KEY), self._read("the list of collections"))
         return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
 
     async def meta(self, collection: str) -> Meta | None:
-        raw = await self._call("read the collection", self.redis.hgetall(self.keys(collection)[0]))
+        raw = await self._call(self.redis.hgetall(self.keys(collection)[0]),
+                               self._read(f"collection {collection!r}"))
         if not raw:
             return None
         get = {k.decode(): v.decode() for k, v in raw.items()}
@@ -217,12 +223,14 @@ class Store:
 
     async def log_head(self, collection: str) -> str:
         """The id of the newest change in the log ("0-0" for none): a snapshot taken after it is at least this new."""
-        last = await self._call("read the log", self.redis.xrevrange(self.keys(collection)[2], count=1))
+        last = await self._call(self.redis.xrevrange(self.keys(collection)[2], count=1),
+                                self._read(f"the log of collection {collection!r}"))
         return last[0][0].decode() if last else "0-0"
 
     async def log_tail(self, collection: str) -> str | None:
         """The id of the oldest change the log still holds, or None when it is empty."""
-        first = await self._call("read the log", self.redis.xrange(self.keys(collection)[2], count=1))
+        first = await self._call(self.redis.xrange(self.keys(collection)[2], count=1),
+                                 self._read(f"the log of collection {collection!r}"))
         return first[0][0].decode() if first else None
 
     async def entries(self, collection: str, meta: Meta, batch: int = 2000) -> AsyncIterator[list[Entry]]:
@@ -231,7 +239,8 @@ class Store:
         cursor = 0
         key = self.keys(collection)[1]
         while True:
-            cursor, found = await self._call("read the entries", self.redis.hscan(key, cursor, count=batch))
+            cursor, found = await self._call(self.redis.hscan(key, cursor, count=batch),
+                                             self._read(f"the entries of collection {collection!r}"))
             if found:
                 yield [decode_entry(k.decode(), v, meta.model_version) for k, v in found.items()]
             if cursor == 0:
@@ -241,7 +250,8 @@ class Store:
                       count: int = 1000) -> list[Change]:
         """Changes after log id ``after``, waiting up to ``block_ms`` for the first (None: not at all)."""
         key = self.keys(collection)[2]
-        reply = await self._call("read the log", self.redis.xread({key: after}, count=count, block=block_ms))
+        reply = await self._call(self.redis.xread({key: after}, count=count, block=block_ms),
+                                 self._read(f"the log of collection {collection!r}"))
         out = []
         for _stream, records in reply or []:
             for log_id, fields in records:
@@ -250,5 +260,6 @@ class Store:
         return out
 
     async def get(self, collection: str, item_id: str, meta: Meta) -> Entry | None:
-        blob = await self._call("read the entry", self.redis.hget(self.keys(collection)[1], item_id))
+        blob = await self._call(self.redis.hget(self.keys(collection)[1], item_id),
+                                self._read(f"id {item_id!r} of collection {collection!r}"))
         return None if blob is None else decode_entry(item_id, blob, meta.model_version)

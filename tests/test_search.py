@@ -11,9 +11,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ringserve.client import Client, InvalidImage, NotFound, RingserveError, Unavailable
+from ringserve.client import Client, InvalidArgument, InvalidImage, NotFound, RingserveError, Unavailable
 from ringserve.client.search import Indexed
 from ringserve.contract import fingerprint
+from ringserve.contract.v1 import search_pb2 as spb
+from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.local.cluster import LocalCluster
 from ringserve.local.imagegen import jpeg, picture
 from ringserve.local.processes import RedisProcess, RouterProcess
@@ -97,12 +99,22 @@ def test_bad_input_gets_clear_errors_and_loses_nothing(tmp_path, durable_redis, 
             client.search(collection="no-such", image=PICTURES[0], k=3)
         with pytest.raises(NotFound, match="'zzz'"):
             client.search(collection="cat", id="zzz", k=3)
-        with pytest.raises(InvalidImage, match="search-max-k"):
+        with pytest.raises(InvalidArgument, match="search-max-k") as over:  # the router's own limit
             client.search(collection="cat", id="a", k=10_000)
-        with pytest.raises(InvalidImage, match="max_distance"):
-            client.search(collection="cat", id="a", k=1, max_distance=40)
-        bad_name = client.index(["x"], [PICTURES[2]], collection="no spaces/allowed")[0]
-        assert isinstance(bad_name, InvalidImage) and "collection name" in bad_name.message
+        assert not isinstance(over.value, InvalidImage)
+        with pytest.raises(InvalidArgument, match="max_distance must be an integer from 0 to 16") as far:
+            client.search(collection="cat", id="a", k=1, max_distance=40)  # refused before the call
+        assert far.value.argument == "max_distance"
+        with pytest.raises(InvalidArgument, match="collection name"):
+            client.index(["x"], [PICTURES[2]], collection="no spaces/allowed")
+    # The same limits hold for callers that check nothing (another language, a raw stub).
+    with grpc.insecure_channel(c.router.target) as channel:
+        stub = spb_grpc.SearchStub(channel)
+        for request, said in ((spb.SearchRequest(collection="cat", id="a", k=1, max_distance=40), "max_distance"),
+                              (spb.SearchRequest(collection="no spaces", id="a", k=1), "collection name")):
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.Search(request, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT and said in refused.value.details()
 
 
 def test_a_second_router_sees_the_first_routers_writes(tmp_path, durable_redis, made):
@@ -187,7 +199,9 @@ def test_redis_stopped_mid_write_keeps_every_acknowledged_write_and_searches_go_
             ok = [i for i, r in zip(ids[5:], results, strict=True) if isinstance(r, Indexed)]
             refused = [r for r in results if not isinstance(r, Indexed)]
             assert refused and all(isinstance(r, Unavailable) for r in refused), refused[:3]
-            assert all("send it again" in r.message for r in refused)
+            # what happened and what to do, once, for a collection that exists
+            assert all("index these ids again when Redis is back" in r.message and ".." not in r.message
+                       and "did not add the collection" not in r.message for r in refused), refused[:3]
             wait_until(lambda: client.search(collection="live", id="img-1", k=3).stale_ms > 0, 5)
             found = client.search(collection="live", id="img-1", k=3)  # served from the view
             assert found.nearest[0].id == "img-1" and found.stale_ms > 0

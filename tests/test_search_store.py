@@ -78,10 +78,15 @@ def test_a_write_while_redis_is_down_is_refused_and_not_applied(tmp_path: Path) 
 
         async def during() -> None:
             store = Store(connect(f"redis://127.0.0.1:{port}/0", 0.5))
-            with pytest.raises(StoreUnavailable, match="send it again"):
+            with pytest.raises(StoreUnavailable, match="index these ids again when Redis is back") as put:
                 await store.put("c", META, [entry(1)])
-            with pytest.raises(StoreUnavailable):
+            with pytest.raises(StoreUnavailable, match="delete the same ids again when Redis is back") as delete:
                 await store.delete("c", ["id-0"])
+            with pytest.raises(StoreUnavailable, match="nothing was changed: retry when Redis is back") as read:
+                await store.meta("c")
+            for refused in (put, delete, read):  # one sentence each, with advice that fits it
+                assert ".." not in str(refused.value) and str(refused.value).count("again") <= 1
+            assert "index" not in str(delete.value) and "again when" not in str(read.value)
 
         run(during())
     finally:
