@@ -65,8 +65,14 @@ class Follower:
     # ---- for the servicer ------------------------------------------------------------------
 
     def stale_ms(self) -> int:
-        """0 while the follower hears from the store; else the ms since it last did (at least 1)."""
+        """0 while the follower hears from the store; else the ms since it last did (at least 1).
+
+        Any call to the store that failed counts, the follower's own or a write's, so a search right after a
+        refused write already says the view may be stale.
+        """
         quiet = self.clock() - self.last_contact
+        if self.store.unreachable:
+            return max(1, int(quiet * 1000))
         if not self.failing and quiet <= max(1.0, 4 * self.config.poll_s + self.config.collections_every_s):
             return 0
         return max(1, int(quiet * 1000))

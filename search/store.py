@@ -127,6 +127,8 @@ class Store:
 
     def __init__(self, redis: Any, log_maxlen: int = LOG_MAXLEN) -> None:
         self.redis = redis
+        # The last call to Redis failed: set and cleared only by ``_call``, read by the follower's staleness.
+        self.unreachable = False
         # About this many changes are kept per collection; a view further behind rebuilds from the entries.
         self.log_maxlen = log_maxlen
         self._put = redis.register_script(_PUT)
@@ -143,12 +145,16 @@ class Store:
         happened to the call and what to do, which only the caller knows (a read changed nothing, a write
         may have been applied)."""
         try:
-            return await coro
+            result = await coro
         except ResponseError:
+            self.unreachable = False  # Redis answered, with an error of the request's own
             raise
         except (RedisError, OSError) as exc:
+            self.unreachable = True
             detail = str(exc).rstrip(". ") or "no answer"
             raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__}: {detail}); {outcome}") from exc
+        self.unreachable = False
+        return result
 
     @staticmethod
     def _read(what: str) -> str:

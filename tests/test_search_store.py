@@ -78,6 +78,8 @@ def test_a_write_while_redis_is_down_is_refused_and_not_applied(tmp_path: Path) 
 
         async def during() -> None:
             store = Store(connect(f"redis://127.0.0.1:{port}/0", 0.5))
+            follower = Follower(store, FollowerConfig())  # not polling: only the refused write tells it
+            assert follower.stale_ms() == 0
             with pytest.raises(StoreUnavailable, match="index these ids again when Redis is back") as put:
                 await store.put("c", META, [entry(1)])
             with pytest.raises(StoreUnavailable, match="delete the same ids again when Redis is back") as delete:
@@ -87,6 +89,7 @@ def test_a_write_while_redis_is_down_is_refused_and_not_applied(tmp_path: Path) 
             for refused in (put, delete, read):  # one sentence each, with advice that fits it
                 assert ".." not in str(refused.value) and str(refused.value).count("again") <= 1
             assert "index" not in str(delete.value) and "again when" not in str(read.value)
+            assert follower.stale_ms() > 0  # a search now says its view may be behind, at once
 
         run(during())
     finally:
