@@ -2,7 +2,10 @@
 
 Used by ``ringserve-up`` and by the integration tests, so both start real
 processes the same way: on free loopback ports, each process in its own
-session so a stop reaches everything it started, and always stopped on exit.
+session so a stop reaches everything it started, and never outliving the
+process that started them: stopped on exit (an exit hook), and on Linux killed
+by the kernel when the starter dies without running any code (a parent-death
+signal).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import queue
 import random
 import shutil
 import signal
@@ -17,12 +21,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+T = TypeVar("T")
 
 
 class LocalError(RuntimeError):
@@ -97,6 +106,75 @@ def _kill_leftovers() -> None:
         child.kill()
 
 
+# ---- spawning: a parent-death signal on Linux ---------------------------------------------------
+
+# Run in the child between fork and the real program, as its own tiny interpreter (``preexec_fn``
+# is unsafe in a process with threads, and gRPC starts threads): ask the kernel for SIGKILL when
+# the thread that forked us dies, give up if that already happened (the starter died between the
+# fork and the prctl, so the signal will never come), then become the real program (the setting
+# survives execve). SIGKILL, not SIGTERM: with the starter gone nobody is left to wait for a drain
+# or to kill a child whose drain hangs; a starter that can still run code stops its children
+# cleanly itself.
+_ORPHAN_GUARD = """\
+import ctypes, os, sys
+parent, argv = int(sys.argv[1]), sys.argv[2:]
+if ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG, SIGKILL
+    sys.exit("ringserve: prctl(PR_SET_PDEATHSIG) failed: " + os.strerror(ctypes.get_errno()))
+if os.getppid() != parent:
+    sys.exit(f"ringserve: the process that started this one ({parent}) is gone; not starting {argv[0]}")
+os.execvp(argv[0], argv)
+"""
+
+PARENT_DEATH_SIGNAL = sys.platform.startswith("linux")
+"""Whether children get a parent-death signal. Elsewhere a starter killed outright (SIGKILL) leaves them
+running: the exit hook covers every other way it ends."""
+
+
+def guarded(argv: Sequence[str], parent: int | None = None) -> list[str]:
+    """``argv`` behind the orphan guard: it runs only while ``parent`` (default: this process) lives, and dies with it."""
+    return [sys.executable, "-I", "-S", "-c", _ORPHAN_GUARD, str(os.getpid() if parent is None else parent),
+            *argv]
+
+
+class _Spawner:
+    """The one long-lived thread that forks every child, on Linux.
+
+    PR_SET_PDEATHSIG fires when the *thread* that forked the child ends, not the process: a node
+    started from a short-lived thread (a test restarting it beside its callers) would be killed the
+    moment that thread returned. This thread lives as long as the process (a daemon, idle on its
+    queue), so the signal comes when the process dies.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pid = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+
+    def run(self, work: Callable[[], T]) -> T:
+        """``work()`` on the spawner thread; its result or exception here."""
+        done: Future[T] = Future()
+        with self._lock:
+            if self._pid != os.getpid():  # first use, or a forked copy of this process (threads do not survive fork)
+                self._pid = os.getpid()
+                self._queue = queue.SimpleQueue()
+                threading.Thread(target=self._serve, args=(self._queue,), name="ringserve-spawner",
+                                 daemon=True).start()
+            self._queue.put((work, done))
+        return done.result()
+
+    @staticmethod
+    def _serve(requests: queue.SimpleQueue) -> None:
+        while True:
+            work, done = requests.get()
+            try:
+                done.set_result(work())
+            except BaseException as exc:  # handed to the caller, raised there
+                done.set_exception(exc)
+
+
+_spawner = _Spawner()
+
+
 class _Child:
     """A child process with its own log file and process group."""
 
@@ -108,12 +186,23 @@ class _Child:
         self.log_path = workdir / f"{self.name}.log"
 
     def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        """Start ``argv`` in its own session, logging to ``log_path``; on Linux it dies with this process."""
+        if shutil.which(argv[0]) is None:  # the guard would only fail in the child, into the log
+            raise LocalError(f"{argv[0]}: no such program; install it or put it on PATH")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                     env=env, start_new_session=True)
-        log.close()
-        _running.add(self)
+
+        def start() -> None:
+            with open(self.log_path, "ab") as log:
+                self.proc = subprocess.Popen(guarded(argv) if PARENT_DEATH_SIGNAL else list(argv), stdout=log,
+                                             stderr=subprocess.STDOUT, cwd=self.workdir, env=env,
+                                             start_new_session=True)
+            # Here, not in the caller: one interrupted while waiting (a stop signal) leaves it to the exit hook.
+            _running.add(self)
+
+        if PARENT_DEATH_SIGNAL:
+            _spawner.run(start)
+        else:
+            start()
 
     @property
     def pid(self) -> int:

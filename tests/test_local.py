@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ringserve.local.cluster import LocalCluster
-from ringserve.local.processes import _Child
+from ringserve.local.processes import PARENT_DEATH_SIGNAL, _Child, guarded
 
 
 class Sleeper(_Child):
@@ -65,3 +66,83 @@ def test_children_left_running_are_killed_when_the_process_that_started_them_exi
     while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(pid), f"child {pid} outlived the process that started it"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+linux_only = pytest.mark.skipif(not PARENT_DEATH_SIGNAL, reason="a parent-death signal is Linux only (prctl)")
+
+
+def wait_gone(pid: int, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not alive(pid)
+
+
+def sigkill_pending(pid: int) -> bool:
+    """SIGKILL sent but not yet acted on (a busy machine may not have run the process since)."""
+    with open(f"/proc/{pid}/status") as status:
+        masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask & (1 << (signal.SIGKILL - 1)) for mask in masks)
+
+
+@linux_only
+def test_a_child_dies_with_its_starter_even_when_the_starter_is_sigkilled(tmp_path):
+    """SIGKILL runs no exit hook and no handler: only the kernel's parent-death signal can stop the child. The child
+    is started from a thread that then ends, as a test restarting a node beside its callers does, and must live on
+    until the process itself dies (the signal is tied to the forking thread, hence the one spawner thread)."""
+    script = (
+        "import os, signal, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from tests.test_local import Sleeper\n"
+        "made = {}\n"
+        "def start():\n"
+        f"    child = made['child'] = Sleeper(Path({str(tmp_path)!r}), 'orphan').start()\n"
+        "    made['tid'] = threading.get_native_id()\n"
+        "    deadline = time.monotonic() + 10\n"
+        "    while (open(f'/proc/{child.pid}/cmdline', 'rb').read().split(b'\\0')[1:2] != [b'-c']\n"
+        "           and time.monotonic() < deadline):\n"
+        "        time.sleep(0.01)  # until it runs the sleeper itself, past the guard: the prctl is done, tied to this thread\n"
+        "t = threading.Thread(target=start)\n"
+        "t.start(); t.join()\n"
+        "deadline = time.monotonic() + 10\n"
+        "while os.path.exists(f'/proc/self/task/{made[\"tid\"]}') and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)  # join() returns before the OS thread is gone; wait for the thread itself\n"
+        "print(made['child'].pid, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    pid = None
+    try:
+        line = starter.stdout.readline()
+        assert line.strip().isdigit(), (line, starter.stderr.read() if starter.poll() is not None else "")
+        pid = int(line)
+        # The thread is gone, so a parent-death signal tied to it has been sent: the child is dead or it is pending.
+        assert alive(pid) and not sigkill_pending(pid), "the child dies with the thread that started it"
+        starter.stdin.write("\n")
+        starter.stdin.flush()
+        assert starter.wait(30) == -signal.SIGKILL
+        assert wait_gone(pid), f"child {pid} outlived its SIGKILLed starter"
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(10)
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@linux_only
+def test_the_orphan_guard_starts_nothing_once_its_starter_is_gone(tmp_path):
+    """The starter can die between the fork and the prctl, before there is a parent-death signal to fire: the guard
+    sees its parent is no longer the process that started it and exits without running the program."""
+    marker = tmp_path / "ran"
+    program = [sys.executable, "-c", f"open({str(marker)!r}, 'w')"]
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a pid that is not our child's parent any more
+    out = subprocess.run(guarded(program, parent=gone.pid), capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and not marker.exists(), out
+    assert "is gone" in out.stderr, out.stderr
+    out = subprocess.run(guarded(program), capture_output=True, text=True, timeout=60)  # its parent: us
+    assert out.returncode == 0 and marker.exists(), out
