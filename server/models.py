@@ -23,6 +23,7 @@ import torchvision
 from PIL import Image
 from torch import nn
 from torchvision import transforms as T
+from torchvision.transforms import functional as TF
 
 from ringserve.contract import fingerprint, images
 
@@ -30,10 +31,13 @@ log = logging.getLogger(__name__)
 
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
 # A miss's JPEG is decoded at the smallest DCT scale with this many times the model's resize side per
-# side, then resized by the model's own transform. At 1x, EfficientNet-Lite0's top-1 moved on 2 of 16
-# photos (cosine >= 0.995); at 1.5x on none (cosine >= 0.999), still 4.3x cheaper than a full decode
-# at 12 MP (bench/results/decode.md).
-DECODE_MARGIN = 1.5
+# side, so the DCT's block averaging is at most half of the reduction and the model's own antialiased
+# resize does the rest. On 35 real photos at their native sizes (2.3 to 20 MP, bench/realphotos.py),
+# with the centre square below, 2x keeps every feature at cosine >= 0.995 to the full decode's (min
+# 0.9974); 1.5x did not (0.984, a foggy lake at 1/4), nor did plain margins of 2x or 3x without the
+# centre square (0.993, a 6028x3391 photo cropped a pixel off). 1.75x also passed, but only one photo
+# fell between 1.75x and 2x, against six just above 2x (bench/results/decode.md).
+DECODE_MARGIN = 2.0
 # Heads by the attribute torchvision's classifiers keep them in; the model's own
 # forward() flattens the pooled feature before calling it.
 _HEAD_ATTRS = ("fc", "classifier", "heads", "head")
@@ -70,6 +74,44 @@ class _LiteBackbone(nn.Module):
         return torch.flatten(self.net._avg_pooling(self.net.extract_features(x)), 1)
 
 
+def resize_rule(preprocess: object) -> tuple[int, Image.Resampling] | None:
+    """The shorter side the model's transform resizes to first and its filter as Pillow's, if it has one."""
+    side = resize_side(preprocess)
+    if side is None:
+        return None
+    mode = getattr(preprocess, "interpolation", None)  # torchvision's ImageClassification
+    for step in getattr(preprocess, "transforms", ()):  # a Compose
+        if isinstance(step, T.Resize):
+            mode = step.interpolation
+            break
+    return side, Image.Resampling(TF.pil_modes_mapping.get(mode, Image.Resampling.BILINEAR))
+
+
+def reduced_side(resize: int, margin: float | None = None) -> int:
+    """Pixels per side a miss's JPEG keeps: ``margin`` (DECODE_MARGIN) times the model's resize side.
+
+    Never below the fingerprint's own decode: the node hashes the decode it makes for the model.
+    """
+    return max(math.ceil((DECODE_MARGIN if margin is None else margin) * resize), fingerprint.DECODE_SIDE)
+
+
+def centre_square(image: Image.Image, side: int, resample: Image.Resampling) -> Image.Image:
+    """The image's centred square of its shorter side, resized to ``side`` px, boxed in real coordinates.
+
+    Why: it is the region Resize(side) then CenterCrop keep, but Resize rounds the long side to whole
+    pixels from the image's own size, so one photo decoded at two DCT scales came out 455 and 454 px wide
+    and was cropped a pixel apart: that alone moved EfficientNet-Lite0's feature to cosine 0.993 (a
+    6028x3391 photo, at every reduced scale). A box in real coordinates is the same region at any scale,
+    and the transform's own Resize then leaves the square as it is. Pillow filters across the box's edges
+    as it would across a crop's, so the antialiasing is the Resize's.
+    """
+    w, h = image.size
+    if (w, h) == (side, side):
+        return image
+    s = min(w, h)
+    return image.resize((side, side), resample, box=((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2))
+
+
 class Model:
     """One loaded model: preprocess in any thread, ``features`` in the model thread."""
 
@@ -85,13 +127,16 @@ class Model:
         feature_dtype: str,
         random_weights: bool,
         decode_side: int | None = None,
+        square: tuple[int, Image.Resampling] | None = None,
     ) -> None:
         self.name = name
         self.device = device
         self.compute_dtype = torch.float16 if device.type == "cuda" else torch.float32
         self.backbone = backbone.eval().to(device=device, dtype=self.compute_dtype)
         self.head = head.eval().to(device=device, dtype=torch.float32)
-        self._preprocess = preprocess
+        # The model's own transform; ``preprocess`` puts the centre square (``square``: side, filter) first.
+        self.transform = preprocess
+        self.square = square
         self.class_names = list(class_names)
         self.input_size = input_size
         self.feature_dtype = np.dtype(feature_dtype)
@@ -104,12 +149,16 @@ class Model:
         self.num_classes = len(self.class_names)
         # The decode rule is part of the version: features from reduced decodes never meet full ones, and
         # perceptual keys hashed from this decode never meet those hashed from another.
+        square_rule = f"centre square {square[0]} px {square[1].name}" if square else "no centre square"
         self.version = _digest(self.backbone, self.head, repr(preprocess), feature_dtype, f"decode>={decode_side}",
+                               square_rule,
                                "phash of the model's decode", images.FLATTEN_RULE)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """RGB image to the normalised CHW float tensor the backbone expects."""
-        return self._preprocess(image)
+        """RGB image to the normalised CHW float tensor the backbone expects, the same region at any decode scale."""
+        if self.square is not None:
+            image = centre_square(image, *self.square)
+        return self.transform(image)
 
     def features(self, batch: Sequence[torch.Tensor]) -> list[np.ndarray]:
         """Run the backbone once on a batch; canonical-dtype vectors, one per image."""
@@ -249,12 +298,11 @@ def load(config: ModelConfig) -> Model:
         raise ModelError(f"feature dtype {config.feature_dtype!r} must be float16 or float32")
     build = _build_lite0 if config.name == EFFICIENTNET_LITE0 else _build_torchvision
     backbone, head, preprocess, categories, input_size, random_weights = build(config)
-    side = resize_side(preprocess)
-    # Never below the fingerprint's own decode: the node hashes the decode it makes for the model.
-    decode_side = (None if config.full_decode or side is None
-                   else max(math.ceil(DECODE_MARGIN * side), fingerprint.DECODE_SIDE))
+    square = resize_rule(preprocess)
+    decode_side = None if config.full_decode or square is None else reduced_side(square[0])
+    # The centre square is part of the rule with or without --full-decode, so the two differ only in the decode.
     model = Model(config.name, backbone, head, preprocess, categories, input_size, device,
-                  config.feature_dtype, random_weights, decode_side=decode_side)
+                  config.feature_dtype, random_weights, decode_side=decode_side, square=square)
     if config.weights is not None:
         weights = f"weights from {config.weights}"
     elif random_weights:
@@ -262,6 +310,8 @@ def load(config: ModelConfig) -> Model:
     else:
         weights = "ImageNet weights from the pretrained extra"
     decoding = f"JPEG misses decoded at >= {model.decode_side} px per side" if model.decode_side else "full decode"
+    if model.square:
+        decoding += f", centre square resampled to {model.square[0]} px"
     log.info("model %s with %s, version %s: %d-d feature, %d classes, on %s, %s", model.name, weights, model.version,
              model.feature_dim, model.num_classes, device, decoding)
     return model
