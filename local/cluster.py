@@ -6,10 +6,17 @@ endpoints. ``restart`` and ``roll`` do what a StatefulSet rolling update does
 (SIGTERM, the endpoint leaves, drain, exit, a new process with the same name at
 a new address); ``scale`` adds or removes the highest ordinals. Used by
 ``ringserve-up`` and the integration tests.
+
+Nothing it starts outlives it: ``stop()`` (or leaving ``with LocalCluster(...)``)
+drains and then kills, the exit hook in ``processes`` kills what a crash left, and
+on Linux the children die with the process even when it is SIGKILLed. Stop
+signals are the program's to take, so it installs handlers only when asked
+(``handle_signals=True``, for a main program; ``ringserve-up`` installs its own).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -20,28 +27,49 @@ import grpc
 
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
-from ringserve.local.processes import NodeProcess, RedisProcess, RouterProcess
+from ringserve.local.processes import NodeProcess, RedisProcess, RouterProcess, stop_on_signals
 
 log = logging.getLogger(__name__)
 
 
 class LocalCluster:
+    """Redis (optional), nodes and a router on this machine; ``with`` it, or call ``stop()``.
+
+    ``handle_signals``: from construction until ``stop()`` ends, SIGTERM, SIGHUP and SIGINT raise
+    ``processes.Stopped`` (a ``SystemExit`` with status 128 + the signal) in the main thread, so the
+    ``with`` block or the caller's ``finally`` stops the cluster and an uncaught one exits as a shell
+    expects (see ``processes.stop_on_signals``). Off by default: tests and benchmarks keep their own.
+    """
+
     def __init__(self, workdir: Path, redis_url: str | None = None, node_args: Sequence[str] = (),
-                 router_args: Sequence[str] = (), embedded_redis: bool = False) -> None:
+                 router_args: Sequence[str] = (), embedded_redis: bool = False, handle_signals: bool = False) -> None:
+        self._signals = contextlib.ExitStack()
+        if handle_signals:
+            self._signals.enter_context(stop_on_signals())
         self.workdir = workdir
-        workdir.mkdir(parents=True, exist_ok=True)
         self.redis: RedisProcess | None = None
-        if embedded_redis and redis_url is None:
-            self.redis = RedisProcess(workdir / "redis", durable=True).start()  # it holds the search collections
-            redis_url = self.redis.url
         self.redis_url = redis_url
         self.node_args = list(node_args)
         self.router_args = list(router_args)
         self.nodes: dict[str, NodeProcess] = {}
         self.members_file = workdir / "members"
-        self.members_file.write_text("")
         self.router: RouterProcess | None = None
         self.on_event: Callable[[str], None] = lambda message: log.info("%s", message)
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            self.members_file.write_text("")
+            if embedded_redis and redis_url is None:
+                self.redis = RedisProcess(workdir / "redis", durable=True).start()  # it holds the search collections
+                self.redis_url = self.redis.url
+        except BaseException:  # a stop signal or a failure half way: no handler or process outlives the constructor
+            self._signals.close()
+            raise
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     # ---- building it ---------------------------------------------------------------------
 
@@ -141,7 +169,10 @@ class LocalCluster:
             self.router.wait_members(len(self.nodes))
 
     def stop(self) -> None:
-        """Stop the router, then every node (each SIGTERM, then SIGKILL after 15 s), then Redis."""
+        """Stop the router, then every node (each SIGTERM, then SIGKILL after 15 s), then Redis.
+
+        Interrupted (a second stop signal, a test's time limit), it kills what it has not stopped yet.
+        """
         self.on_event("stopping the cluster")
         children = [("router", self.router), *self.nodes.items()]
         try:
@@ -157,9 +188,12 @@ class LocalCluster:
                 self.redis.stop(5)
         finally:
             # Interrupted (a test's time limit, Ctrl-C): what was not stopped yet is killed, not left running.
-            for _, child in [*children, ("redis", self.redis)]:
-                if child is not None and child.running:
-                    child.kill()
+            try:
+                for _, child in [*children, ("redis", self.redis)]:
+                    if child is not None and child.running:
+                        child.kill()
+            finally:
+                self._signals.close()  # the handlers this cluster installed, if asked, go once it is down
         self.on_event("cluster stopped")
 
 

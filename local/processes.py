@@ -3,9 +3,9 @@
 Used by ``ringserve-up`` and by the integration tests, so both start real
 processes the same way: on free loopback ports, each process in its own
 session so a stop reaches everything it started, and never outliving the
-process that started them: stopped on exit (an exit hook), and on Linux killed
-by the kernel when the starter dies without running any code (a parent-death
-signal).
+process that started them: stopped on exit (an exit hook), on a stop signal
+where the program asks for it (``stop_on_signals``), and on Linux killed by the
+kernel when the starter dies without running any code (a parent-death signal).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TypeVar
@@ -106,6 +106,66 @@ def _kill_leftovers() -> None:
         child.kill()
 
 
+# ---- stop signals ----------------------------------------------------------------------------
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+class Stopped(SystemExit):
+    """A stop signal arrived; raised in the main thread by the handler ``stop_on_signals`` installs.
+
+    A ``SystemExit`` whose code is 128 + the signal's number: it unwinds through the caller's
+    ``finally`` blocks (where the cluster is stopped, in ordinary code), passes ``except Exception``,
+    and ends an uncaught program silently with the status a shell reports for that signal.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(128 + signum)
+        self.signum = signum
+
+    def __str__(self) -> str:
+        return signal.Signals(self.signum).name
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """While inside, SIGTERM, SIGHUP and SIGINT raise ``Stopped`` in the main thread; the old handlers return after.
+
+    The handler only raises: the stop itself (drains, seconds) runs in the caller's ``finally``, never
+    inside the handler's frame, where the code it interrupted may hold a lock the stop needs. A
+    second signal during that stop raises again, cutting the drains short (``LocalCluster.stop``
+    kills what it has not stopped); later ones are ignored so the kills can finish.
+
+    SIGINT is handled even when it was ignored at start, as a background job of a non-interactive
+    shell (``ringserve-up --keep &``) inherits it: whoever sends SIGINT to the starter means stop, and
+    a cluster that cannot be stopped the way its help says is the bug this fixes. SIGHUP ignored at
+    start stays ignored: that is ``nohup`` asking to outlive the terminal.
+
+    A library must not take a process's signals silently, so only a program's owner calls this:
+    ``ringserve-up`` always, ``LocalCluster(handle_signals=True)`` when asked.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise LocalError("stop_on_signals() must be entered from the main thread (Python runs signal handlers "
+                         "only there); enter it in the program's main function")
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        received.append(signum)
+        if len(received) <= 2:
+            raise Stopped(signum)
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+            continue
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 # ---- spawning: a parent-death signal on Linux ---------------------------------------------------
 
 # Run in the child between fork and the real program, as its own tiny interpreter (``preexec_fn``
@@ -127,7 +187,7 @@ os.execvp(argv[0], argv)
 
 PARENT_DEATH_SIGNAL = sys.platform.startswith("linux")
 """Whether children get a parent-death signal. Elsewhere a starter killed outright (SIGKILL) leaves them
-running: the exit hook covers every other way it ends."""
+running: the exit hook and ``stop_on_signals`` cover every other way it ends."""
 
 
 def guarded(argv: Sequence[str], parent: int | None = None) -> list[str]:

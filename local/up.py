@@ -1,11 +1,25 @@
-"""``ringserve-up``: a real Redis, nodes and a router on this machine, and sample images sent through them.
+"""ringserve-up: a whole ringserve cluster on this machine, and sample images sent through it.
 
-Starts an embedded redis-server (or uses ``--redis-url``), ``--nodes`` nodes with
-the pretrained EfficientNet-Lite0 and a router over them; sends the sample photos
-twice (computed, then L1 hits), restarts node-0 (its keys come back from Redis),
-then sends re-encoded copies under the perceptual policy, and prints where every
-answer came from. ``--roll`` instead rolls every node under continuous load.
-Everything it started is stopped on exit or Ctrl-C.
+It starts, each as a child process logging into --workdir (default: a new temporary folder):
+  - redis-server on a free loopback port, durable (an append-only file fsynced on every write, in
+    WORKDIR/redis), unless --redis-url names a Redis to use instead. It is the nodes' shared cache
+    (L2) and the store of record of the search collections.
+  - --nodes nodes (node-0, node-1, ...) serving --model, each on a free loopback port.
+  - a router over those nodes, on --port (default: a free one), that also serves the Search service
+    (ringserve index/search/delete --target ROUTER): its collections live in that Redis, its views'
+    snapshots in WORKDIR/search-views.
+
+Then it sends the photos in --images twice (computed, then L1 hits), restarts node-0 (its keys come
+back from Redis), sends re-encoded copies under the perceptual policy, and prints where every
+answer came from. --roll instead rolls every node under continuous load.
+
+What stops it: the end of the demo (unless --keep), or SIGINT (Ctrl-C), SIGTERM or SIGHUP (timeout,
+systemd, docker stop, a closed terminal). Everything it started is then stopped cleanly (SIGTERM;
+the router, then each node drains, then Redis) and killed if not gone within 15 s (Redis 5 s); a
+second signal kills at once. It exits with 128 + the signal's number (130, 143, 129). SIGINT stops
+it even when started with SIGINT ignored (a background job of a script); SIGHUP ignored by nohup
+stays ignored. On Linux its children die with it even when it is killed outright (SIGKILL, the OOM
+killer): each carries a parent-death signal. Elsewhere those would be left running.
 """
 
 from __future__ import annotations
@@ -25,7 +39,7 @@ from ringserve.client.errors import RingserveError
 from ringserve.contract.images import SUFFIXES
 from ringserve.local.cluster import LocalCluster
 from ringserve.local.load import LoadGenerator
-from ringserve.local.processes import LocalError, scratch_dir
+from ringserve.local.processes import LocalError, Stopped, scratch_dir, stop_on_signals
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
@@ -40,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=3, help="how many nodes behind the router")
     p.add_argument("--port", type=int, default=0, help="router port (default: a free one)")
     p.add_argument("--workdir", type=Path, help="where logs go (default: a new temporary folder)")
-    p.add_argument("--keep", action="store_true", help="keep the cluster up until Ctrl-C")
+    p.add_argument("--keep", action="store_true",
+                   help="after the demo, keep the cluster up until Ctrl-C, SIGTERM or SIGHUP")
     p.add_argument("--roll", action="store_true",
                    help="instead of the demo passes: continuous load while every node rolls over (SIGTERM, "
                    "drain, restart under the same name), then scale N -> N+2 -> N; report failures and p99")
@@ -120,16 +135,20 @@ def run(args: argparse.Namespace) -> int:
         print("\nsummary: " + ", ".join(f"{k} {v}/{total}" for k, v in sorted(tiers.items()))
               + "; per node: " + ", ".join(f"{k} {v}" for k, v in sorted(per_node.items())))
         if args.keep:
-            print(f"\nkept up: ringserve classify FILE --target {router.target}   (Ctrl-C to stop)")
+            print(f"\nkept up: ringserve classify FILE --target {router.target}   (Ctrl-C or SIGTERM to stop)",
+                  flush=True)
             while router.running:
                 time.sleep(0.5)
+            print(f"ringserve-up: the router exited (code {router.proc.returncode}); its log: {router.log_path}",
+                  file=sys.stderr)
+            return 1
         return 0
     except (LocalError, RuntimeError) as exc:
         print(f"ringserve-up: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nstopping ...")
-        return 130
+    except Stopped as stopped:
+        print(f"\nringserve-up: {stopped}, stopping everything it started ...", flush=True)
+        raise
     finally:
         if cluster is not None:
             cluster.stop()
@@ -161,7 +180,14 @@ def _roll(cluster: LocalCluster, files: list[Path]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    """The process owner, so it takes the stop signals: any of them unwinds ``run`` through its ``finally``,
+    which stops the cluster outside the handler, then ends here as 128 + the signal's number."""
+    args = build_parser().parse_args(argv)
+    with stop_on_signals():
+        try:
+            return run(args)
+        except Stopped as stopped:
+            return int(stopped.code)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ringserve.local.cluster import LocalCluster
-from ringserve.local.processes import PARENT_DEATH_SIGNAL, _Child, guarded
+from ringserve.local.processes import PARENT_DEATH_SIGNAL, STOP_SIGNALS, _Child, guarded
 
 
 class Sleeper(_Child):
@@ -146,3 +146,45 @@ def test_the_orphan_guard_starts_nothing_once_its_starter_is_gone(tmp_path):
     assert "is gone" in out.stderr, out.stderr
     out = subprocess.run(guarded(program), capture_output=True, text=True, timeout=60)  # its parent: us
     assert out.returncode == 0 and marker.exists(), out
+
+
+def test_a_cluster_takes_no_signal_handler_unless_asked(tmp_path):
+    before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    LocalCluster(tmp_path).stop()
+    with LocalCluster(tmp_path / "asked", handle_signals=True):
+        assert all(signal.getsignal(sig) != before[sig] for sig in STOP_SIGNALS)
+    assert {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
+def test_a_cluster_asked_to_handle_signals_stops_its_children_on_one(sig, tmp_path):
+    """A main program's ``with LocalCluster(..., handle_signals=True)``: the signal unwinds the block, which stops
+    every child; the program exits 128 + the signal's number, as a shell expects."""
+    script = (
+        "import time; from pathlib import Path\n"
+        "from ringserve.local.cluster import LocalCluster\n"
+        "from tests.test_local import Sleeper\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        "with LocalCluster(root, handle_signals=True) as cluster:\n"
+        "    cluster.router = Sleeper(root, 'router').start()\n"
+        "    cluster.nodes = {n: Sleeper(root, n).start() for n in ('node-0', 'node-1')}\n"
+        "    print(cluster.router.pid, *(n.pid for n in cluster.nodes.values()), flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    starter = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, cwd=ROOT)
+    pids: list[int] = []
+    try:
+        line = starter.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 3, (line, starter.stderr.read() if starter.poll() is not None else "")
+        starter.send_signal(sig)
+        assert starter.wait(30) == 128 + sig, starter.stderr.read()
+        assert all(wait_gone(pid) for pid in pids), [pid for pid in pids if alive(pid)]
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait(10)
+        for pid in pids:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -27,6 +27,17 @@ def test_ringserve_up_runs_a_cluster_and_shows_every_tier(tmp_path):
     assert not _leftovers(tmp_path), f"processes left behind: {_leftovers(tmp_path)}"
 
 
+def test_ringserve_up_help_says_what_it_starts_and_what_stops_it():
+    out = subprocess.run([sys.executable, "-m", "ringserve.local.up", "--help"], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    for expected in ("redis-server", "--nodes nodes", "Search service", "WORKDIR/search-views",
+                     "collections live in that Redis", "SIGTERM", "SIGHUP", "SIGINT", "128 + the signal",
+                     "parent-death signal"):
+        assert expected in text, (expected, out.stdout)
+
+
 def _leftovers(workdir: Path) -> list[psutil.Process]:
     """Live processes whose command line or working directory is under ``workdir``."""
     found = []
@@ -61,14 +72,18 @@ def _listened_on(ports: set[int]) -> set[int]:
 
 
 SIGNALS = {
+    "SIGTERM": (signal.SIGTERM, False),
+    "SIGHUP": (signal.SIGHUP, False),
+    "SIGINT": (signal.SIGINT, False),
+    "SIGINT-ignored-at-start": (signal.SIGINT, True),
     "SIGKILL": (signal.SIGKILL, False),
 }
 
 
 @pytest.mark.parametrize("case", list(SIGNALS))
 def test_ringserve_up_kept_up_leaves_nothing_running_after_a_signal(case, tmp_path):
-    """``ringserve-up --keep`` (one node, the small test model) gets a signal once it is up: every process it
-    started is gone within a bounded time and their ports are free."""
+    """``ringserve-up --keep`` (one node, the small test model) gets a stop signal once it is up: every process it
+    started is gone within a bounded time and their ports are free; a handled signal exits 128 + its number."""
     sig, ignore_sigint = SIGNALS[case]
     workdir = tmp_path / "cluster"
     command = [sys.executable, "-m", "ringserve.local.up", "--nodes", "1", "--keep", "--workdir", str(workdir),
