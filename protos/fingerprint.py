@@ -72,7 +72,7 @@ def of_image(image: Image.Image) -> Fingerprint:
 
 def of_bytes(data: bytes, limits: ImageLimits = ImageLimits()) -> Fingerprint:
     """The fingerprint of encoded bytes, decoded only as far as the hash needs; raises ``ImageError`` for bad input."""
-    return of_image(decode(data, limits, at_least=DECODE_SIDE))
+    return of_image(decode(data, limits, at_least=DECODE_SIDE, reduce_all=True))
 
 
 def phash(image: Image.Image) -> int:

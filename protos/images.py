@@ -44,6 +44,8 @@ WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
 LIGHT_PICTURE = 0.9
 FLATTEN_RULE = f"alpha over white, over black at luma >= {LIGHT_PICTURE}"
+# Modes Image.reduce takes as they are.
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "PA", "I", "F", "CMYK", "YCbCr"})
 # Pixels per side of the copy that the picture's mean luma is measured on: a statistic, not a picture.
 _LUMA_SIDE = 128
 
@@ -151,7 +153,18 @@ def _picture_luma(rgba: Image.Image) -> float:
     return float((luma * weight).sum() / total)
 
 
-def decode(data: bytes, limits: ImageLimits = ImageLimits(), at_least: int | None = None) -> Image.Image:
+def _reduced(img: Image.Image, at_least: int) -> Image.Image:
+    """``img`` shrunk by the largest whole factor that keeps ``at_least`` pixels per side (itself when none does)."""
+    factor = min(img.size) // at_least
+    if factor < 2:
+        return img
+    if img.mode not in _REDUCIBLE:  # a palette, 1-bit or 16-bit image: to the colours it shows first
+        img = img.convert("RGBA" if has_alpha(img) else "RGB")
+    return img.reduce(factor)
+
+
+def decode(data: bytes, limits: ImageLimits = ImageLimits(), at_least: int | None = None,
+           reduce_all: bool = False) -> Image.Image:
     """Return the image as RGB, upright per its EXIF orientation, first frame only, alpha flattened (``flatten``).
 
     Args:
@@ -160,6 +173,10 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), at_least: int | Non
         at_least: decode a JPEG only at the smallest reduced scale (1/2, 1/4, 1/8, in the DCT) whose
             width and height both stay at least this many pixels; None decodes every pixel. Other
             formats are decoded whole.
+        reduce_all: with ``at_least``, also shrink what no decoder can reduce while decoding (PNG, WebP,
+            ...) right after it is decoded, by the largest whole factor that keeps ``at_least`` pixels per
+            side (a box filter, as the JPEG's DCT scaling is), before any further copy of it is made. For a
+            fingerprint, which needs 32x32 grey pixels: the model's input keeps every pixel.
 
     Raises:
         ImageError: the bytes are not an accepted image, or break a limit; the message says which.
@@ -174,6 +191,8 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), at_least: int | Non
         if at_least is not None and img.format == "JPEG":
             img.draft("RGB", (at_least, at_least))
         img.load()
+        if reduce_all and at_least is not None and img.format != "JPEG":
+            img = _reduced(img, at_least)
         img = ImageOps.exif_transpose(img)
         return flatten(img)
     except ImageError:

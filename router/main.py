@@ -180,12 +180,14 @@ class Router:
 
 async def serve(config: RouterConfig) -> None:
     router = Router(config)
+    process.trim_when_idle(lambda: router.servicer.inflight == 0)
     await process.run_until_signal(router.start, router.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_mod.from_args(argv)
     process.setup_logging(config.log_level)
+    process.return_large_allocations()
     asyncio.run(serve(config))
     return 0
 

@@ -89,3 +89,16 @@ def test_the_memo_decodes_each_distinct_image_once(monkeypatch):
     memo.phash_bytes(c)  # the least recently used (b) leaves
     memo.phash_bytes(b)
     assert len(calls) == 4 and len(memo) == 2
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P", "I;16"])
+def test_a_fingerprint_decodes_a_large_png_only_as_far_as_it_needs(mode):
+    """What cannot be reduced while decoding is shrunk right after, before any copy: a router fingerprinting
+    large PNGs keeps no full-size copies, and the pHash is the full decode's, or within a bit or two."""
+    img = picture(5, (2000, 1500))
+    img = img.convert("L").convert("I;16") if mode == "I;16" else img.convert(mode)
+    data = encode(img, "PNG")
+    reduced = decode(data, at_least=256, reduce_all=True)
+    assert reduced.mode == "RGB" and reduced.size == (400, 300)  # by 5: the largest factor keeping 256 a side
+    assert decode(data, at_least=256).size == (2000, 1500)  # the model's decode keeps every pixel
+    assert fingerprint.hamming(fingerprint.phash_bytes(data), fingerprint.phash(decode(data))) <= 2
