@@ -390,3 +390,26 @@ def test_expired_values_are_pruned_from_the_perceptual_index(nodes, redis_db):
     while any(r.sismember(k, f"{target:016x}") for k in chunk_keys):
         assert time.monotonic() < deadline, "the stale index entry was not pruned"
         time.sleep(0.05)
+
+
+def test_transparent_and_featureless_images_through_a_real_node(nodes, redis_db):
+    """A shape drawn only in alpha reaches the model as that shape, and different shapes get different
+    features; a flat image is answered, marked low-information, and never served to another flat one."""
+    from ringserve.local.imagegen import alpha_shape, featureless
+
+    node = nodes("a", "--redis-url", redis_db.url, "--radius", "8")
+    shapes = [encode(alpha_shape(s, (255, 255, 255), (224, 224)), "PNG") for s in ("disc", "bar", "ring")]
+    blank = encode(featureless("flat-255-255-255", (224, 224)), "PNG")
+    with Client(node.target) as c:
+        found = c.extract_detailed([*shapes, blank])
+        vectors = [f.vector.astype(np.float32) for f in found]
+        for i in range(4):
+            for j in range(i + 1, 4):
+                cos = float(vectors[i] @ vectors[j] / np.linalg.norm(vectors[i]) / np.linalg.norm(vectors[j]))
+                assert cos < 0.99, (i, j, cos)  # blank, and each other, before alpha was composited
+        assert [f.provenance.low_information for f in found] == [False, False, False, True]
+        grey = encode(featureless("flat-250-250-250", (224, 224)), "PNG")
+        other = c.extract_detailed([grey], cache_mode="perceptual")[0]
+        assert other.provenance.source == "computed" and other.provenance.low_information
+        assert not other.provenance.perceptual
+    node.stop()
