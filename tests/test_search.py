@@ -17,7 +17,7 @@ from ringserve.contract import fingerprint
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.local.cluster import LocalCluster
-from ringserve.local.imagegen import jpeg, picture
+from ringserve.local.imagegen import encode, featureless, jpeg, picture
 from ringserve.local.processes import RedisProcess, RouterProcess
 from tests.conftest import SMALL_MODEL
 
@@ -67,6 +67,17 @@ def test_index_search_reindex_and_delete(tmp_path, durable_redis, made):
         near = client.search(collection="catalogue", image=reencoded, k=1, max_distance=max(distance, 2))
         assert near.nearest[0].id == "sku-3" and "sku-3" in [h.id for h in near.duplicates]
         assert all(h.distance <= max(distance, 2) for h in near.duplicates)
+
+        # flat pictures are low-information: found by feature and by their id, never as anyone's duplicates
+        flats = [encode(featureless(k, (160, 120)), "PNG") for k in ("flat-255-255-255", "flat-245-245-245")]
+        assert all(isinstance(r, Indexed) for r in client.index(["white", "paper"], flats, collection="catalogue"))
+        grey = jpeg(featureless("flat-250-250-250", (160, 120)), 90)
+        by_flat = client.search(collection="catalogue", image=grey, k=2, max_distance=16)
+        assert by_flat.query_low_information and by_flat.duplicates == []
+        assert {h.id for h in by_flat.nearest} == {"white", "paper"}
+        by_id = client.search(collection="catalogue", id="white", k=1, max_distance=16)
+        assert by_id.query_low_information and by_id.duplicates == [] and by_id.nearest[0].id == "white"
+        assert client.delete("catalogue", ["white", "paper"]) == (2, [])
 
         # re-indexing an id replaces its entry
         other = jpeg(picture(7100, (160, 120)), 92)
