@@ -348,7 +348,12 @@ def main(argv: list[str] | None = None) -> int:
                     "node_decode_side": model.decode_side, "torch_threads": args.threads}
     started = time.perf_counter()
     if args.part in ("all", "real"):
-        result["real"] = real_section(model, args.cache, args.repeats, progress)
+        from bench.realphotos import RealPhotosUnavailable
+
+        try:
+            result["real"] = real_section(model, args.cache, args.repeats, progress)
+        except RealPhotosUnavailable as exc:
+            p.exit(2, f"{p.prog}: {exc}\n")
     if args.part in ("all", "synthetic"):
         result["synthetic"] = synthetic_section(model, args.photos, progress)
     result["wall_s"] = round(time.perf_counter() - started, 1)

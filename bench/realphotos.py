@@ -185,7 +185,11 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cache", type=Path, default=CACHE, help=f"where the packages are unpacked (default {CACHE})")
     args = p.parse_args(argv)
-    for photo in photos(args.cache):
+    try:
+        shots = photos(args.cache)
+    except RealPhotosUnavailable as exc:
+        p.exit(2, f"{p.prog}: {exc}\n")
+    for photo in shots:
         print(f"{photo.name:16s} {photo.size[0]}x{photo.size[1]:<5d} {photo.megapixels:5.1f} MP "
               f"{len(photo.data) / 1e6:5.2f} MB  {photo.package} {photo.version}  {photo.licence}  {photo.author}")
     return 0
