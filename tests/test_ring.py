@@ -94,3 +94,33 @@ def test_place_skips_excluded_and_weights_scale_capacity():
     assert ring.capacity("b", {"a": 0, "b": 99}) > ring.capacity("a", {"a": 0, "b": 99})
     with pytest.raises(ValueError):
         Ring({}, load_factor=0.9)
+
+
+# Placement is a contract between versions: routers of two releases side by side during a roll must agree
+# on every owner, and a new hash would move every key at once (every node's L1 emptied). These values were
+# read off the ring as it is (uhashring's ketama over ``fingerprint.to_hex``); a change that moves them is
+# a breaking change, to be made on purpose and released as one.
+GOLDEN_MEMBERS = {"node-0": 1, "node-1": 1, "node-2": 2, "web-3": 1}
+GOLDEN_WALKS = {
+    0x0: ["node-0", "node-2", "node-1", "web-3"],
+    0x1: ["node-2", "node-1", "web-3", "node-0"],
+    0x8000000000000000: ["web-3", "node-2", "node-0", "node-1"],
+    0xFFFFFFFFFFFFFFFF: ["web-3", "node-2", "node-1", "node-0"],
+    0x0123456789ABCDEF: ["node-0", "node-1", "web-3", "node-2"],
+    0xFEDCBA9876543210: ["node-2", "web-3", "node-0", "node-1"],
+    0x8000000000000001: ["node-2", "web-3", "node-0", "node-1"],
+    0x00FF00FF00FF00FF: ["node-2", "node-1", "web-3", "node-0"],
+}
+GOLDEN_OWNERS_SHA256 = "fae39b5a71ecf126c83130c9d4b3660a86bd8d807b33d0a1f1d74f958201d6ce"
+
+
+def test_the_ring_places_fixed_keys_where_every_earlier_version_did():
+    import hashlib
+
+    ring = Ring(GOLDEN_MEMBERS)
+    assert {key: list(ring.walk(key)) for key in GOLDEN_WALKS} == GOLDEN_WALKS
+    assert {key: ring.owner(key) for key in GOLDEN_WALKS} == {k: w[0] for k, w in GOLDEN_WALKS.items()}
+    rng = random.Random(20261201)
+    many = [rng.getrandbits(64) for _ in range(5000)]
+    owners_digest = hashlib.sha256(",".join(ring.owner(k) or "" for k in many).encode()).hexdigest()
+    assert owners_digest == GOLDEN_OWNERS_SHA256
