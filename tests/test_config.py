@@ -57,6 +57,6 @@ def test_a_miss_decodes_at_the_models_resize_and_the_rule_is_part_of_the_version
 
     reduced = models.load(models.ModelConfig(testmodel.NAME, weights=testmodel.weights_file()))
     full = models.load(models.ModelConfig(testmodel.NAME, weights=testmodel.weights_file(), full_decode=True))
-    assert reduced.decode_side == 384 and full.decode_side is None  # 1.5 x torchvision's resize_size (256)
+    assert reduced.decode_side == 512 and full.decode_side is None  # 2 x torchvision's resize_size (256)
     assert reduced.version != full.version  # features of the two rules never meet in one namespace
     assert config.from_args(["--full-decode"], {}).models[0].full_decode
