@@ -12,6 +12,7 @@ import functools
 import threading
 
 import grpc
+import pytest
 
 from ringserve.contract.images import ImageLimits
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -359,3 +360,104 @@ async def test_client_and_router_fall_back_to_one_item_per_message_for_a_node_wi
         await router.registry.close()
     assert not link.framed
     assert [f.vector.tobytes() for f in direct] == [f.vector.tobytes() for f in routed]
+
+
+# ---- what must not change (pinned here, in the fast tier) ------------------------------------------
+
+
+async def test_a_spoofed_hint_never_becomes_a_perceptual_key():
+    """B's bytes sent with A's fingerprint as their hint: B is computed and kept under B's own pHash, so a
+    re-encoding of A is not served B's feature, and a re-encoding of B is (cache poisoning refused)."""
+    from ringserve.contract import fingerprint
+
+    node = node_servicer(FakeModel(), l2=MemoryL2())
+    start_batchers(node)
+    a, b = jpeg(3, quality=95), jpeg(4, quality=95)
+    perceptual = {"cache_policy": pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=6)}
+    spoofed = await one(node, b, phash_hint=fingerprint.phash_bytes(a))
+    assert spoofed.provenance.source == pb.SOURCE_COMPUTED
+    near_a = await one(node, jpeg(3, quality=60), **perceptual)
+    assert near_a.provenance.source == pb.SOURCE_COMPUTED and not near_a.provenance.perceptual
+    near_b = await one(node, jpeg(4, quality=60), **perceptual)
+    assert near_b.provenance.perceptual and near_b.feature.data == spoofed.feature.data
+
+
+@pytest.mark.parametrize("bad", ["payload-shorter-than-shape", "wrong-length", "wrong-dtype", "other-version"])
+async def test_a_stored_value_that_does_not_fit_is_a_miss_counted_corrupt(bad):
+    import struct
+    import zlib
+
+    import numpy as np
+
+    from ringserve.contract import codec
+    from ringserve.server.keys import Namespace, exact_digest
+    from tests.fakes import FEATURE_DIM
+
+    l2 = MemoryL2()
+    model = FakeModel()
+    node = node_servicer(model, l2=l2)
+    start_batchers(node)
+    image = jpeg(21)
+    if bad == "payload-shorter-than-shape":  # a header that says 12 values over a payload of 11, checksum intact
+        blob = bytearray(codec.encode(np.ones(FEATURE_DIM, np.float16), model.version))
+        blob = blob[:-2]
+        body = bytes(blob[codec._FIXED.size:])
+        struct.pack_into("<I", blob, codec._FIXED.size - 4, zlib.crc32(body))
+        blob = bytes(blob)
+    elif bad == "wrong-length":
+        blob = codec.encode(np.ones(FEATURE_DIM + 1, np.float16), model.version)
+    elif bad == "wrong-dtype":
+        blob = codec.encode(np.ones(FEATURE_DIM, np.float32), model.version)
+    else:
+        blob = codec.encode(np.ones(FEATURE_DIM, np.float16), "an-older-model")
+    l2.values[Namespace(model.name, model.version).exact(exact_digest(image))] = blob
+    reply = await one(node, image)
+    assert reply.status.code == 0 and reply.provenance.source == pb.SOURCE_COMPUTED and model.images == 1
+    assert metric_total(node.metrics.provider, "ringserve.l2.events", event="corrupt") == 1
+
+
+@pytest.mark.parametrize("limit", ["budget", "deadline"])
+async def test_the_retry_round_ends_at_the_budget_and_at_the_callers_deadline(limit):
+    """No node on the ring: the item is re-sent in rounds, and answered UNAVAILABLE when time is up, not never."""
+    from ringserve.router.retry import RetryConfig
+
+    router = await router_servicer({}, retry=RetryConfig(budget_s=0.3 if limit == "budget" else 60.0))
+    request = pb.ImageRequest(request_id="lost", image=jpeg(1))
+    deadline = None
+    if limit == "deadline":
+        deadline = asyncio.get_running_loop().time() + 0.3
+    reply = await asyncio.wait_for(router.route(request, "Extract", pb.ExtractReply, deadline=deadline), 30)
+    assert reply.status.code in (grpc.StatusCode.UNAVAILABLE.value[0], DEADLINE_EXCEEDED), reply.status
+    await router.registry.close()
+
+
+async def test_a_client_item_answered_unavailable_is_sent_again_and_served():
+    """A node that answers an item UNAVAILABLE (draining, not ready) leaves it to the client to send again."""
+    from ringserve.client import AsyncClient
+
+    seen: dict[str, int] = {}
+
+    class Flaky(pb_grpc.InferenceServicer):
+        async def Extract(self, request_iterator, context):
+            async for request in request_iterator:
+                seen[request.image] = seen.get(request.image, 0) + 1
+                if seen[request.image] == 1:
+                    yield pb.ExtractReply(request_id=request.request_id, status=pb.ItemStatus(
+                        code=grpc.StatusCode.UNAVAILABLE.value[0], message="draining"))
+                else:
+                    yield pb.ExtractReply(request_id=request.request_id, status=pb.ItemStatus(code=0),
+                                          feature=pb.Tensor(data=b"\0\0" * 4, dtype="float16", shape=[4]),
+                                          provenance=pb.Provenance(source=pb.SOURCE_COMPUTED))
+
+    server = grpc.aio.server()
+    pb_grpc.add_InferenceServicer_to_server(Flaky(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        images = [jpeg(i) for i in range(3)]
+        async with AsyncClient(f"127.0.0.1:{port}", retries=3, timeout_s=20, hints=False) as client:
+            results = await client.extract_detailed(images)
+        assert all(r.vector.shape == (4,) for r in results), results
+        assert sorted(seen.values()) == [2, 2, 2]  # each sent again once, and answered once
+    finally:
+        await server.stop(None)
