@@ -3,7 +3,8 @@
 Installs and imports without torch: ``pip install ringserve``.
 """
 
-from ringserve.client.aio import AsyncClient, ClientConfig
+from ringserve.client.aio import AsyncClient
+from ringserve.client.config import ClientConfig
 from ringserve.client.errors import (
     DeadlineExceeded,
     FailedPrecondition,

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import EllipsisType
 from typing import Any
 
@@ -22,7 +21,8 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from ringserve.client import errors
+from ringserve.client import errors, resend
+from ringserve.client.config import CACHE_MODES, ClientConfig
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
@@ -30,36 +30,6 @@ from ringserve.contract import arguments, fingerprint, tracecontext, wire
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
-
-CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    target: str = "localhost:50051"
-    # Deadline of one call (all its images), in seconds; None for none.
-    timeout_s: float | None = 120.0
-    # Items sent and not yet answered, per stream.
-    window: int = 64
-    # Re-sends of items the server could not take (UNAVAILABLE), with exponential backoff.
-    retries: int = 5
-    backoff_s: float = 0.1
-    backoff_max_s: float = 2.0
-    # Compute the pHash routing hint here, so a router need not decode the image.
-    hints: bool = True
-    # Many items per message (ExtractFrames, ClassifyFrames); off, or against a server without them,
-    # one item per message.
-    frames: bool = True
-    model: str = ""
-    # "exact", "perceptual" or "bypass"; None leaves it to the server.
-    cache_mode: str | None = None
-    radius: int | None = None
-
-    def backoff(self, retry: int) -> float:
-        """Seconds to wait before re-send number ``retry`` (1, 2, ...): doubling from ``backoff_s`` up to
-        ``backoff_max_s``, jittered down by up to half so that callers do not retry in step."""
-        return min(self.backoff_max_s, self.backoff_s * 2 ** (retry - 1)) * random.uniform(0.5, 1.0)
 
 
 class AsyncClient:
@@ -87,8 +57,8 @@ class AsyncClient:
             raise ValueError(f"cache_mode must be one of {sorted(CACHE_MODES)}")
         self._channel = grpc.aio.insecure_channel(
             self.config.target,
-            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)],
+            options=[("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES)],
         )
         self._stub = pb_grpc.InferenceStub(self._channel)
         # Item streams send bytes written by ``contract.wire``: an image is copied once, never re-encoded.
@@ -240,49 +210,36 @@ class AsyncClient:
         cfg = self.config
         requests, datas = await self._requests(images, top_k, model, cache_mode, radius, hints)
         timeout = cfg.timeout_s if timeout_s is ... else timeout_s
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         pending = {r.request_id: r for r in requests}
         done: dict[str, Any] = {}
         unavailable: dict[str, str] = {}  # the server's last word on each item it could not take
-        last_unavailable = ""
-        for attempt in range(cfg.retries + 1):
-            if attempt:
-                delay = cfg.backoff(attempt)
-                if deadline is not None and loop.time() + delay >= deadline:
-                    break
-                await asyncio.sleep(delay)
-            try:
-                await self._stream(method, list(pending.values()), datas, deadline, done, pending, unavailable)
-            except grpc.aio.AioRpcError as exc:
-                if not errors.may_resend(exc):
-                    error = errors.from_status(exc.code(), exc.details() or "")
-                    for rid in pending:
-                        done[rid] = errors.from_status(exc.code(), error.message, rid)
-                    pending.clear()
-                    break
-                last_unavailable = exc.details() or "server unavailable"
-            if not pending:
-                break
+
+        async def stream(items: list[pb.ImageRequest], time_left: float | None) -> None:
+            await self._stream(method, items, datas, time_left, done, pending, unavailable)
+
+        outcome = await resend.items(cfg, timeout, pending, stream)
         for rid in pending:
-            reason = unavailable.get(rid) or last_unavailable or "no server took it"
-            done[rid] = errors.Unavailable(f"not answered after {cfg.retries} retries: {reason}", rid)
+            if isinstance(outcome, grpc.aio.AioRpcError):
+                done[rid] = errors.from_status(outcome.code(), outcome.details() or "", rid)
+            else:
+                reason = unavailable.get(rid) or outcome or "no server took it"
+                done[rid] = errors.Unavailable(f"not answered after {cfg.retries} retries: {reason}", rid)
         return [done[r.request_id] for r in requests]
 
-    async def _stream(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes], deadline: float | None,
+    async def _stream(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes], time_left: float | None,
                       done: dict[str, Any], pending: dict[str, pb.ImageRequest], unavailable: dict[str, str]) -> None:
         """One stream over ``items``: framed, unless the server turns out to serve no frames."""
         if self._framed:
             try:
-                return await self._stream_once(method, items, datas, deadline, done, pending, unavailable, framed=True)
+                return await self._stream_once(method, items, datas, time_left, done, pending, unavailable, framed=True)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 self._framed = False  # a server from before frames: the same items, one per message
-        await self._stream_once(method, items, datas, deadline, done, pending, unavailable, framed=False)
+        await self._stream_once(method, items, datas, time_left, done, pending, unavailable, framed=False)
 
     async def _stream_once(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes],
-                           deadline: float | None,
+                           time_left: float | None,
                            done: dict[str, Any], pending: dict[str, pb.ImageRequest],
                            unavailable: dict[str, str], framed: bool) -> None:
         if not items:
@@ -310,19 +267,17 @@ class AsyncClient:
                     size += len(frame[-1][1])
                 yield wire.encode_frame(frame)
 
-        loop = asyncio.get_running_loop()
-        timeout = None if deadline is None else max(0.001, deadline - loop.time())
         carrier: dict[str, str] = {}
         tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
         metadata = tuple(carrier.items()) or None
         if framed:
-            call = self._calls[method, True](send_frames(), timeout=timeout, metadata=metadata)
+            call = self._calls[method, True](send_frames(), timeout=time_left, metadata=metadata)
             async for frame in call:
                 for reply in frame.items:
                     window.release()
                     self._take(reply, done, pending, unavailable)
         else:
-            call = self._calls[method, False](send(), timeout=timeout, metadata=metadata)
+            call = self._calls[method, False](send(), timeout=time_left, metadata=metadata)
             async for reply in call:
                 window.release()
                 self._take(reply, done, pending, unavailable)

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from ringserve.client.aio import CACHE_MODES, ClientConfig
+from ringserve.client.config import CACHE_MODES, ClientConfig
 from ringserve.client.errors import InvalidArgument, RingserveError
 from ringserve.client.sync import Client
 from ringserve.contract import arguments

@@ -10,19 +10,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
-from ringserve.client import errors
+from ringserve.client import errors, resend
+from ringserve.client.config import ClientConfig
 from ringserve.client.inputs import ImageInput, to_bytes
 from ringserve.contract import arguments
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
-
-if TYPE_CHECKING:
-    from ringserve.client.aio import ClientConfig  # aio imports this module
 
 
 @dataclass(frozen=True)
@@ -90,27 +88,21 @@ class SearchCalls:
         done: dict[str, Indexed | errors.RingserveError] = {}
         pending = dict(requests)
         unavailable: dict[str, str] = {}  # the server's last word on each item it could not take
-        reason = ""
-        for attempt in range(self._config.retries + 1):
-            if attempt:
-                await asyncio.sleep(self._config.backoff(attempt))
-            try:
-                await self._index_stream(list(pending.values()), done, pending, unavailable)
-            except grpc.aio.AioRpcError as exc:
-                if not errors.may_resend(exc):
-                    for rid in list(pending):
-                        done[rid] = errors.from_status(exc.code(), exc.details() or "", requests[rid].id)
-                    pending.clear()
-                reason = exc.details() or "router unavailable"
-            if not pending:
-                break
-            reason = reason or "the store or router could not take it"
+
+        async def stream(items: list[spb.IndexRequest], time_left: float | None) -> None:
+            await self._index_stream(items, time_left, done, pending, unavailable)
+
+        outcome = await resend.items(self._config, self._config.timeout_s, pending, stream)
         for rid in pending:
-            why = unavailable.get(rid) or reason
-            done[rid] = errors.Unavailable(f"not indexed after {self._config.retries} retries: {why}", requests[rid].id)
+            if isinstance(outcome, grpc.aio.AioRpcError):
+                done[rid] = errors.from_status(outcome.code(), outcome.details() or "", requests[rid].id)
+            else:
+                why = unavailable.get(rid) or outcome or "the store or router could not take it"
+                done[rid] = errors.Unavailable(f"not indexed after {self._config.retries} retries: {why}",
+                                               requests[rid].id)
         return [done[str(i)] for i in range(len(ids))]
 
-    async def _index_stream(self, items: list[spb.IndexRequest], done: dict[str, Any],
+    async def _index_stream(self, items: list[spb.IndexRequest], time_left: float | None, done: dict[str, Any],
                             pending: dict[str, spb.IndexRequest], unavailable: dict[str, str]) -> None:
         window = asyncio.Semaphore(self._config.window)
 
@@ -119,7 +111,7 @@ class SearchCalls:
                 await window.acquire()
                 yield item
 
-        async for reply in self._stub.Index(send(), timeout=self._config.timeout_s):
+        async for reply in self._stub.Index(send(), timeout=time_left):
             window.release()
             if reply.request_id not in pending:
                 continue
@@ -184,12 +176,5 @@ class SearchCalls:
         return CollectionInfo(r.collection, r.model, r.model_version, r.dim, r.entries, r.stale_ms)
 
     async def _unary(self, method: Any, request: Any) -> Any:
-        """One call, retried on UNAVAILABLE (a router restarting, a view still loading) within the retries."""
-        for attempt in range(self._config.retries + 1):
-            try:
-                return await method(request, timeout=self._config.timeout_s)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == self._config.retries:
-                    raise errors.from_status(exc.code(), exc.details() or "") from exc
-            await asyncio.sleep(self._config.backoff(attempt + 1))
-        raise AssertionError("unreachable")
+        """One call under the call's deadline, sent again on UNAVAILABLE (a router restarting, a view loading)."""
+        return await resend.unary(self._config, method, request, self._config.timeout_s)

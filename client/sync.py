@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ringserve.client.aio import AsyncClient, ClientConfig
+from ringserve.client.aio import AsyncClient
+from ringserve.client.config import ClientConfig
 from ringserve.client.errors import RingserveError
 from ringserve.client.inputs import ImageInput
 from ringserve.client.results import Classification, Feature

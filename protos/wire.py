@@ -29,6 +29,9 @@ _IMAGE_TAG = bytes([_IMAGE_FIELD << 3 | _LENGTH_DELIMITED])
 # Images per frame, in bytes, for every sender of frames (client and router): a frame is closed once it
 # holds this much, well under gRPC's message limits on either side.
 FRAME_BYTES = 4 * 1024 * 1024
+# gRPC's message limit on the item channels of client and router (one image is at most the server's image
+# limit, 20 MB by default; a frame, FRAME_BYTES plus its last image).
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _ITEMS_TAG = bytes([_ITEMS_FIELD << 3 | _LENGTH_DELIMITED])
 
 

@@ -23,7 +23,6 @@ from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.router.membership.base import Member
 
 log = logging.getLogger(__name__)
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _CLOSE = object()
 
 
@@ -147,8 +146,8 @@ class NodeLink:
         self.member = member
         self._on_done = on_done  # told when an item leaves this link, answered or not
         self.channel = grpc.aio.insecure_channel(member.address, options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
         ])

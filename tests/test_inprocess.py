@@ -461,3 +461,45 @@ async def test_a_client_item_answered_unavailable_is_sent_again_and_served():
         assert sorted(seen.values()) == [2, 2, 2]  # each sent again once, and answered once
     finally:
         await server.stop(None)
+
+
+@pytest.mark.parametrize("call", ["index", "search"])
+async def test_a_search_call_ends_by_its_deadline_however_many_retries_it_may_use(call):
+    """One deadline for the whole call: re-sends stop when the next back-off would pass it (an index() call
+    used to start a fresh timeout on every try, and ran for about retries x timeout)."""
+    from ringserve.client import AsyncClient, Unavailable
+    from ringserve.contract.v1 import search_pb2 as spb
+    from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
+
+    tries = []
+
+    class Unready(spb_grpc.SearchServicer):
+        async def Index(self, request_iterator, context):
+            tries.append("index")
+            async for request in request_iterator:
+                yield spb.IndexReply(request_id=request.request_id, id=request.id, status=pb.ItemStatus(
+                    code=grpc.StatusCode.UNAVAILABLE.value[0], message="search views are still loading"))
+
+        async def Search(self, request, context):
+            tries.append("search")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "search views are still loading")
+
+    server = grpc.aio.server()
+    spb_grpc.add_SearchServicer_to_server(Unready(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", retries=100, timeout_s=2.0, backoff_s=0.2, backoff_max_s=0.4) as c:
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            if call == "index":
+                results = await c.index(["a", "b"], [jpeg(1), jpeg(2)], collection="c")
+                assert all(isinstance(r, Unavailable) and "still loading" in r.message for r in results)
+            else:
+                with pytest.raises(Unavailable, match="still loading"):
+                    await c.search("c", id="a")
+            took = loop.time() - began
+        assert took < 2.0 + 1.0, took  # by the deadline (and one back-off's slack), not retries x timeout
+        assert len(tries) >= 3  # it did send again while there was time
+    finally:
+        await server.stop(None)

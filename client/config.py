@@ -1,0 +1,37 @@
+"""The client's settings: one dataclass, passed to every call it makes."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from ringserve.contract.v1 import inference_pb2 as pb
+
+CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    target: str = "localhost:50051"
+    # Deadline of one call (all its images, every re-send included), in seconds; None for none.
+    timeout_s: float | None = 120.0
+    # Items sent and not yet answered, per stream.
+    window: int = 64
+    # Re-sends of items the server could not take (UNAVAILABLE), with exponential backoff.
+    retries: int = 5
+    backoff_s: float = 0.1
+    backoff_max_s: float = 2.0
+    # Compute the pHash routing hint here, so a router need not decode the image.
+    hints: bool = True
+    # Many items per message (ExtractFrames, ClassifyFrames); off, or against a server without them,
+    # one item per message.
+    frames: bool = True
+    model: str = ""
+    # "exact", "perceptual" or "bypass"; None leaves it to the server.
+    cache_mode: str | None = None
+    radius: int | None = None
+
+    def backoff(self, retry: int) -> float:
+        """Seconds to wait before re-send number ``retry`` (1, 2, ...): doubling from ``backoff_s`` up to
+        ``backoff_max_s``, jittered down by up to half so that callers do not retry in step."""
+        return min(self.backoff_max_s, self.backoff_s * 2 ** (retry - 1)) * random.uniform(0.5, 1.0)
