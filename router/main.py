@@ -180,7 +180,8 @@ class Router:
 
 async def serve(config: RouterConfig) -> None:
     router = Router(config)
-    process.trim_when_idle(lambda: router.servicer.inflight == 0)
+    servicer = router.servicer
+    process.trim_when_quiet(lambda: None if servicer.inflight else servicer.started)
     await process.run_until_signal(router.start, router.stop)
 
 

@@ -73,6 +73,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
         self.streams = ItemStreams(f"router {router_id}", on_error=lambda kind: metrics.errors.add(
             1, {"reason": "internal", "type": kind}))
         self.inflight = 0
+        self.started = 0  # items routed and images fingerprinted, ever: what tells a quiet router from a busy one
 
     @property
     def health(self) -> HealthTracker:
@@ -131,6 +132,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
         loop = asyncio.get_running_loop()
         digest = (fingerprint.digest(data) if len(data) < INLINE_DIGEST_BYTES
                   else await loop.run_in_executor(self.pool, fingerprint.digest, data))
+        self.started += 1
         found = self.fingerprints.get(digest)
         if found is None:  # once per distinct bytes, however many items carry them at the same time
             found, _ = await self._fingerprinting.do(digest, lambda: self._fingerprint(data, digest))
@@ -156,6 +158,7 @@ class RouterServicer(pb_grpc.InferenceServicer):
             return error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"router {self.router_id} has {self.inflight} items in flight; back off and retry")
         self.inflight += 1
+        self.started += 1
         caller_id = request.request_id  # the links write their own ids into the request
         try:
             if self._tracing or parent is not None:  # a span to record, or the caller's trace to carry on

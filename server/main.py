@@ -144,14 +144,13 @@ class Node:
 
 async def serve(config: ServerConfig) -> None:
     node = Node(config)
-    process.trim_when_idle(lambda: node.servicer is not None and node.servicer.inflight == 0)
+    process.trim_when_quiet(lambda: None if node.servicer is None or node.servicer.inflight else node.servicer.started)
     await process.run_until_signal(node.start, node.stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = config_mod.from_args(argv)
     process.setup_logging(config.log_level)
-    process.return_large_allocations()
     try:
         asyncio.run(serve(config))
     except models.ModelError as exc:

@@ -151,6 +151,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.tracer = tracer or trace.NoOpTracer()
         self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
         self.inflight = 0
+        self.started = 0  # items admitted, ever: what tells a quiet node from a busy one
         self.streams = ItemStreams(f"node {node_id}", on_error=lambda kind: metrics.internal_errors.add(
             1, metrics.attrs(type=kind)))
         self._prepares: Group[Prepared] = Group()
@@ -211,6 +212,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                                 f"{self.limits.max_inflight}); back off and retry, or send to another node")
         else:
             self.inflight += 1
+            self.started += 1
             # An item multiplexed by a router carries its own trace context; a direct call's is the call's.
             if self._tracing and request.trace_context:
                 parent = tracecontext.extract(request.trace_context)
