@@ -37,17 +37,19 @@ SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff",
 # "full box" (4 bytes of version and flags before its children).
 _CONTAINERS = {b"meta": True, b"iprp": False, b"ipco": False}
 # Alpha is composited over white: the page a browser, a print and ImageMagick's -flatten put it on, and
-# the background product catalogues ask for. A picture that is itself near white (its alpha-weighted mean
-# luma at or above LIGHT_PICTURE of 255: a white logo made for dark pages) goes over black instead, so
-# its shape survives. Part of the decode rule: changing either changes every alpha image's answer.
+# the background product catalogues ask for. Only a picture that vanishes on white (a white logo made for
+# dark pages: low-information over white, not over black) goes over black, so its shape survives; a
+# picture that is merely light stays on white, so its re-encodings never change background. Part of the
+# decode rule: changing it changes every alpha image's answer.
 WHITE = (255, 255, 255)
 BLACK = (0, 0, 0)
-LIGHT_PICTURE = 0.9
-FLATTEN_RULE = f"alpha over white, over black at luma >= {LIGHT_PICTURE}"
+FLATTEN_RULE = "alpha over white; over black where only black shows the picture (fingerprint structure)"
 # Modes Image.reduce takes as they are.
-_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "PA", "I", "F", "CMYK", "YCbCr"})
-# Pixels per side of the copy that the picture's mean luma is measured on: a statistic, not a picture.
-_LUMA_SIDE = 128
+_REDUCIBLE = frozenset({"L", "LA", "La", "RGB", "RGBA", "RGBa", "I", "F", "CMYK", "YCbCr"})
+# 16-bit grey: scaled to 8 bits before anything else (convert("RGB") clips it to near white).
+_SIXTEEN_BIT = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+# Pixels per side of the copy the choice of background is made on: a statistic, not a picture.
+_CHOICE_SIDE = 128
 
 
 @dataclass(frozen=True)
@@ -124,33 +126,43 @@ def has_alpha(img: Image.Image) -> bool:
 
 
 def flatten(img: Image.Image) -> Image.Image:
-    """``img`` as RGB: an image with alpha composited over white (over black where its picture is near white).
+    """``img`` as RGB: an image with alpha composited over white (over black where only black shows it).
 
-    Which background is chosen from the picture's alpha-weighted mean luma, so one image always gets the
-    same one; a fully opaque image is only converted, and a fully transparent one is plain white.
+    A fully opaque image is only converted; a fully transparent one is plain white; 16-bit grey is
+    scaled to 8 bits first.
     """
+    img = _eight_bit(img)
     if not has_alpha(img):
         return img.convert("RGB")
     rgba = img.convert("RGBA")
     alpha = rgba.getchannel("A")
     if alpha.getextrema()[0] == 255:
         return rgba.convert("RGB")
-    background = BLACK if _picture_luma(rgba) >= LIGHT_PICTURE * 255 else WHITE
+    return _over(rgba, BLACK if _shown_only_on_black(rgba) else WHITE)
+
+
+def _over(rgba: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     out = Image.new("RGB", rgba.size, background)
-    out.paste(rgba, mask=alpha)
+    out.paste(rgba, mask=rgba.getchannel("A"))
     return out
 
 
-def _picture_luma(rgba: Image.Image) -> float:
-    """Mean luma of the visible picture, each pixel weighted by its alpha; 0 when nothing is visible."""
+def _shown_only_on_black(rgba: Image.Image) -> bool:
+    """Whether the picture is low-information over white and not over black (decided on a small copy)."""
+    from ringserve.contract import fingerprint  # it decodes with this module: imported when first needed
+
     small = rgba.copy()
-    small.thumbnail((_LUMA_SIDE, _LUMA_SIDE), Image.Resampling.BOX)
-    weight = np.asarray(small.getchannel("A"), dtype=np.float64)
-    total = weight.sum()
-    if total == 0:
-        return 0.0
-    luma = np.asarray(small.convert("RGB").convert("L"), dtype=np.float64)
-    return float((luma * weight).sum() / total)
+    small.thumbnail((_CHOICE_SIDE, _CHOICE_SIDE), Image.Resampling.BOX)
+    return (fingerprint.of_image(_over(small, WHITE)).low_information
+            and not fingerprint.of_image(_over(small, BLACK)).low_information)
+
+
+def _eight_bit(img: Image.Image) -> Image.Image:
+    """16-bit grey (a scan, a medical or scientific image) as 8-bit grey: its top 8 bits."""
+    if img.mode not in _SIXTEEN_BIT and not (img.mode == "I" and img.getextrema()[1] > 255):
+        return img
+    grey = np.asarray(img.convert("I") if img.mode in _SIXTEEN_BIT else img, dtype=np.int64)
+    return Image.fromarray((np.clip(grey, 0, 65535) >> 8).astype(np.uint8), "L")
 
 
 def _reduced(img: Image.Image, at_least: int) -> Image.Image:
@@ -191,6 +203,7 @@ def decode(data: bytes, limits: ImageLimits = ImageLimits(), at_least: int | Non
         if at_least is not None and img.format == "JPEG":
             img.draft("RGB", (at_least, at_least))
         img.load()
+        img = _eight_bit(img)
         if reduce_all and at_least is not None and img.format != "JPEG":
             img = _reduced(img, at_least)
         img = ImageOps.exif_transpose(img)

@@ -1,5 +1,6 @@
 import io
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -96,9 +97,14 @@ def test_a_fingerprint_decodes_a_large_png_only_as_far_as_it_needs(mode):
     """What cannot be reduced while decoding is shrunk right after, before any copy: a router fingerprinting
     large PNGs keeps no full-size copies, and the pHash is the full decode's, or within a bit or two."""
     img = picture(5, (2000, 1500))
-    img = img.convert("L").convert("I;16") if mode == "I;16" else img.convert(mode)
+    if mode == "I;16":  # 16-bit grey, as a scanner writes it: 0..65535
+        img = Image.fromarray(np.asarray(img.convert("L"), dtype=np.uint16) * 257)
+    else:
+        img = img.convert(mode)
     data = encode(img, "PNG")
     reduced = decode(data, at_least=256, reduce_all=True)
     assert reduced.mode == "RGB" and reduced.size == (400, 300)  # by 5: the largest factor keeping 256 a side
     assert decode(data, at_least=256).size == (2000, 1500)  # the model's decode keeps every pixel
+    lo, hi = decode(data).convert("L").getextrema()
+    assert hi - lo > 150  # 16-bit grey scaled to 8 bits, not clipped to white
     assert fingerprint.hamming(fingerprint.phash_bytes(data), fingerprint.phash(decode(data))) <= 2

@@ -92,6 +92,25 @@ def test_alpha_goes_over_white_and_a_near_white_picture_over_black() -> None:
     assert spread(empty) == 0 and empty.getpixel((0, 0)) == WHITE
 
 
+@pytest.mark.parametrize("lift", [190, 200, 210, 220])
+def test_a_light_cut_out_keeps_its_background_through_re_encodings(lift: int) -> None:
+    """A light picture (mean luma near 90 % of white) with a soft edge, saved again as people do: every copy
+    goes over the same background, so the copies stay near each other (a rule on mean luma flipped some)."""
+    from PIL import ImageFilter
+
+    light = Image.eval(picture(11, (256, 192)), lambda v: lift + v * (255 - lift) // 255)
+    mask = Image.new("L", light.size, 0)
+    mask.paste(255, (40, 30, 216, 162))
+    cut = light.convert("RGBA")
+    cut.putalpha(mask.filter(ImageFilter.GaussianBlur(12)))
+    copies = [encode(cut, "PNG"), encode(cut, "WEBP", quality=50), encode(cut, "WEBP", quality=90),
+              encode(cut.resize((128, 96)), "PNG")]
+    corners = {decode(c).getpixel((0, 0)) for c in copies}
+    assert corners == {WHITE}, corners
+    hashes = [fingerprint.phash_bytes(c) for c in copies]
+    assert max(fingerprint.hamming(hashes[0], h) for h in hashes) <= 6
+
+
 def test_two_different_alpha_only_shapes_get_different_phashes() -> None:
     hashes = {(s, u): fingerprint.phash_bytes(encode(alpha_shape(s, u), "PNG"))
               for s in ("disc", "bar", "ring") for u in (WHITE, BLACK)}
