@@ -20,6 +20,7 @@ from ringserve.client.batch import find_images
 from ringserve.client.errors import RingserveError, Unavailable
 from ringserve.client.search import Indexed
 from ringserve.client.sync import Client
+from ringserve.contract import arguments
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,12 @@ def run(client: Client, config: IndexJobConfig, progress: bool = True) -> IndexS
                 readable, payloads = [], []
                 for path in chunk:
                     try:
+                        arguments.check_id(path)  # a path too long to be an id is refused alone, not the call
                         payloads.append((config.root / path).read_bytes())
                         readable.append(path)
+                    except arguments.InvalidArgument as exc:
+                        summary.refused += 1
+                        lines.append({"id": path, "ok": False, "error": f"{exc}: rename or move the file"})
                     except OSError as exc:
                         summary.refused += 1
                         lines.append({"id": path, "ok": False, "error": f"unreadable: {exc}"})

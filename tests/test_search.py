@@ -284,14 +284,19 @@ def test_the_three_commands_index_a_folder_resumably_search_and_delete(tmp_path,
     for i, data in enumerate(PICTURES[:5]):
         (folder / "shoes" / f"{i}.jpg").write_bytes(data)
     (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    deep = folder / ("d" * 200) / ("e" * 200)  # a relative path of 555 bytes: too long to be an id
+    deep.mkdir(parents=True)
+    (deep / ("f" * 149 + ".jpg")).write_bytes(PICTURES[6])
     journal = tmp_path / "journal.jsonl"
     target = ["--target", c.router.target]
     args = ["index", str(folder), "--collection", "cli", "--journal", str(journal), "--no-progress", *target]
     assert cli.main(args) == 0
-    assert "5 indexed now" in capsys.readouterr().err and len(journal.read_text().splitlines()) == 6
+    assert "5 indexed now" in capsys.readouterr().err and len(journal.read_text().splitlines()) == 7
+    refused = [json.loads(line) for line in journal.read_text().splitlines() if "an id must be" in line]
+    assert len(refused) == 1 and not refused[0]["ok"] and "rename or move the file" in refused[0]["error"]
     assert cli.main(args) == 0  # resumed: nothing left to send
     err = capsys.readouterr().err
-    assert "0 indexed now" in err and "6 already answered" in err
+    assert "0 indexed now" in err and "7 already answered" in err
 
     assert cli.main(["search", str(folder / "shoes" / "2.jpg"), "--collection", "cli", "-k", "2", *target]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
