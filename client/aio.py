@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ringserve.client import errors, resend
-from ringserve.client.config import CACHE_MODES, ClientConfig
+from ringserve.client.config import CACHE_MODES, ClientConfig, check_cache_mode
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
@@ -47,14 +47,12 @@ class AsyncClient:
             **overrides: single ``ClientConfig`` fields to change, e.g. ``timeout_s=10, window=128``.
 
         Raises:
-            ValueError: an unknown ``cache_mode``.
+            InvalidArgument: an unknown ``cache_mode``, or a radius out of range.
         """
         config = config or ClientConfig()
         if target is not None:
             overrides["target"] = target
         self.config = replace(config, **overrides)
-        if self.config.cache_mode is not None and self.config.cache_mode not in CACHE_MODES:
-            raise ValueError(f"cache_mode must be one of {sorted(CACHE_MODES)}")
         self._channel = grpc.aio.insecure_channel(
             self.config.target,
             options=[("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
@@ -160,7 +158,8 @@ class AsyncClient:
         ``max_distance`` the entries whose pHash is within that many bits (near-duplicates).
 
         Raises:
-            NotFound: no such collection or id. InvalidImage: a bad image or a limit passed.
+            NotFound: no such collection or id. InvalidArgument: a bad argument (checked before the call) or
+                a limit passed; InvalidImage (one of them): a bad image.
             RingserveError: FAILED_PRECONDITION when the collection holds another model version.
         """
         return await self._search.search(collection, image, id, k, max_distance, self.config.model)
@@ -183,10 +182,8 @@ class AsyncClient:
         radius = radius if radius is not None else cfg.radius
         errors.checked(arguments.check_count, "top_k", top_k, 0)
         if radius is not None:
-            errors.checked(arguments.check_count, "radius", radius, 0, fingerprint.BITS, " bits")
-        if mode is not None and mode not in CACHE_MODES:
-            raise errors.InvalidArgument(f"cache_mode must be one of {', '.join(CACHE_MODES)}; got {mode!r}",
-                                         argument="cache_mode")
+            errors.checked(arguments.check_radius, radius)
+        check_cache_mode(mode)
         datas = [to_bytes(image) for image in images]
         use_hints = cfg.hints if hints is None else hints
         loop = asyncio.get_running_loop()

@@ -72,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timeout", type=_positive_seconds, default=120.0, help="deadline for all the images, in seconds")
         p.add_argument("--model", default="", help="model name (default: the server's default)")
         p.add_argument("--cache", choices=sorted(CACHE_MODES), default=None, help="cache policy (default: server's)")
-        p.add_argument("--radius", type=_count("radius", 0, 64, " bits"), default=None,
-                       help="Hamming radius for --cache perceptual")
+        p.add_argument("--radius", type=_count("radius", 0, arguments.MAX_RADIUS, " bits"), default=None,
+                       help=f"Hamming radius for --cache perceptual (0 to {arguments.MAX_RADIUS}; a node may "
+                       "allow less)")
         p.add_argument("--no-hint", action="store_true", help="do not compute the pHash routing hint here")
         p.add_argument("--window", type=_count("window", 1), default=64, help="images in flight at once")
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from ringserve.client import errors
+from ringserve.contract import arguments
 from ringserve.contract.v1 import inference_pb2 as pb
 
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
@@ -31,7 +33,19 @@ class ClientConfig:
     cache_mode: str | None = None
     radius: int | None = None
 
+    def __post_init__(self) -> None:
+        check_cache_mode(self.cache_mode)
+        if self.radius is not None:
+            errors.checked(arguments.check_radius, self.radius)
+
     def backoff(self, retry: int) -> float:
         """Seconds to wait before re-send number ``retry`` (1, 2, ...): doubling from ``backoff_s`` up to
         ``backoff_max_s``, jittered down by up to half so that callers do not retry in step."""
         return min(self.backoff_max_s, self.backoff_s * 2 ** (retry - 1)) * random.uniform(0.5, 1.0)
+
+
+def check_cache_mode(mode: str | None) -> None:
+    """None (the server's choice) or one of ``CACHE_MODES``; raises ``InvalidArgument`` naming them."""
+    if mode is not None and mode not in CACHE_MODES:
+        raise errors.InvalidArgument(f"cache_mode must be one of {', '.join(CACHE_MODES)}; got {mode!r}",
+                                     argument="cache_mode")

@@ -8,6 +8,7 @@ from typing import Any
 import grpc
 
 from ringserve.contract import arguments
+from ringserve.contract.images import BAD_IMAGE
 
 
 class RingserveError(Exception):
@@ -80,14 +81,12 @@ class ServerError(RingserveError):
 
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, Overloaded, Unavailable, DeadlineExceeded, NotFound,
                                       FailedPrecondition, ServerError)}
-# How a server's refusal of an image begins (contract.images.ImageError.reason).
-_BAD_IMAGE = "bad image:"
 
 
 def from_status(code: grpc.StatusCode, message: str, request_id: str | None = None) -> RingserveError:
     """The typed error for a server's status: InvalidImage for a refused image, InvalidArgument for other
     INVALID_ARGUMENT answers, and so on; RingserveError with ``code`` set for a status without a type."""
-    if code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(_BAD_IMAGE):
+    if code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith(BAD_IMAGE):
         return InvalidImage(message, request_id)
     cls = _BY_CODE.get(code)
     if cls is None:

@@ -135,15 +135,7 @@ class SearchCalls:
         """
         if (image is None) == (id is None):
             raise errors.InvalidArgument("give exactly one of image= and id=", argument="image")
-        errors.checked(arguments.check_collection, collection)
-        errors.checked(arguments.check_k, k)
-        if id is not None:
-            errors.checked(arguments.check_id, id)
-        if max_distance is not None:
-            errors.checked(arguments.check_max_distance, max_distance)
-        elif k == 0:
-            raise errors.InvalidArgument("ask for something: k > 0 (nearest entries), max_distance (near-duplicates), "
-                                         "or both", argument="k")
+        errors.checked(arguments.check_search, collection, k, max_distance, id)
         request = spb.SearchRequest(collection=collection, k=k, model=model or "")
         if image is not None:
             request.image = to_bytes(image)
@@ -161,11 +153,7 @@ class SearchCalls:
         Raises:
             InvalidArgument: a bad collection name or id, or ids given with ``everything``.
         """
-        errors.checked(arguments.check_collection, collection)
-        if everything and ids:
-            raise errors.InvalidArgument("give ids or everything=True, not both", argument="ids")
-        for item_id in ids:
-            errors.checked(arguments.check_id, item_id)
+        errors.checked(arguments.check_delete, collection, list(ids), everything)
         reply = await self._unary(self._stub.Delete, spb.DeleteRequest(collection=collection, ids=list(ids),
                                                                       all=everything))
         return reply.deleted, list(reply.missing)

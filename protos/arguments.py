@@ -7,6 +7,7 @@ Each check raises ``InvalidArgument`` naming the argument and what it may be.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from ringserve.contract.errors import InvalidRequest
 
@@ -14,6 +15,9 @@ COLLECTION = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 MAX_ID_BYTES = 512
 # Near-duplicate search: at most this many differing bits of the 64-bit pHash.
 MAX_DISTANCE = 16
+# Perceptual reuse in the cache: the largest radius any node allows (its multi-index lookups grow with it;
+# a node's own --max-radius may be lower, and the node says so).
+MAX_RADIUS = 11
 # The wire's uint32 fields hold no more than this.
 _UINT32 = 2**32 - 1
 
@@ -53,3 +57,28 @@ def check_k(k: int, highest: int | None = None) -> None:
 
 def check_max_distance(max_distance: int) -> None:
     check_count("max_distance", max_distance, 0, MAX_DISTANCE, " bits")
+
+
+def check_search(collection: str, k: int, max_distance: int | None, item_id: str | None = None) -> None:
+    """A search asks for the ``k`` nearest entries, for near-duplicates within ``max_distance``, or both."""
+    check_collection(collection)
+    check_k(k)
+    if item_id is not None:
+        check_id(item_id)
+    if max_distance is not None:
+        check_max_distance(max_distance)
+    elif k == 0:
+        raise InvalidArgument("k", "ask for something: k > 0 (nearest entries), max_distance (near-duplicates), or both")
+
+
+def check_delete(collection: str, ids: Sequence[str], everything: bool) -> None:
+    """A delete names ids, or the whole collection, not both."""
+    check_collection(collection)
+    if everything and ids:
+        raise InvalidArgument("ids", "give ids or the whole collection (all), not both")
+    for item_id in ids:
+        check_id(item_id)
+
+
+def check_radius(radius: int) -> None:
+    check_count("radius", radius, 0, MAX_RADIUS, " bits")

@@ -61,11 +61,15 @@ class ImageLimits:
     max_side: int = 16_384
 
 
+# How a refused image's status message begins: callers tell it from other INVALID_ARGUMENT answers by it.
+BAD_IMAGE = "bad image:"
+
+
 class ImageError(CallerError):
     """The bytes are not an image this service accepts; the message says why."""
 
     def reason(self) -> str:
-        return f"bad image: {self}"
+        return f"{BAD_IMAGE} {self}"
 
 
 def check_size(data: bytes, limits: ImageLimits) -> None:

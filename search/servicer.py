@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
-from ringserve.contract.arguments import InvalidArgument, check_collection, check_id, check_max_distance
+from ringserve.contract.arguments import InvalidArgument, check_collection, check_delete, check_id, check_search
 from ringserve.contract.errors import CallerError, InvalidRequest, ModelMismatch, UnknownId
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import search_pb2 as spb
@@ -108,15 +108,11 @@ class SearchServicer(spb_grpc.SearchServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
     async def _search(self, request: spb.SearchRequest) -> spb.SearchReply:
-        check_collection(request.collection)
+        wants_duplicates = request.HasField("max_distance")
+        check_search(request.collection, request.k, request.max_distance if wants_duplicates else None)
         if request.k > self.config.max_k:
             raise InvalidArgument("k", f"k must be an integer from 0 to {self.config.max_k} (this router's "
                                        f"--search-max-k); got {request.k}")
-        wants_duplicates = request.HasField("max_distance")
-        if wants_duplicates:
-            check_max_distance(request.max_distance)
-        if request.k == 0 and not wants_duplicates:
-            raise InvalidRequest("ask for something: k > 0 (nearest entries), max_distance (near-duplicates), or both")
         meta = await self.index.meta(request.collection)
         query = request.WhichOneof("query")
         if query == "id":
@@ -143,10 +139,8 @@ class SearchServicer(spb_grpc.SearchServicer):
                                query_low_information=low_information)
 
     async def _delete(self, request: spb.DeleteRequest) -> spb.DeleteReply:
-        check_collection(request.collection)
+        check_delete(request.collection, list(request.ids), request.all)
         if request.all:
-            if request.ids:
-                raise InvalidRequest("give ids or all, not both")
             return spb.DeleteReply(deleted=await self.index.drop(request.collection))
         deleted, missing = await self.index.delete(request.collection, list(request.ids))
         return spb.DeleteReply(deleted=len(deleted), missing=missing)

@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections import defaultdict
 from itertools import combinations
 
+from ringserve.contract import arguments
+
 CHUNKS = 4
 CHUNK_BITS = 16
-MAX_RADIUS = 11
+MAX_RADIUS = arguments.MAX_RADIUS  # 4 chunks of 16 bits: 548 probes at 11
 _MASK = (1 << CHUNK_BITS) - 1
 
 

@@ -103,7 +103,7 @@ def test_bad_extract_options_are_refused_before_any_call():
     from ringserve.client import Client, InvalidArgument
 
     with Client("127.0.0.1:9", retries=0, timeout_s=1) as c:
-        for kwargs, argument in ((dict(top_k=-1), "top_k"), (dict(radius=65), "radius"), (dict(cache_mode="fuzzy"),
+        for kwargs, argument in ((dict(top_k=-1), "top_k"), (dict(radius=12), "radius"), (dict(cache_mode="fuzzy"),
                                                                                           "cache_mode")):
             with pytest.raises(InvalidArgument) as e:
                 c.classify_detailed([jpeg(1)], **kwargs)
