@@ -173,9 +173,9 @@ class LocalCluster:
 
         Interrupted (a second stop signal, a test's time limit), it kills what it has not stopped yet.
         """
-        self.on_event("stopping the cluster")
         children = [("router", self.router), *self.nodes.items()]
         try:
+            self.on_event("stopping the cluster")  # inside: a reporter that fails (a closed terminal) stops nothing
             for name, child in children:
                 if child is None:
                     continue

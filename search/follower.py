@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ringserve.search.store import Change, Entry, Store, StoreError
+from ringserve.search.store import Change, Entry, Store, StoreUnavailable
 from ringserve.search.view import CollectionView
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,10 @@ class Follower:
                     self._kick.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._kick.wait(), self.config.poll_s)
-            except StoreError as exc:
+            except StoreUnavailable as exc:
                 self.failing = True
-                log.warning("search views cannot reach the store (serving what they hold): %s", exc)
+                log.warning("search views cannot reach Redis (%s): serving what they hold, and following again "
+                            "once it answers", exc.detail)
                 await asyncio.sleep(min(1.0, 10 * self.config.poll_s))
 
     async def sync(self, name: str) -> CollectionView | None:

@@ -76,7 +76,14 @@ class StoreError(Exception):
 
 
 class StoreUnavailable(StoreError):
-    """Redis could not be reached; the message says what became of the call and what to do."""
+    """Redis could not be reached; the message says what became of the call and what to do.
+
+    ``detail`` is what failed, without advice: for a log that is not the caller's answer.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
 
 
 @dataclass(frozen=True)
@@ -151,8 +158,8 @@ class Store:
             raise
         except (RedisError, OSError) as exc:
             self.unreachable = True
-            detail = str(exc).rstrip(". ") or "no answer"
-            raise StoreUnavailable(f"Redis is unavailable ({type(exc).__name__}: {detail}); {outcome}") from exc
+            detail = f"{type(exc).__name__}: {str(exc).rstrip('. ') or 'no answer'}"
+            raise StoreUnavailable(f"Redis is unavailable ({detail}); {outcome}", detail) from exc
         self.unreachable = False
         return result
 

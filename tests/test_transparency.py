@@ -227,3 +227,38 @@ def test_an_entry_keeps_its_flag_in_the_store_and_old_entries_still_read() -> No
     old = store._PHASH.pack(77) + codec.encode(vec, "v1")  # written before the flag existed
     back = decode_entry("x", old, "v1")
     assert back.phash == 77 and not back.low_information and np.array_equal(back.feature, vec)
+
+
+async def test_a_low_information_query_lists_no_duplicates_whatever_the_index_holds() -> None:
+    """The query side of the guard, alone: an index that would list a structured entry near the query's
+    noise-like pHash is not even asked, and the reply says why."""
+    from ringserve.contract.v1 import search_pb2 as spb
+    from ringserve.runtime.streams import ItemStreams
+    from ringserve.search.config import SearchConfig
+    from ringserve.search.servicer import Feature, SearchServicer
+    from ringserve.search.view import Hit
+
+    asked: list[str] = []
+
+    class Index:
+        async def meta(self, collection):
+            return Meta("m", "v1", 8)
+
+        async def nearest(self, collection, vector, k, phash):
+            return [Hit("photo", 0.5, 3)]
+
+        async def duplicates(self, collection, phash, max_distance, limit):
+            asked.append(collection)
+            return [Hit("photo", 0.95, 3)]
+
+        def stale_ms(self):
+            return 0
+
+    async def features(image, model):
+        return Feature(np.ones(8, np.float16), 5, "m", "v1", low_information=image == b"flat")
+
+    servicer = SearchServicer(Index(), features, SearchConfig(), ItemStreams("test"))
+    flat = await servicer._search(spb.SearchRequest(collection="c", image=b"flat", k=1, max_distance=16))
+    assert flat.query_low_information and list(flat.duplicates) == [] and asked == []
+    photo = await servicer._search(spb.SearchRequest(collection="c", image=b"photo", k=1, max_distance=16))
+    assert not photo.query_low_information and [h.id for h in photo.duplicates] == ["photo"]
