@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import shutil
 import subprocess
 import tomllib
@@ -81,23 +82,36 @@ LAYOUT = "protos/ringserve/v1"
 
 
 def buf(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """Run the buf that scripts/setup.sh installs with npm; skip (saying how to get it) where it is missing."""
+    """Run the buf that scripts/setup.sh installs with npm; skip (saying how to get it) where it is missing,
+    except in CI, whose setup can always install it."""
     if not BUF.exists():
-        pytest.skip("buf not installed: run scripts/setup.sh with npm on PATH")
+        missing("buf not installed: run scripts/setup.sh with npm on PATH")
     return subprocess.run([str(BUF), *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def missing(why: str) -> None:
+    """A tool from npm is missing: a skip on a developer's machine, a failure in CI (``CI`` set)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{why} (CI installs it: see scripts/setup.sh's output above)")
+    pytest.skip(why)
 
 
 def git(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
-def breaking_base() -> str:
-    """The commit to compare the .proto files with: the previous one when the tree's files are committed and
-    unchanged (what CI sees), else HEAD (so a developer's uncommitted breaking change fails too)."""
+def contract_versions() -> list[str]:
+    """The commits to compare the .proto files with: every commit that changed them since they were laid out
+    under protos/ringserve/v1 (each is a version of ringserve.v1 that callers may have compiled against, and
+    v1 never breaks), newest first; HEAD too when the tree's own files differ from it."""
     if git("rev-parse", "--is-inside-work-tree").returncode != 0:
-        pytest.skip(f"{ROOT} is not a git checkout: buf breaking needs the previous commit")
+        pytest.skip(f"{ROOT} is not a git checkout: buf breaking needs the contract's history")
+    log = git("log", "--format=%H", "--", LAYOUT)
+    versions = [c for c in log.stdout.split() if git("cat-file", "-e", f"{c}:{LAYOUT}").returncode == 0]
     changed = git("status", "--porcelain", "--untracked-files=all", "--", ":(glob)protos/**/*.proto", "buf.yaml")
-    return "HEAD~1" if not changed.stdout.strip() else "HEAD"
+    if changed.stdout.strip():
+        versions.insert(0, "HEAD")
+    return list(dict.fromkeys(versions))
 
 
 @pytest.mark.fast
@@ -112,16 +126,18 @@ def test_buf_lint_passes():
     assert out.returncode == 0, f"buf lint (fix the .proto, or add a commented exception to buf.yaml):\n{out.stdout}{out.stderr}"
 
 
-def test_buf_breaking_against_the_previous_commit():
-    base = breaking_base()
-    if git("rev-parse", "--verify", "--quiet", f"{base}^{{commit}}").returncode != 0:
-        pytest.skip(f"{base} is not in this clone (a shallow clone?): fetch at least 2 commits for buf breaking")
-    if git("cat-file", "-e", f"{base}:{LAYOUT}").returncode != 0:
-        pytest.skip(f"{base} has no {LAYOUT}/ (it is the commit before the .proto files moved there): nothing to compare")
-    out = buf("breaking", "--against", f".git#ref={base},subdir=protos")
-    assert out.returncode == 0, (
-        f"buf breaking against {base}: this change breaks existing callers of the wire contract; keep field numbers, "
-        f"names and types (add new fields instead), or make a new package version:\n{out.stdout}{out.stderr}")
+def test_buf_breaking_against_every_published_version_of_the_contract():
+    versions = contract_versions()
+    if not versions:
+        pytest.skip(f"no commit in this clone has {LAYOUT}/ (a shallow clone?): fetch the history for buf breaking")
+    broken = {}
+    for version in versions:
+        out = buf("breaking", "--against", f".git#ref={version},subdir=protos")
+        if out.returncode != 0:
+            broken[version[:12]] = out.stdout + out.stderr
+    assert not broken, (
+        "buf breaking: this change breaks callers compiled against these versions of ringserve.v1; keep field "
+        f"numbers, names and types (add new fields instead), or make a new package version: {broken}")
 
 
 @pytest.mark.parametrize("change", ["renumber", "remove"])
@@ -152,9 +168,9 @@ def test_node_client_extracts_and_searches_from_the_protos_alone(tmp_path, redis
     Search by the same image; its JSON says the model's feature length and the indexed id first."""
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node not found: install Node.js 18+ (with npm) and run scripts/setup.sh to run examples/node")
+        missing("node not found: install Node.js 18+ (with npm) and run scripts/setup.sh to run examples/node")
     if not (NODE_EXAMPLE / "node_modules" / "@grpc" / "grpc-js").is_dir():
-        pytest.skip("examples/node/node_modules not installed: run scripts/setup.sh with npm on PATH")
+        missing("examples/node/node_modules not installed: run scripts/setup.sh with npm on PATH")
     query = tmp_path / "query.jpg"
     query.write_bytes(jpeg(picture(7300, (160, 120)), 92))
     cluster = search_cluster(tmp_path / "cluster", redis_db, nodes=1)
