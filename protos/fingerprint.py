@@ -19,8 +19,10 @@ exact bytes are cached as any other's.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import OrderedDict
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +33,8 @@ from PIL import Image
 from ringserve.contract.images import ImageLimits, decode
 
 BITS = 64
+DIGEST_BYTES = 16
+INLINE_DIGEST_BYTES = 1024 * 1024
 # 1: every pixel decoded. 2: JPEGs decoded at a reduced scale of at least DECODE_SIDE pixels per side.
 # 3: alpha composited over a background (images.flatten) instead of dropped; structure measured.
 VERSION = 3
@@ -86,8 +90,20 @@ def phash_bytes(data: bytes, limits: ImageLimits = ImageLimits()) -> int:
 
 
 def digest(data: bytes) -> bytes:
-    """BLAKE3-128 of the bytes: what a memo of fingerprints is keyed by (0.6 ms at 12 MP here)."""
-    return blake3(data).digest(16)
+    """BLAKE3-128 of the bytes: the node's exact cache key and what the memos of fingerprints are keyed by.
+
+    Cryptographic, because it decides what a caller is served (a collision would be a poisoned answer);
+    BLAKE3 rather than BLAKE2b because it is 6.6x faster here (0.62 against 4.1 ms at 12 MP).
+    """
+    return blake3(data).digest(DIGEST_BYTES)
+
+
+async def digest_off_loop(data: bytes, pool: Executor) -> bytes:
+    """``digest(data)``: inline for small bytes, in ``pool`` for large ones, so the event loop never waits
+    on more than about 0.2 ms of hashing (BLAKE3 runs about 6 GB/s here)."""
+    if len(data) < INLINE_DIGEST_BYTES:
+        return digest(data)
+    return await asyncio.get_running_loop().run_in_executor(pool, digest, data)
 
 
 class Memo:

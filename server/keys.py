@@ -8,21 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blake3 import blake3
-
 from ringserve.contract import fingerprint
 from ringserve.contract.fingerprint import to_hex
 
-EXACT_DIGEST_BYTES = 16
-
 
 def exact_digest(data: bytes) -> str:
-    """BLAKE3 of the encoded bytes: needs no decoding, so it is checked first.
-
-    Cryptographic, because it decides what a caller is served (a collision would be a poisoned
-    answer); BLAKE3 rather than BLAKE2b because it is 6.6x faster here (0.62 against 4.1 ms at 12 MP).
-    """
-    return blake3(data).digest(EXACT_DIGEST_BYTES).hex()
+    """The exact key's digest of the encoded bytes (``fingerprint.digest``, in hex): needs no decoding, so it
+    is checked first."""
+    return fingerprint.digest(data).hex()
 
 
 @dataclass(frozen=True)

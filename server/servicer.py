@@ -35,7 +35,6 @@ from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.runtime.singleflight import Group
 from ringserve.runtime.streams import ItemStreams
-from ringserve.server import keys
 from ringserve.server.batcher import Batcher
 from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue, Overloaded
 from ringserve.server.keys import Namespace
@@ -50,8 +49,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TOP_K = 5
 # The wire's feature bytes are little-endian: on such a machine the vector's own bytes are sent as they are.
 LITTLE_ENDIAN = sys.byteorder == "little"
-# Hash larger payloads in a thread: BLAKE3 runs ~6 GB/s here, so this keeps the loop under ~0.2 ms.
-INLINE_DIGEST_BYTES = 1024 * 1024
 
 
 class CacheMode(StrEnum):
@@ -422,9 +419,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         return vector
 
     async def _digest(self, data: bytes) -> str:
-        if len(data) < INLINE_DIGEST_BYTES:
-            return keys.exact_digest(data)
-        return await asyncio.get_running_loop().run_in_executor(self.pool, keys.exact_digest, data)
+        return (await fingerprint.digest_off_loop(data, self.pool)).hex()
 
     async def _prepare(self, slot: ModelSlot, digest: str, data: bytes) -> Prepared:
         def work() -> Prepared:
