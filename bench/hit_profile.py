@@ -36,7 +36,8 @@ async def profile(images: int, rounds: int) -> tuple[list[tuple[str, float]], st
     from ringserve.server.batcher import Batcher, BatcherConfig
     from ringserve.server.l1 import L1, L1Config
     from ringserve.server.metrics import Metrics
-    from ringserve.server.servicer import InferenceServicer, ModelSlot, NodeLimits, PolicyConfig
+    from ringserve.server.servicer import InferenceServicer, ModelSlot
+    from ringserve.server.settings import NodeLimits, PolicyConfig
 
     model = models.load(models.ModelConfig("mobilenet_v3_small"))
     slot = ModelSlot(model, Batcher(model.features, BatcherConfig()), Batcher(model.scores_batch, BatcherConfig()))

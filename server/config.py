@@ -20,8 +20,7 @@ from ringserve.runtime import process
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.l1 import L1Config
 from ringserve.server.l2 import L2Config
-from ringserve.server.models import EFFICIENTNET_LITE0, ModelConfig
-from ringserve.server.servicer import CacheMode, NodeLimits, PolicyConfig
+from ringserve.server.settings import EFFICIENTNET_LITE0, CacheMode, ModelConfig, NodeLimits, PolicyConfig
 
 ENV_PREFIX = "RINGSERVE_"
 _UNITS = {"k": 1024, "m": 1024**2, "g": 1024**3}

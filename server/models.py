@@ -14,7 +14,6 @@ import hashlib
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +25,10 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from ringserve.contract import fingerprint, images
+from ringserve.server.settings import EFFICIENTNET_LITE0, ModelConfig
 
 log = logging.getLogger(__name__)
 
-EFFICIENTNET_LITE0 = "efficientnet_lite0"
 # A miss's JPEG is decoded at the smallest DCT scale with this many times the model's resize side per
 # side, so the DCT's block averaging is at most half of the reduction and the model's own antialiased
 # resize does the rest. On 35 real photos at their native sizes (2.3 to 20 MP, bench/realphotos.py),
@@ -43,20 +42,6 @@ DECODE_MARGIN = 2.0
 _HEAD_ATTRS = ("fc", "classifier", "heads", "head")
 # Classifiers whose "head" holds the pooling or a conv, so no pooled feature sits before it.
 _UNSPLITTABLE = ("squeezenet", "maxvit")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    name: str = "mobilenet_v3_small"
-    # A state_dict file, or a folder holding <name>.pth; None means random weights from `seed`.
-    weights: Path | None = None
-    seed: int = 0
-    # "auto" picks CUDA when present (with float16 compute), else the CPU.
-    device: str = "auto"
-    # dtype of the canonical feature: what is cached, returned and fed to the head.
-    feature_dtype: str = "float16"
-    # Decode every pixel of a miss, instead of a JPEG's smallest DCT scale that covers the model's resize.
-    full_decode: bool = False
 
 
 class ModelError(RuntimeError):

@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
 import grpc
 import numpy as np
@@ -29,7 +28,7 @@ from opentelemetry.context import Context
 
 from ringserve.contract import codec, fingerprint, tracecontext
 from ringserve.contract.errors import CallerError, InvalidRequest, UnknownModel
-from ringserve.contract.images import ImageLimits, check_size, decode
+from ringserve.contract.images import check_size, decode
 from ringserve.contract.status import Reply, code_of, error_reply, source_name
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -41,46 +40,14 @@ from ringserve.server.keys import Namespace
 from ringserve.server.l1 import L1
 from ringserve.server.l2 import L2
 from ringserve.server.metrics import Metrics
-from ringserve.server.mih import MAX_RADIUS
 from ringserve.server.models import Model
+from ringserve.server.settings import NodeLimits, PolicyConfig
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 # The wire's feature bytes are little-endian: on such a machine the vector's own bytes are sent as they are.
 LITTLE_ENDIAN = sys.byteorder == "little"
-
-
-class CacheMode(StrEnum):
-    """What a request that sets no cache policy gets (bypass is per request only)."""
-
-    EXACT = "exact"
-    PERCEPTUAL = "perceptual"
-
-    @property
-    def wire(self) -> int:
-        return pb.CACHE_MODE_PERCEPTUAL if self is CacheMode.PERCEPTUAL else pb.CACHE_MODE_EXACT
-
-
-@dataclass(frozen=True)
-class PolicyConfig:
-    """What a request that leaves its cache policy unset gets, and the most it may ask for."""
-
-    default_mode: CacheMode = CacheMode.EXACT
-    default_radius: int = 4
-    max_radius: int = 8
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.default_radius <= self.max_radius <= MAX_RADIUS:
-            raise ValueError(f"need 0 <= default radius <= max radius <= {MAX_RADIUS}")
-
-
-@dataclass(frozen=True)
-class NodeLimits:
-    images: ImageLimits = ImageLimits()
-    # Items admitted at once, across all streams; past it items fail fast with RESOURCE_EXHAUSTED.
-    max_inflight: int = 512
-    max_top_k: int = 100
 
 
 @dataclass

@@ -40,7 +40,8 @@ from ringserve.server.errors import CacheMiss, CacheUnavailable
 from ringserve.server.keys import Namespace
 from ringserve.server.l1 import L1, L1Config
 from ringserve.server.metrics import Metrics
-from ringserve.server.servicer import InferenceServicer, ModelSlot, NodeLimits, PolicyConfig
+from ringserve.server.servicer import InferenceServicer, ModelSlot
+from ringserve.server.settings import NodeLimits, PolicyConfig
 
 FEATURE_DIM = 12
 # The metric reader of each fake's MeterProvider, so a test can read what was counted.

@@ -60,3 +60,14 @@ def test_a_miss_decodes_at_the_models_resize_and_the_rule_is_part_of_the_version
     assert reduced.decode_side == 512 and full.decode_side is None  # 2 x torchvision's resize_size (256)
     assert reduced.version != full.version  # features of the two rules never meet in one namespace
     assert config.from_args(["--full-decode"], {}).models[0].full_decode
+
+
+def test_a_nodes_flags_are_parsed_and_checked_without_torch():
+    """``ringserve-node --help`` and a bad flag answer at once: parsing imports no model code."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from ringserve.server import config; config.from_args(['--radius', '2'], {}); "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ringserve'))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
