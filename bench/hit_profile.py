@@ -34,14 +34,16 @@ async def profile(images: int, rounds: int) -> tuple[list[tuple[str, float]], st
     from ringserve.local.imagegen import jpeg
     from ringserve.server import keys, models
     from ringserve.server.batcher import Batcher, BatcherConfig
+    from ringserve.server.cache import ModelSlot
     from ringserve.server.l1 import L1, L1Config
+    from ringserve.server.l2 import NoL2
     from ringserve.server.metrics import Metrics
-    from ringserve.server.servicer import InferenceServicer, ModelSlot
+    from ringserve.server.servicer import InferenceServicer
     from ringserve.server.settings import NodeLimits, PolicyConfig
 
     model = models.load(models.ModelConfig("mobilenet_v3_small"))
     slot = ModelSlot(model, Batcher(model.features, BatcherConfig()), Batcher(model.scores_batch, BatcherConfig()))
-    node = InferenceServicer("profile", {model.name: slot}, model.name, L1(L1Config()), None, NodeLimits(),
+    node = InferenceServicer("profile", {model.name: slot}, model.name, L1(L1Config()), NoL2(), NodeLimits(),
                              PolicyConfig(), ThreadPoolExecutor(2),
                              # a reader attached, as a node's Prometheus reader is: without one, measurements cost little
                              Metrics(MeterProvider(metric_readers=[InMemoryMetricReader()]), "profile"))

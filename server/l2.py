@@ -242,3 +242,43 @@ class L2:
             await self._redis.aclose()
         except (RedisError, OSError) as exc:
             log.warning("closing the Redis client failed: %s", exc)
+
+
+class NoL2:
+    """The L2 of a node without Redis: a tier that holds nothing. Every lookup misses, every write is
+    dropped, and the compute lock is always this node's (there is no other node to share a flight with)."""
+
+    pending_writes = 0
+
+    async def get(self, key: str) -> bytes:
+        raise CacheMiss(key)
+
+    async def near(self, ns: Namespace, phash: int, radius: int) -> list[tuple[int, int]]:
+        return []
+
+    async def try_lock(self, key: str, token: str) -> bool:
+        return True
+
+    async def wait_for(self, key: str) -> bytes:
+        raise CacheMiss(key)
+
+    def put(self, values: list[tuple[str, bytes]]) -> bool:
+        return True
+
+    def index(self, ns: Namespace, phash: int) -> bool:
+        return True
+
+    def unindex(self, ns: Namespace, phash: int) -> bool:
+        return True
+
+    def unlock_later(self, key: str, token: str) -> bool:
+        return True
+
+    async def start(self) -> None:
+        """Nothing to connect to."""
+
+    async def flush(self, timeout_s: float = 0.0) -> None:
+        """Nothing queued."""
+
+    async def close(self) -> None:
+        """Nothing to flush."""

@@ -26,11 +26,12 @@ from ringserve.runtime import process, telemetry
 from ringserve.server import config as config_mod
 from ringserve.server import models
 from ringserve.server.batcher import Batcher
+from ringserve.server.cache import ModelSlot
 from ringserve.server.config import ServerConfig
 from ringserve.server.l1 import L1
-from ringserve.server.l2 import L2
+from ringserve.server.l2 import L2, NoL2
 from ringserve.server.metrics import Metrics
-from ringserve.server.servicer import InferenceServicer, ModelSlot
+from ringserve.server.servicer import InferenceServicer
 
 log = logging.getLogger("ringserve.node")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
@@ -60,7 +61,7 @@ class Node:
                            on_batch=self._on_head_batch)
             self.slots[model.name] = ModelSlot(model, batcher, head)
         self.l1 = L1(config.l1)
-        self.l2: L2 | None = None
+        self.l2: L2 | NoL2 = NoL2()
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.servicer: InferenceServicer | None = None
@@ -91,7 +92,7 @@ class Node:
         m.gauge("ringserve.queue.depth", "Items waiting for a batch", lambda: sum(s.batcher.depth for s in self.slots.values()))
         m.gauge("ringserve.l1.bytes", "Bytes held by L1", lambda: self.l1.bytes_used)
         m.gauge("ringserve.l1.entries", "Entries held by L1", lambda: len(self.l1))
-        m.gauge("ringserve.l2.pending_writes", "L2 writes queued", lambda: self.l2.pending_writes if self.l2 else 0)
+        m.gauge("ringserve.l2.pending_writes", "L2 writes queued", lambda: self.l2.pending_writes)
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", cfg.limits.images.max_bytes + 1024 * 1024),
             ("grpc.so_reuseport", 0),
@@ -132,9 +133,8 @@ class Node:
         for slot in self.slots.values():
             await slot.batcher.close()
             await slot.head.close()
-        if self.l2 is not None:
-            await self.l2.flush()
-            await self.l2.close()
+        await self.l2.flush()
+        await self.l2.close()
         self.pool.shutdown(wait=True)
         self.metrics.provider.shutdown()
         if self.tracer_provider is not None:

@@ -1,11 +1,10 @@
-"""The Inference servicer: one item's path through the node, top to bottom.
+"""The Inference servicer: the node's gRPC edge.
 
-keys -> L1 exact -> L2 exact -> decode and fingerprint -> L1/L2 perceptual (if the
-policy allows) -> single flight -> cross-node lock -> batcher -> model; then the
-result goes to L1 at once and to L2 in the background. Each step is its own
-module; this file only composes them and maps typed failures to per-item
-statuses. ``ItemStreams`` reads each stream and answers it concurrently: replies go
-back in completion order, each with its request id.
+Each stream is read by ``ItemStreams``, which answers its items concurrently (replies go back in
+completion order, each with its request id). An item is admitted (or refused RESOURCE_EXHAUSTED),
+traced, checked against the node's limits and policy, and its feature got from ``cache.FeatureCache``
+(the cache path: L1, L2, a near match, the single flight, the cross-node lock, the batcher); a
+Classify item then goes through the model's head. Typed failures become the item's status here.
 """
 
 from __future__ import annotations
@@ -13,34 +12,28 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import secrets
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, replace
 
 import grpc
 import numpy as np
-import torch
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from ringserve.contract import codec, fingerprint, tracecontext
+from ringserve.contract import tracecontext
 from ringserve.contract.errors import CallerError, InvalidRequest, UnknownModel
-from ringserve.contract.images import check_size, decode
+from ringserve.contract.images import check_size
 from ringserve.contract.status import Reply, code_of, error_reply, source_name
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
-from ringserve.runtime.singleflight import Group
 from ringserve.runtime.streams import ItemStreams
-from ringserve.server.batcher import Batcher
-from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue, Overloaded
-from ringserve.server.keys import Namespace
+from ringserve.server.cache import FeatureCache, ModelSlot, Served
+from ringserve.server.errors import Overloaded
 from ringserve.server.l1 import L1
-from ringserve.server.l2 import L2
+from ringserve.server.l2 import L2, NoL2
 from ringserve.server.metrics import Metrics
-from ringserve.server.models import Model
 from ringserve.server.settings import NodeLimits, PolicyConfig
 
 log = logging.getLogger(__name__)
@@ -50,45 +43,6 @@ DEFAULT_TOP_K = 5
 LITTLE_ENDIAN = sys.byteorder == "little"
 
 
-@dataclass
-class ModelSlot:
-    """A served model with its key namespace and its own batchers: the backbone's, and the head's for Classify."""
-
-    model: Model
-    batcher: Batcher[torch.Tensor, np.ndarray]
-    head: Batcher[np.ndarray, np.ndarray]
-
-    @property
-    def ns(self) -> Namespace:
-        return Namespace(self.model.name, self.model.version)
-
-
-@dataclass(frozen=True)
-class Prepared:
-    tensor: torch.Tensor
-    fingerprint: fingerprint.Fingerprint
-
-    @property
-    def phash(self) -> int | None:
-        """The perceptual key, or None for a low-information image: such an image is never matched perceptually."""
-        return None if self.fingerprint.low_information else self.fingerprint.phash
-
-
-@dataclass(frozen=True)
-class Served:
-    """A feature and where it came from; ``digest`` and ``phash`` are the L1 keys it may be kept under."""
-
-    vector: np.ndarray
-    source: int
-    # The exact digest of the bytes it was computed from, when these are the requester's bytes: a
-    # perceptual hit is a neighbour's feature and must never sit under the requester's exact key.
-    digest: str | None = None
-    phash: int | None = None
-    perceptual: bool = False
-    distance: int = 0
-    low_information: bool = False
-
-
 class InferenceServicer(pb_grpc.InferenceServicer):
     def __init__(
         self,
@@ -96,7 +50,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         slots: dict[str, ModelSlot],
         default_model: str,
         l1: L1,
-        l2: L2 | None,
+        l2: L2 | NoL2,
         limits: NodeLimits,
         policy: PolicyConfig,
         pool: Executor,
@@ -106,8 +60,7 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.node_id = node_id
         self.slots = slots
         self.default_model = default_model
-        self.l1 = l1
-        self.l2 = l2
+        self.cache = FeatureCache(node_id, l1, l2, limits.images, pool, metrics)
         self.limits = limits
         self.policy = policy
         self.pool = pool
@@ -118,9 +71,6 @@ class InferenceServicer(pb_grpc.InferenceServicer):
         self.started = 0  # items admitted, ever: what tells a quiet node from a busy one
         self.streams = ItemStreams(f"node {node_id}", on_error=lambda kind: metrics.internal_errors.add(
             1, metrics.attrs(type=kind)))
-        self._prepares: Group[Prepared] = Group()
-        self._computes: Group[tuple[np.ndarray, int]] = Group()
-        self._lock_token = f"{node_id}:{secrets.token_hex(4)}"
 
     # ---- the service -----------------------------------------------------------------------
 
@@ -243,162 +193,9 @@ class InferenceServicer(pb_grpc.InferenceServicer):
     # ---- the request path ------------------------------------------------------------------
 
     async def _feature(self, request: pb.ImageRequest, slot: ModelSlot) -> Served:
-        data = request.image
-        check_size(data, self.limits.images)  # before hashing: an oversize payload costs nothing
+        check_size(request.image, self.limits.images)  # before hashing: an oversize payload costs nothing
         mode, radius = self._policy(request)
-        if mode == pb.CACHE_MODE_BYPASS:
-            # No cache is read or written, so neither key is needed: decode and run the model, nothing else.
-            tensor = await asyncio.get_running_loop().run_in_executor(
-                self.pool, lambda: slot.model.preprocess(decode(data, self.limits.images, slot.model.decode_side)))
-            return Served(await slot.batcher.submit(tensor), pb.SOURCE_COMPUTED)
-        ns = slot.ns
-        digest = await self._digest(data)
-
-        # 1. L1, these very bytes.
-        try:
-            vector = self.l1.get_exact(ns, digest)
-            self._lookup("l1", "exact", "hit")
-            return Served(vector, pb.SOURCE_L1)
-        except CacheMiss:
-            self._lookup("l1", "exact", "miss")
-
-        # 2. L2, these very bytes.
-        if self.l2 is not None:
-            try:
-                vector = await self._l2_value(slot, ns.exact(digest))
-                self._lookup("l2", "exact", "hit")
-                return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest))
-            except CacheMiss:
-                self._lookup("l2", "exact", "miss")
-            except CacheUnavailable:
-                self._lookup("l2", "exact", "error")
-
-        # 3. Decode and fingerprint: the hint in the request is never used here.
-        prepared = await self._prepare(slot, digest, data)
-
-        # 4. Another encoding of the same picture, where the policy allows it and the image has the
-        # structure for its pHash to mean that.
-        if mode == pb.CACHE_MODE_PERCEPTUAL and prepared.phash is not None:
-            served = await self._near(slot, prepared.phash, radius)
-            if served is not None:
-                return served
-
-        # 5. Compute once, however many ask at the same time.
-        served, shared = await self._computes.do((ns, digest), lambda: self._compute(slot, digest, prepared))
-        if shared:
-            self.metrics.singleflight.add(1, self.metrics.attrs())
-        return replace(served, low_information=prepared.fingerprint.low_information)
-
-    async def _near(self, slot: ModelSlot, phash: int, radius: int) -> Served | None:
-        ns = slot.ns
-        try:
-            hit = self.l1.get_near(ns, phash, radius)
-            self._lookup("l1", "perceptual", "hit")
-            return Served(hit.vector, pb.SOURCE_L1, perceptual=True, distance=hit.distance)
-        except CacheMiss:
-            self._lookup("l1", "perceptual", "miss")
-        if self.l2 is None:
-            return None
-        try:
-            for distance, found in await self.l2.near(ns, phash, radius):
-                try:
-                    vector = await self._l2_value(slot, ns.perceptual(found))
-                except CorruptValue:
-                    continue  # logged and counted; the next computation of it overwrites the value
-                except CacheMiss:
-                    self.l2.unindex(ns, found)  # indexed but expired: prune the index
-                    continue
-                self._lookup("l2", "perceptual", "hit")
-                return self._remember(ns, Served(vector, pb.SOURCE_L2, phash=found, perceptual=True, distance=distance))
-            self._lookup("l2", "perceptual", "miss")
-        except CacheUnavailable:
-            self._lookup("l2", "perceptual", "error")
-        return None
-
-    async def _compute(self, slot: ModelSlot, digest: str, prepared: Prepared) -> Served:
-        """Inside the flight: the feature of these bytes, from L1, another node's computation, or the model.
-
-        Its result is remembered in L1 before the flight ends, so a request arriving just after finds it.
-        """
-        ns = slot.ns
-        # L1 again, inside the flight (groupcache's load does the same): a request that missed L1 just
-        # before another finished computing these bytes enters a new flight after that one has ended,
-        # and would otherwise compute them a second time.
-        try:
-            return Served(self.l1.get_exact(ns, digest), pb.SOURCE_L1)
-        except CacheMiss:
-            pass
-        lock = None
-        if self.l2 is not None:
-            lock_key = ns.lock(digest)
-            try:
-                if await self.l2.try_lock(lock_key, self._lock_token):
-                    lock = (lock_key, self._lock_token)
-                else:  # another node computes these bytes right now: wait briefly for its result
-                    vector = await self._wait_for_peer(slot, ns.exact(digest))
-                    if vector is not None:
-                        return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest, phash=prepared.phash))
-            except CacheUnavailable:
-                pass  # no Redis, no cross-node flight: compute here
-        try:
-            vector = await slot.batcher.submit(prepared.tensor)
-        except BaseException:
-            if lock is not None and self.l2 is not None:
-                self.l2.unlock_later(*lock)
-            raise
-        if self.l2 is not None:
-            blob = codec.encode(vector, slot.model.version)
-            if prepared.phash is None:  # low-information: kept under its exact key only
-                self.l2.put([(ns.exact(digest), blob)])
-            else:
-                self.l2.put([(ns.exact(digest), blob), (ns.perceptual(prepared.phash), blob)])
-                self.l2.index(ns, prepared.phash)
-        if lock is not None and self.l2 is not None:
-            self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
-        return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash))
-
-    def _remember(self, ns: Namespace, served: Served) -> Served:
-        """The one place L1 is written: under the keys ``served`` may be kept under."""
-        self.l1.put(ns, served.digest, served.phash, served.vector)
-        return served
-
-    async def _wait_for_peer(self, slot: ModelSlot, key: str) -> np.ndarray | None:
-        assert self.l2 is not None
-        try:
-            return self._decode(slot, await self.l2.wait_for(key))
-        except CacheMiss:
-            return None
-
-    async def _l2_value(self, slot: ModelSlot, key: str) -> np.ndarray:
-        assert self.l2 is not None
-        return self._decode(slot, await self.l2.get(key))
-
-    def _decode(self, slot: ModelSlot, blob: bytes) -> np.ndarray:
-        try:
-            vector = codec.decode(blob, slot.model.version)
-        except codec.CodecError as exc:
-            log.warning("corrupt value in L2 treated as a miss: %s", exc)
-            self.metrics.l2_events.add(1, self.metrics.attrs(event="corrupt"))
-            raise CorruptValue(str(exc)) from exc
-        if vector.shape != (slot.model.feature_dim,) or vector.dtype != slot.model.feature_dtype:
-            self.metrics.l2_events.add(1, self.metrics.attrs(event="corrupt"))
-            raise CorruptValue(f"L2 value of shape {vector.shape} {vector.dtype} does not fit {slot.model.name}")
-        return vector
-
-    async def _digest(self, data: bytes) -> str:
-        return (await fingerprint.digest_off_loop(data, self.pool)).hex()
-
-    async def _prepare(self, slot: ModelSlot, digest: str, data: bytes) -> Prepared:
-        def work() -> Prepared:
-            model = slot.model
-            # One decode for both: the model's input, and the pHash of its perceptual keys (the same
-            # function as client and router, over a decode at least as large as theirs).
-            image = decode(data, self.limits.images, at_least=model.decode_side)
-            return Prepared(model.preprocess(image), fingerprint.of_image(image))
-
-        loop = asyncio.get_running_loop()
-        prepared, _ = await self._prepares.do((slot.model.name, digest), lambda: loop.run_in_executor(self.pool, work))
-        return prepared
+        return await self.cache.get(slot, request.image, mode, radius)
 
     # ---- helpers -----------------------------------------------------------------------------
 

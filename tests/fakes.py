@@ -36,11 +36,13 @@ from ringserve.router.ring import Ring
 from ringserve.router.servicer import RouterServicer
 from ringserve.server import mih
 from ringserve.server.batcher import Batcher, BatcherConfig
+from ringserve.server.cache import ModelSlot
 from ringserve.server.errors import CacheMiss, CacheUnavailable
 from ringserve.server.keys import Namespace
 from ringserve.server.l1 import L1, L1Config
+from ringserve.server.l2 import NoL2
 from ringserve.server.metrics import Metrics
-from ringserve.server.servicer import InferenceServicer, ModelSlot
+from ringserve.server.servicer import InferenceServicer
 from ringserve.server.settings import NodeLimits, PolicyConfig
 
 FEATURE_DIM = 12
@@ -173,7 +175,7 @@ def node_servicer(model: FakeModel, node_id: str = "fake-node", batcher: Batcher
     config = batcher or BatcherConfig(max_batch=8, max_delay_ms=1.0)
     slot = ModelSlot(model, Batcher(model.features, config, name="fake-batcher"),
                      Batcher(model.scores_batch, replace(config, max_delay_ms=0.0), name="fake-head"))
-    return InferenceServicer(node_id, {model.name: slot}, model.name, L1(L1Config()), l2, NodeLimits(), policy,
+    return InferenceServicer(node_id, {model.name: slot}, model.name, L1(L1Config()), l2 or NoL2(), NodeLimits(), policy,
                              ThreadPoolExecutor(2), Metrics(meter_provider(), node_id))
 
 

@@ -189,7 +189,7 @@ async def test_a_miss_that_enters_the_flight_after_another_computed_the_bytes_re
     start_batchers(node)
     image = jpeg(7)
     release = asyncio.Event()
-    real = node._prepare
+    real = node.cache._prepare
     calls = 0
 
     async def prepare(*args):
@@ -199,7 +199,7 @@ async def test_a_miss_that_enters_the_flight_after_another_computed_the_bytes_re
             await release.wait()
         return await real(*args)
 
-    node._prepare = prepare
+    node.cache._prepare = prepare
     first = asyncio.ensure_future(one(node, image))
     await wait_until(lambda: calls == 1)
     second = await one(node, image)

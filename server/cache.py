@@ -1,0 +1,251 @@
+"""The node's cache path, one room: groupcache's Get -> lookupCache -> load -> populateCache.
+
+``get`` looks in L1 then L2 for these very bytes; decodes and fingerprints them; looks for
+another encoding of the same picture where the policy allows; then, inside the single
+flight, looks in L1 again, takes the cross-node lock (or waits for the node that holds
+it) and runs the batcher; the result goes to L1 at once and to L2 in the background. L2
+is always there: without Redis it is ``NoL2``, a tier that holds nothing, so no step asks
+whether it exists. Knows no gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from ringserve.contract import codec, fingerprint
+from ringserve.contract.images import ImageLimits, decode
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.runtime.singleflight import Group
+from ringserve.server.batcher import Batcher
+from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue
+from ringserve.server.keys import Namespace
+from ringserve.server.l1 import L1
+from ringserve.server.l2 import L2, NoL2
+from ringserve.server.metrics import Metrics
+from ringserve.server.models import Model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelSlot:
+    """A served model with its key namespace and its own batchers: the backbone's, and the head's for Classify."""
+
+    model: Model
+    batcher: Batcher[torch.Tensor, np.ndarray]
+    head: Batcher[np.ndarray, np.ndarray]
+
+    @property
+    def ns(self) -> Namespace:
+        return Namespace(self.model.name, self.model.version)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    tensor: torch.Tensor
+    fingerprint: fingerprint.Fingerprint
+
+    @property
+    def phash(self) -> int | None:
+        """The perceptual key, or None for a low-information image: such an image is never matched perceptually."""
+        return None if self.fingerprint.low_information else self.fingerprint.phash
+
+
+@dataclass(frozen=True)
+class Served:
+    """A feature and where it came from; ``digest`` and ``phash`` are the L1 keys it may be kept under."""
+
+    vector: np.ndarray
+    source: int
+    # The exact digest of the bytes it was computed from, when these are the requester's bytes: a
+    # perceptual hit is a neighbour's feature and must never sit under the requester's exact key.
+    digest: str | None = None
+    phash: int | None = None
+    perceptual: bool = False
+    distance: int = 0
+    low_information: bool = False
+
+
+class FeatureCache:
+    """Features by image bytes, from L1, L2, a near match, another node's computation, or the model."""
+
+    def __init__(self, node_id: str, l1: L1, l2: L2 | NoL2, images: ImageLimits, pool: Executor,
+                 metrics: Metrics) -> None:
+        self.l1 = l1
+        self.l2 = l2
+        self.images = images
+        self.pool = pool
+        self.metrics = metrics
+        self._prepares: Group[Prepared] = Group()
+        self._loads: Group[Served] = Group()
+        self._lock_token = f"{node_id}:{secrets.token_hex(4)}"
+
+    async def get(self, slot: ModelSlot, data: bytes, mode: int, radius: int) -> Served:
+        """The feature of ``data`` under cache policy ``mode`` (a ``pb.CacheMode``) and ``radius``.
+
+        Raises:
+            ImageError: the bytes are not an image this node accepts.
+            Overloaded: the model's queue is full.
+        """
+        if mode == pb.CACHE_MODE_BYPASS:
+            # No cache is read or written, so neither key is needed: decode and run the model, nothing else.
+            tensor = await asyncio.get_running_loop().run_in_executor(
+                self.pool, lambda: slot.model.preprocess(decode(data, self.images, slot.model.decode_side)))
+            return Served(await slot.batcher.submit(tensor), pb.SOURCE_COMPUTED)
+        digest = (await fingerprint.digest_off_loop(data, self.pool)).hex()
+        served = await self._lookup_exact(slot, digest)
+        if served is not None:
+            return served
+        prepared = await self._prepare(slot, digest, data)  # the request's hint is never used here
+        if mode == pb.CACHE_MODE_PERCEPTUAL and prepared.phash is not None:  # a pHash that means something
+            served = await self._lookup_near(slot, prepared.phash, radius)
+            if served is not None:
+                return served
+        served, shared = await self._loads.do((slot.ns, digest), lambda: self._load(slot, digest, prepared))
+        if shared:
+            self.metrics.singleflight.add(1, self.metrics.attrs())
+        return replace(served, low_information=prepared.fingerprint.low_information)
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    async def _lookup_exact(self, slot: ModelSlot, digest: str) -> Served | None:
+        """These very bytes, in L1 then L2."""
+        ns = slot.ns
+        try:
+            vector = self.l1.get_exact(ns, digest)
+            self._count("l1", "exact", "hit")
+            return Served(vector, pb.SOURCE_L1)
+        except CacheMiss:
+            self._count("l1", "exact", "miss")
+        try:
+            vector = await self._l2_value(slot, ns.exact(digest))
+            self._count("l2", "exact", "hit")
+            return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest))
+        except CacheMiss:
+            self._count("l2", "exact", "miss")
+        except CacheUnavailable:
+            self._count("l2", "exact", "error")
+        return None
+
+    async def _lookup_near(self, slot: ModelSlot, phash: int, radius: int) -> Served | None:
+        """Another encoding of the same picture, within ``radius`` bits, in L1 then L2."""
+        ns = slot.ns
+        try:
+            hit = self.l1.get_near(ns, phash, radius)
+            self._count("l1", "perceptual", "hit")
+            return Served(hit.vector, pb.SOURCE_L1, perceptual=True, distance=hit.distance)
+        except CacheMiss:
+            self._count("l1", "perceptual", "miss")
+        try:
+            for distance, found in await self.l2.near(ns, phash, radius):
+                try:
+                    vector = await self._l2_value(slot, ns.perceptual(found))
+                except CorruptValue:
+                    continue  # logged and counted; the next computation of it overwrites the value
+                except CacheMiss:
+                    self.l2.unindex(ns, found)  # indexed but expired: prune the index
+                    continue
+                self._count("l2", "perceptual", "hit")
+                return self._remember(ns, Served(vector, pb.SOURCE_L2, phash=found, perceptual=True, distance=distance))
+            self._count("l2", "perceptual", "miss")
+        except CacheUnavailable:
+            self._count("l2", "perceptual", "error")
+        return None
+
+    # ---- load, inside the flight -----------------------------------------------------------
+
+    async def _load(self, slot: ModelSlot, digest: str, prepared: Prepared) -> Served:
+        """The feature of these bytes, from L1, another node's computation, or the model.
+
+        Its result is remembered in L1 before the flight ends, so a request arriving just after finds it.
+        """
+        ns = slot.ns
+        # L1 again, inside the flight (groupcache's load does the same): a request that missed L1 just
+        # before another finished computing these bytes enters a new flight after that one has ended,
+        # and would otherwise compute them a second time.
+        try:
+            return Served(self.l1.get_exact(ns, digest), pb.SOURCE_L1)
+        except CacheMiss:
+            pass
+        lock = None
+        try:
+            if await self.l2.try_lock(ns.lock(digest), self._lock_token):
+                lock = (ns.lock(digest), self._lock_token)
+            else:  # another node computes these bytes right now: wait briefly for its result
+                vector = await self._wait_for_peer(slot, ns.exact(digest))
+                if vector is not None:
+                    return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest, phash=prepared.phash))
+        except CacheUnavailable:
+            pass  # Redis away: no cross-node flight, compute here
+        try:
+            vector = await slot.batcher.submit(prepared.tensor)
+        except BaseException:
+            if lock is not None:
+                self.l2.unlock_later(*lock)
+            raise
+        self._populate(slot, digest, prepared, vector)
+        if lock is not None:
+            self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
+        return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash))
+
+    def _populate(self, slot: ModelSlot, digest: str, prepared: Prepared, vector: np.ndarray) -> None:
+        """Queue the L2 writes of a computed feature: under its exact key, and its perceptual key and index
+        entries where its pHash means something."""
+        ns = slot.ns
+        blob = codec.encode(vector, slot.model.version)
+        if prepared.phash is None:  # low-information: kept under its exact key only
+            self.l2.put([(ns.exact(digest), blob)])
+        else:
+            self.l2.put([(ns.exact(digest), blob), (ns.perceptual(prepared.phash), blob)])
+            self.l2.index(ns, prepared.phash)
+
+    def _remember(self, ns: Namespace, served: Served) -> Served:
+        """The one place L1 is written: under the keys ``served`` may be kept under."""
+        self.l1.put(ns, served.digest, served.phash, served.vector)
+        return served
+
+    # ---- steps -----------------------------------------------------------------------------
+
+    async def _prepare(self, slot: ModelSlot, digest: str, data: bytes) -> Prepared:
+        def work() -> Prepared:
+            model = slot.model
+            # One decode for both: the model's input, and the pHash of its perceptual keys (the same
+            # function as client and router, over a decode at least as large as theirs).
+            image = decode(data, self.images, at_least=model.decode_side)
+            return Prepared(model.preprocess(image), fingerprint.of_image(image))
+
+        loop = asyncio.get_running_loop()
+        prepared, _ = await self._prepares.do((slot.model.name, digest), lambda: loop.run_in_executor(self.pool, work))
+        return prepared
+
+    async def _wait_for_peer(self, slot: ModelSlot, key: str) -> np.ndarray | None:
+        try:
+            return self._checked(slot, await self.l2.wait_for(key))
+        except CacheMiss:
+            return None
+
+    async def _l2_value(self, slot: ModelSlot, key: str) -> np.ndarray:
+        return self._checked(slot, await self.l2.get(key))
+
+    def _checked(self, slot: ModelSlot, blob: bytes) -> np.ndarray:
+        """An L2 value as the model's feature; CorruptValue (a miss, counted) for one that does not fit."""
+        try:
+            vector = codec.decode(blob, slot.model.version)
+        except codec.CodecError as exc:
+            log.warning("corrupt value in L2 treated as a miss: %s", exc)
+            self.metrics.l2_events.add(1, self.metrics.attrs(event="corrupt"))
+            raise CorruptValue(str(exc)) from exc
+        if vector.shape != (slot.model.feature_dim,) or vector.dtype != slot.model.feature_dtype:
+            self.metrics.l2_events.add(1, self.metrics.attrs(event="corrupt"))
+            raise CorruptValue(f"L2 value of shape {vector.shape} {vector.dtype} does not fit {slot.model.name}")
+        return vector
+
+    def _count(self, tier: str, kind: str, result: str) -> None:
+        self.metrics.lookups.add(tier, kind, result)
