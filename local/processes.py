@@ -31,10 +31,12 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ringserve.contract.errors import ServiceError
+
 T = TypeVar("T")
 
 
-class LocalError(RuntimeError):
+class LocalError(ServiceError, RuntimeError):
     """A child process did not come up; the message says which and where its log is."""
 
 

@@ -25,6 +25,8 @@ import zlib
 
 import numpy as np
 
+from ringserve.contract.errors import ServiceError
+
 MAGIC = b"RSF"
 FORMAT_VERSION = 1
 MAX_NDIM = 4
@@ -35,7 +37,7 @@ _DTYPES: dict[int, np.dtype] = {1: np.dtype("<f2"), 2: np.dtype("<f4")}
 _CODES: dict[str, int] = {"float16": 1, "float32": 2}
 
 
-class CodecError(ValueError):
+class CodecError(ServiceError, ValueError):
     """A cached value that is not a valid feature for the expected model version."""
 
 

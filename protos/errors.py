@@ -1,9 +1,12 @@
-"""Caller mistakes: the one family of errors that blames the request, each with its status.
+"""The errors raised inside ringserve's processes: one root, ``ServiceError``, and the caller's mistakes.
 
-A node or router answers a ``CallerError`` with its ``code`` and message. Anything
-else raised while serving an item is the service's own failure and reaches the
-caller as INTERNAL: a ``ValueError`` from numpy or a config is not the caller's
-fault, and must not tell them to change their request.
+Every error a node, a router, the search service or the local harness raises on purpose is a
+``ServiceError`` and carries the gRPC status it is answered with (``code``) and the message the caller
+reads (``reason()``): ``contract.status.status_of`` is the one place that turns an exception into a
+status. Among them, ``CallerError`` is the family that blames the request. Anything that is no
+``ServiceError`` is the service's own failure and reaches the caller as INTERNAL: a ``ValueError`` from
+numpy or a config is not the caller's fault, and must not tell them to change their request. (The
+client's own errors, what a caller catches, are ``ringserve.client.errors``.)
 """
 
 from __future__ import annotations
@@ -11,14 +14,20 @@ from __future__ import annotations
 import grpc
 
 
-class CallerError(Exception):
-    """The request cannot be served as sent; the message says what to change."""
+class ServiceError(Exception):
+    """Root of every error raised on purpose inside a ringserve process; ``code`` is its gRPC status."""
 
-    code: grpc.StatusCode = grpc.StatusCode.INVALID_ARGUMENT
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
 
     def reason(self) -> str:
         """The message the caller reads in the item's status."""
         return str(self)
+
+
+class CallerError(ServiceError):
+    """The request cannot be served as sent; the message says what to change."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
 
 
 class InvalidRequest(CallerError):

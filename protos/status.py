@@ -28,6 +28,16 @@ def error_reply(reply_type: type[R], request: pb.ImageRequest, code: grpc.Status
     return reply_type(request_id=request.request_id, status=pb.ItemStatus(code=code.value[0], message=message))
 
 
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """The status an item or a call is answered with for ``exc``: a ``ServiceError``'s own code and reason;
+    anything else, the service's own failure, INTERNAL with its type and message."""
+    from ringserve.contract.errors import ServiceError
+
+    if isinstance(exc, ServiceError):
+        return exc.code, exc.reason()
+    return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
+
+
 def source_name(value: int) -> str:
     """A Provenance.source number as the name callers, logs and metrics use: "l1", "l2" or "computed"."""
     from ringserve.contract.v1 import inference_pb2 as pb

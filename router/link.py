@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 
 from ringserve.contract import wire
+from ringserve.contract.errors import ServiceError
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.router.membership.base import Member
 
@@ -26,8 +27,10 @@ log = logging.getLogger(__name__)
 _CLOSE = object()
 
 
-class LinkError(ConnectionError):
+class LinkError(ServiceError, ConnectionError):
     """The stream to a node broke before this item was answered: it may go to another node."""
+
+    code = grpc.StatusCode.UNAVAILABLE
 
 
 class _MethodStream:

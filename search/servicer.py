@@ -17,7 +17,8 @@ import grpc
 import numpy as np
 
 from ringserve.contract.arguments import InvalidArgument, check_collection, check_delete, check_id, check_search
-from ringserve.contract.errors import CallerError, InvalidRequest, ModelMismatch, UnknownId
+from ringserve.contract.errors import CallerError, InvalidRequest, ModelMismatch, ServiceError, UnknownId
+from ringserve.contract.status import status_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
@@ -39,13 +40,16 @@ class Feature:
     low_information: bool = False
 
 
-class FeatureFailed(Exception):
+class FeatureFailed(ServiceError):
     """The feature of an image could not be had; ``code`` and the message are the item's answer."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
+
+# What the service answers with its own status; anything else is its own failure (INTERNAL, logged).
+ANSWERED = (CallerError, FeatureFailed, StoreUnavailable)
 
 # (image bytes, model name or "") -> its feature; raises FeatureFailed.
 FeatureSource = Callable[[bytes, str], Awaitable[Feature]]
@@ -74,12 +78,8 @@ class SearchServicer(spb_grpc.SearchServicer):
             meta = Meta(feature.model, feature.model_version, int(feature.vector.shape[-1]))
             await self.index.put(request.collection, meta, [Entry(request.id, feature.phash, feature.vector,
                                                                              feature.low_information)])
-        except CallerError as exc:
-            return _failed(reply, exc.code, exc.reason())
-        except FeatureFailed as exc:
-            return _failed(reply, exc.code, str(exc))
-        except StoreUnavailable as exc:
-            return _failed(reply, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except ANSWERED as exc:  # the caller's mistake, a node's answer, Redis away: the item's status
+            return _failed(reply, *status_of(exc))
         reply.model_version = feature.model_version
         reply.status.code = grpc.StatusCode.OK.value[0]
         return reply
@@ -100,12 +100,8 @@ class SearchServicer(spb_grpc.SearchServicer):
         """The answer, or the gRPC status that says what went wrong and what to do."""
         try:
             return await work
-        except CallerError as exc:
-            await context.abort(exc.code, exc.reason())
-        except FeatureFailed as exc:
-            await context.abort(exc.code, str(exc))
-        except StoreUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        except ANSWERED as exc:
+            await context.abort(*status_of(exc))
 
     async def _search(self, request: spb.SearchRequest) -> spb.SearchReply:
         wants_duplicates = request.HasField("max_distance")

@@ -20,12 +20,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import numpy as np
 from redis.exceptions import RedisError, ResponseError
 
 from ringserve.contract import codec
 from ringserve.contract.arguments import check_collection
-from ringserve.contract.errors import ModelMismatch, UnknownCollection
+from ringserve.contract.errors import ModelMismatch, ServiceError, UnknownCollection
 
 COLLECTIONS_KEY = "rs:search:collections"
 # The log keeps about this many changes; a view further behind rebuilds from the entries.
@@ -71,7 +72,7 @@ return redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[1], '*', 'op', 'drop')
 """
 
 
-class StoreError(Exception):
+class StoreError(ServiceError):
     """Root of the store's own failures (not the caller's)."""
 
 
@@ -80,6 +81,8 @@ class StoreUnavailable(StoreError):
 
     ``detail`` is what failed, without advice: for a log that is not the caller's answer.
     """
+
+    code = grpc.StatusCode.UNAVAILABLE
 
     def __init__(self, message: str, detail: str = "") -> None:
         super().__init__(message)

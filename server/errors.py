@@ -1,4 +1,4 @@
-"""Typed conditions inside a node, under one root; the servicer maps each to one gRPC status at the edge.
+"""Typed conditions inside a node, under the project's one root; each carries the status it is answered with.
 
 The caller's own mistakes are ``ringserve.contract.errors.CallerError``s; these are the node's
 conditions: a tier that misses or is down, a full queue. Anything else is a bug, answered INTERNAL.
@@ -6,8 +6,12 @@ conditions: a tier that misses or is down, a full queue. Anything else is a bug,
 
 from __future__ import annotations
 
+import grpc
 
-class NodeError(Exception):
+from ringserve.contract.errors import ServiceError
+
+
+class NodeError(ServiceError):
     """Root of the node's own conditions."""
 
 
@@ -25,3 +29,5 @@ class CacheUnavailable(NodeError):
 
 class Overloaded(NodeError):
     """A bounded queue is full: the caller should back off or try another node (RESOURCE_EXHAUSTED)."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

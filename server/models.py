@@ -25,6 +25,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from ringserve.contract import fingerprint, images
+from ringserve.contract.errors import ServiceError
 from ringserve.server.settings import EFFICIENTNET_LITE0, ModelConfig
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ _HEAD_ATTRS = ("fc", "classifier", "heads", "head")
 _UNSPLITTABLE = ("squeezenet", "maxvit")
 
 
-class ModelError(RuntimeError):
+class ModelError(ServiceError, RuntimeError):
     """The model cannot be built or its weights cannot be loaded; the message names the fix."""
 
 

@@ -23,14 +23,13 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from ringserve.contract import tracecontext
-from ringserve.contract.errors import CallerError, InvalidRequest, UnknownModel
+from ringserve.contract.errors import CallerError, InvalidRequest, ServiceError, UnknownModel
 from ringserve.contract.images import check_size
-from ringserve.contract.status import Reply, code_of, error_reply, source_name
+from ringserve.contract.status import Reply, code_of, error_reply, source_name, status_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.runtime.streams import ItemStreams
 from ringserve.server.cache import FeatureCache, ModelSlot, Served
-from ringserve.server.errors import Overloaded
 from ringserve.server.l1 import L1
 from ringserve.server.l2 import L2, NoL2
 from ringserve.server.metrics import Metrics
@@ -143,16 +142,15 @@ class InferenceServicer(pb_grpc.InferenceServicer):
                     reply = await work
                 source = source_name(reply.provenance.source)
             except CallerError as exc:
-                reply = error_reply(reply_type, request, exc.code, exc.reason())
+                reply = error_reply(reply_type, request, *status_of(exc))
             except TimeoutError:
                 reply = error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
                                     f"node {self.node_id}: the caller's deadline ({request.timeout_ms} ms) passed")
-            except Overloaded as exc:
-                reply = error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node_id}: {exc}")
-            except Exception as exc:  # the node's own failure, never the caller's: INTERNAL, with the traceback logged
-                log.exception("item %r failed", request.request_id)
-                reply = error_reply(reply_type, request, grpc.StatusCode.INTERNAL,
-                                    f"node {self.node_id} failed on this item: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # the node's own condition or failure: its status, named by the node
+                if not isinstance(exc, ServiceError):  # a bug, never the caller's: INTERNAL, traceback logged
+                    log.exception("item %r failed", request.request_id)
+                code, message = status_of(exc)
+                reply = error_reply(reply_type, request, code, f"node {self.node_id} failed on this item: {message}")
             finally:
                 self.inflight -= 1
         status = code_of(reply.status.code).name

@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Protocol
 
+from ringserve.contract.errors import ServiceError
+
 
 @dataclass(frozen=True, order=True)
 class Member:
@@ -19,7 +21,7 @@ class Member:
     weight: int = 1
 
 
-class MembershipError(ValueError):
+class MembershipError(ServiceError, ValueError):
     """A membership spec or file that cannot be parsed; the message shows the expected form."""
 
 
