@@ -13,10 +13,7 @@ every node it was offered to is full, or, when time runs out, DEADLINE_EXCEEDED
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import time
-from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 
 import grpc
@@ -38,6 +35,7 @@ from ringserve.router.placement import Placement
 from ringserve.router.registry import Registry
 from ringserve.router.retry import Attempts, RetryConfig
 from ringserve.router.ring import Ring
+from ringserve.runtime.edge import ItemEdge, Method
 from ringserve.runtime.singleflight import Group
 from ringserve.runtime.streams import ItemStreams
 
@@ -46,7 +44,7 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
 
-class RouterServicer(pb_grpc.InferenceServicer):
+class RouterServicer(ItemEdge):
     """Places every item on a node and answers it once; see the module docstring for the path."""
 
     def __init__(self, router_id: str, registry: Registry, ring: Ring, placement: Placement, config: PlacementConfig,
@@ -77,30 +75,9 @@ class RouterServicer(pb_grpc.InferenceServicer):
     def health(self) -> HealthTracker:
         return self.registry.health
 
-    async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
-        handle = functools.partial(self.route, method="Extract", reply_type=pb.ExtractReply,
-                                   parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
-        async for reply in self.streams.serve(request_iterator, context, handle, pb.ExtractReply):
-            yield reply
-
-    async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
-        handle = functools.partial(self.route, method="Classify", reply_type=pb.ClassifyReply,
-                                   parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
-        async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
-            yield reply
-
-    async def ExtractFrames(self, request_iterator, context) -> AsyncIterator[pb.ExtractFrame]:
-        handle = functools.partial(self.route, method="Extract", reply_type=pb.ExtractReply,
-                                   parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
-        async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ExtractReply, pb.ExtractFrame):
-            yield frame
-
-    async def ClassifyFrames(self, request_iterator, context) -> AsyncIterator[pb.ClassifyFrame]:
-        handle = functools.partial(self.route, method="Classify", reply_type=pb.ClassifyReply,
-                                   parent=tracecontext.extract_metadata(context), deadline=_deadline(context))
-        async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ClassifyReply,
-                                                     pb.ClassifyFrame):
-            yield frame
+    async def item(self, request: pb.ImageRequest, method: Method, parent: Context | None,
+                   deadline: float | None) -> Reply:
+        return await self.route(request, method.rpc, method.reply, parent=parent, deadline=deadline)
 
     async def ListModels(self, request, context) -> pb.ListModelsReply:
         """Any serving node's answer: every node of a deployment serves the same models."""
@@ -290,9 +267,3 @@ class ClusterServicer(cpb_grpc.ClusterServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "give an image or a phash")
         return cpb.OwnerReply(phash=key, owner=r.ring.owner(key) or "", order=list(r.ring.walk(key)),
                               placed=r.pick(key, set()) or "")
-
-
-def _deadline(context: grpc.aio.ServicerContext) -> float | None:
-    """The caller's deadline on the monotonic clock, to pass on to nodes as a per-item timeout."""
-    remaining = context.time_remaining()
-    return None if remaining is None else time.monotonic() + remaining

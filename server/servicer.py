@@ -10,11 +10,10 @@ Classify item then goes through the model's head. Typed failures become the item
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
 import grpc
@@ -27,7 +26,7 @@ from ringserve.contract.errors import CallerError, InvalidRequest, ServiceError,
 from ringserve.contract.images import check_size
 from ringserve.contract.status import Reply, code_of, error_reply, source_name, status_of
 from ringserve.contract.v1 import inference_pb2 as pb
-from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.runtime.edge import EXTRACT, ItemEdge, Method
 from ringserve.runtime.streams import ItemStreams
 from ringserve.server.cache import FeatureCache, ModelSlot, Served
 from ringserve.server.l1 import L1
@@ -42,7 +41,7 @@ DEFAULT_TOP_K = 5
 LITTLE_ENDIAN = sys.byteorder == "little"
 
 
-class InferenceServicer(pb_grpc.InferenceServicer):
+class InferenceServicer(ItemEdge):
     def __init__(
         self,
         node_id: str,
@@ -73,30 +72,11 @@ class InferenceServicer(pb_grpc.InferenceServicer):
 
     # ---- the service -----------------------------------------------------------------------
 
-    async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
-        handle = functools.partial(self._item, method="extract", reply_type=pb.ExtractReply, handle=self._extract,
-                                   parent=tracecontext.extract_metadata(context))
-        async for reply in self.streams.serve(request_iterator, context, handle, pb.ExtractReply):
-            yield reply
-
-    async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
-        handle = functools.partial(self._item, method="classify", reply_type=pb.ClassifyReply, handle=self._classify,
-                                   parent=tracecontext.extract_metadata(context))
-        async for reply in self.streams.serve(request_iterator, context, handle, pb.ClassifyReply):
-            yield reply
-
-    async def ExtractFrames(self, request_iterator, context) -> AsyncIterator[pb.ExtractFrame]:
-        handle = functools.partial(self._item, method="extract", reply_type=pb.ExtractReply, handle=self._extract,
-                                   parent=tracecontext.extract_metadata(context))
-        async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ExtractReply, pb.ExtractFrame):
-            yield frame
-
-    async def ClassifyFrames(self, request_iterator, context) -> AsyncIterator[pb.ClassifyFrame]:
-        handle = functools.partial(self._item, method="classify", reply_type=pb.ClassifyReply, handle=self._classify,
-                                   parent=tracecontext.extract_metadata(context))
-        async for frame in self.streams.serve_frames(request_iterator, context, handle, pb.ClassifyReply,
-                                                     pb.ClassifyFrame):
-            yield frame
+    async def item(self, request: pb.ImageRequest, method: Method, parent: Context | None,
+                   deadline: float | None) -> Reply:
+        """One item; a node's deadline is the item's own ``timeout_ms`` (a router sets it from its caller's)."""
+        handle = self._extract if method is EXTRACT else self._classify
+        return await self._item(request, method.name, method.reply, handle, parent)
 
     async def ListModels(self, request, context) -> pb.ListModelsReply:
         infos = [

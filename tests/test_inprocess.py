@@ -53,14 +53,14 @@ async def one(node: InferenceServicer, image: bytes, method: str = "extract", **
 async def test_a_node_handler_that_raises_answers_its_item_internal_and_the_stream_goes_on():
     node = node_servicer(FakeModel())
     start_batchers(node)
-    real = node._item
+    real = node.item
 
     async def item(request, **kwargs):
         if request.request_id == "boom":
             raise KeyError("injected")
         return await real(request, **kwargs)
 
-    node._item = item
+    node.item = item
     async with serving(node) as target:
         replies = await extract(target, [jpeg(1), jpeg(2), jpeg(3)], ids=["a", "boom", "c"], timeout_s=10)
     assert replies["boom"].status.code == INTERNAL
