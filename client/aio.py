@@ -216,16 +216,14 @@ class AsyncClient:
 
         outcome = await resend.items(cfg, timeout, pending, stream)
         for rid in pending:
-            if isinstance(outcome, grpc.aio.AioRpcError):
-                done[rid] = errors.from_status(outcome.code(), outcome.details() or "", rid)
-            else:
-                reason = unavailable.get(rid) or outcome or "no server took it"
-                done[rid] = errors.Unavailable(f"not answered after {cfg.retries} retries: {reason}", rid)
+            done[rid] = outcome.error(rid, unavailable.get(rid))
         return [done[r.request_id] for r in requests]
 
     async def _stream(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes], time_left: float | None,
                       done: dict[str, Any], pending: dict[str, pb.ImageRequest], unavailable: dict[str, str]) -> None:
         """One stream over ``items``: framed, unless the server turns out to serve no frames."""
+        loop = asyncio.get_running_loop()
+        deadline = None if time_left is None else loop.time() + time_left
         if self._framed:
             try:
                 return await self._stream_once(method, items, datas, time_left, done, pending, unavailable, framed=True)
@@ -233,6 +231,7 @@ class AsyncClient:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 self._framed = False  # a server from before frames: the same items, one per message
+        time_left = None if deadline is None else max(0.001, deadline - loop.time())  # what the framed try left
         await self._stream_once(method, items, datas, time_left, done, pending, unavailable, framed=False)
 
     async def _stream_once(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes],

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -35,8 +36,26 @@ async def tries(config: ClientConfig, timeout_s: float | None) -> AsyncIterator[
         yield None if deadline is None else max(0.001, deadline - loop.time())
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """How the tries of an item call ended, for the items still pending."""
+
+    # A stream's end that is the answer for every item it left (its status is theirs), or None.
+    refused: grpc.aio.AioRpcError | None
+    # The last reason the server gave for not taking them ("" if none).
+    reason: str
+    tries: int
+
+    def error(self, request_id: str, reason: str | None = None) -> errors.RingserveError:
+        """The error for an item still pending: the refusal's, or Unavailable with its own reason if known."""
+        if self.refused is not None:
+            return errors.from_status(self.refused.code(), self.refused.details() or "", request_id)
+        why = reason or self.reason or "the server could not take it"
+        return errors.Unavailable(f"not taken in {self.tries} tries within the call's time: {why}", request_id)
+
+
 async def items(config: ClientConfig, timeout_s: float | None, pending: dict[str, Any],
-                stream: Callable[[list[Any], float | None], Awaitable[None]]) -> str | grpc.aio.AioRpcError:
+                stream: Callable[[list[Any], float | None], Awaitable[None]]) -> Outcome:
     """Send ``pending``'s items until none is left, the tries run out or a stream is refused outright.
 
     Args:
@@ -44,20 +63,20 @@ async def items(config: ClientConfig, timeout_s: float | None, pending: dict[str
         stream: one stream over the given items with the given time left.
 
     Returns:
-        The refusal of a stream that ended with an answer for every item it left (an ``AioRpcError`` whose
-        status is theirs), or else the last reason a stream gave for ending early ("" if none did).
+        How it ended, for the items still in ``pending``.
     """
-    reason = ""
+    reason, count = "", 0
     async for timeout in tries(config, timeout_s):
+        count += 1
         try:
             await stream(list(pending.values()), timeout)
         except grpc.aio.AioRpcError as exc:
             if not errors.may_resend(exc):
-                return exc
-            reason = exc.details() or "server unavailable"
+                return Outcome(exc, "", count)
+            reason = exc.details() or "the server was unavailable"
         if not pending:
             break
-    return reason
+    return Outcome(None, reason, count)
 
 
 async def unary(config: ClientConfig, method: Callable[..., Awaitable[Any]], request: Any,
@@ -75,6 +94,5 @@ async def unary(config: ClientConfig, method: Callable[..., Awaitable[Any]], req
             if not errors.may_resend(exc):
                 raise errors.from_status(exc.code(), exc.details() or "") from exc
             last = exc
-    if last is None:
-        raise errors.DeadlineExceeded("the call's deadline left no time for a try")
+    assert last is not None  # the first try always happens
     raise errors.from_status(last.code(), last.details() or "") from last

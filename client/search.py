@@ -94,12 +94,7 @@ class SearchCalls:
 
         outcome = await resend.items(self._config, self._config.timeout_s, pending, stream)
         for rid in pending:
-            if isinstance(outcome, grpc.aio.AioRpcError):
-                done[rid] = errors.from_status(outcome.code(), outcome.details() or "", requests[rid].id)
-            else:
-                why = unavailable.get(rid) or outcome or "the store or router could not take it"
-                done[rid] = errors.Unavailable(f"not indexed after {self._config.retries} retries: {why}",
-                                               requests[rid].id)
+            done[rid] = outcome.error(requests[rid].id, unavailable.get(rid))
         return [done[str(i)] for i in range(len(ids))]
 
     async def _index_stream(self, items: list[spb.IndexRequest], time_left: float | None, done: dict[str, Any],

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import grpc
 
+from ringserve.contract.errors import ServiceError
+
 if TYPE_CHECKING:
     from ringserve.contract.v1 import inference_pb2 as pb
 
@@ -30,10 +32,9 @@ def error_reply(reply_type: type[R], request: pb.ImageRequest, code: grpc.Status
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """The status an item or a call is answered with for ``exc``: a ``ServiceError``'s own code and reason;
-    anything else, the service's own failure, INTERNAL with its type and message."""
-    from ringserve.contract.errors import ServiceError
-
-    if isinstance(exc, ServiceError):
+    anything else, the service's own failure, INTERNAL with its type and message. INTERNAL always means a
+    failure of the service (a bug): whoever answers it logs the traceback."""
+    if isinstance(exc, ServiceError) and exc.code != grpc.StatusCode.INTERNAL:
         return exc.code, exc.reason()
     return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from ringserve.contract.status import error_reply, status_of
+from ringserve.contract.status import error_reply
 
 log = logging.getLogger(__name__)
 _READER_DONE = object()
@@ -139,8 +139,8 @@ class ItemStreams:
         except Exception as exc:  # answered and logged: an unanswered item would hang its caller
             log.exception("%s failed on item %r", self.who, request.request_id)
             self._on_error(type(exc).__name__)
-            code, message = status_of(exc)
-            return error_reply(reply_type, request, code, f"{self.who} failed on this item: {message}")
+            return error_reply(reply_type, request, grpc.StatusCode.INTERNAL,
+                               f"{self.who} failed on this item: {type(exc).__name__}: {exc}")
 
     async def drain(self, timeout_s: float) -> None:
         """Stop reading new items on every stream; wait until every item read is answered."""

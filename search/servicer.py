@@ -17,7 +17,7 @@ import grpc
 import numpy as np
 
 from ringserve.contract.arguments import InvalidArgument, check_collection, check_delete, check_id, check_search
-from ringserve.contract.errors import CallerError, InvalidRequest, ModelMismatch, ServiceError, UnknownId
+from ringserve.contract.errors import InvalidRequest, ModelMismatch, ServiceError, UnknownId
 from ringserve.contract.status import status_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import search_pb2 as spb
@@ -25,7 +25,7 @@ from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.runtime.streams import ItemStreams
 from ringserve.search.config import SearchConfig
 from ringserve.search.index import SearchIndex
-from ringserve.search.store import Entry, Meta, StoreUnavailable
+from ringserve.search.store import Entry, Meta
 from ringserve.search.view import Hit
 
 log = logging.getLogger(__name__)
@@ -47,9 +47,6 @@ class FeatureFailed(ServiceError):
         super().__init__(message)
         self.code = code
 
-
-# What the service answers with its own status; anything else is its own failure (INTERNAL, logged).
-ANSWERED = (CallerError, FeatureFailed, StoreUnavailable)
 
 # (image bytes, model name or "") -> its feature; raises FeatureFailed.
 FeatureSource = Callable[[bytes, str], Awaitable[Feature]]
@@ -78,8 +75,11 @@ class SearchServicer(spb_grpc.SearchServicer):
             meta = Meta(feature.model, feature.model_version, int(feature.vector.shape[-1]))
             await self.index.put(request.collection, meta, [Entry(request.id, feature.phash, feature.vector,
                                                                              feature.low_information)])
-        except ANSWERED as exc:  # the caller's mistake, a node's answer, Redis away: the item's status
-            return _failed(reply, *status_of(exc))
+        except ServiceError as exc:  # the caller's mistake, a node's answer, Redis away: the item's status
+            code, message = status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                raise  # a failure of the service: the stream engine logs it and answers INTERNAL
+            return _failed(reply, code, message)
         reply.model_version = feature.model_version
         reply.status.code = grpc.StatusCode.OK.value[0]
         return reply
@@ -100,8 +100,11 @@ class SearchServicer(spb_grpc.SearchServicer):
         """The answer, or the gRPC status that says what went wrong and what to do."""
         try:
             return await work
-        except ANSWERED as exc:
-            await context.abort(*status_of(exc))
+        except ServiceError as exc:
+            code, message = status_of(exc)
+            if code == grpc.StatusCode.INTERNAL:
+                raise  # a failure of the service: gRPC answers INTERNAL and it is logged
+            await context.abort(code, message)
 
     async def _search(self, request: spb.SearchRequest) -> spb.SearchReply:
         wants_duplicates = request.HasField("max_distance")

@@ -23,6 +23,7 @@ from ringserve.contract import codec, fingerprint
 from ringserve.contract.images import ImageLimits, decode
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.runtime.singleflight import Group
+from ringserve.server import keys
 from ringserve.server.batcher import Batcher
 from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue
 from ringserve.server.keys import Namespace
@@ -99,7 +100,7 @@ class FeatureCache:
             tensor = await asyncio.get_running_loop().run_in_executor(
                 self.pool, lambda: slot.model.preprocess(decode(data, self.images, slot.model.decode_side)))
             return Served(await slot.batcher.submit(tensor), pb.SOURCE_COMPUTED)
-        digest = (await fingerprint.digest_off_loop(data, self.pool)).hex()
+        digest = await fingerprint.digest_off_loop(data, self.pool, keys.exact_digest)
         served = await self._lookup_exact(slot, digest)
         if served is not None:
             return served
@@ -190,21 +191,10 @@ class FeatureCache:
             if lock is not None:
                 self.l2.unlock_later(*lock)
             raise
-        self._populate(slot, digest, prepared, vector)
+        self.l2.store(ns, digest, prepared.phash, vector, slot.model.version)  # low-information: exact key only
         if lock is not None:
             self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
         return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash))
-
-    def _populate(self, slot: ModelSlot, digest: str, prepared: Prepared, vector: np.ndarray) -> None:
-        """Queue the L2 writes of a computed feature: under its exact key, and its perceptual key and index
-        entries where its pHash means something."""
-        ns = slot.ns
-        blob = codec.encode(vector, slot.model.version)
-        if prepared.phash is None:  # low-information: kept under its exact key only
-            self.l2.put([(ns.exact(digest), blob)])
-        else:
-            self.l2.put([(ns.exact(digest), blob), (ns.perceptual(prepared.phash), blob)])
-            self.l2.index(ns, prepared.phash)
 
     def _remember(self, ns: Namespace, served: Served) -> Served:
         """The one place L1 is written: under the keys ``served`` may be kept under."""

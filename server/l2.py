@@ -23,8 +23,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
 from redis.exceptions import RedisError
 
+from ringserve.contract import codec
 from ringserve.runtime.redisconn import connect, is_cluster
 from ringserve.server import mih
 from ringserve.server.breaker import Breaker, BreakerState
@@ -151,6 +153,15 @@ class L2:
         """Queue ``(key, value)`` writes with the jittered TTL; False (and counted) if the queue is full."""
         return self._queue(_Write(values=values))
 
+    def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str) -> bool:
+        """Queue a computed feature's writes: under its exact key, and, where ``phash`` is given (an image
+        whose pHash means something), under its perceptual key with its index entries."""
+        blob = codec.encode(vector, version)
+        if phash is None:
+            return self.put([(ns.exact(digest), blob)])
+        queued = self.put([(ns.exact(digest), blob), (ns.perceptual(phash), blob)])
+        return self.index(ns, phash) and queued
+
     def index(self, ns: Namespace, phash: int) -> bool:
         """Queue adding ``phash`` to its chunk sets, so a radius search finds it."""
         return self._queue(_Write(index=[(ns, phash)]))
@@ -263,6 +274,9 @@ class NoL2:
         raise CacheMiss(key)
 
     def put(self, values: list[tuple[str, bytes]]) -> bool:
+        return True
+
+    def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str) -> bool:
         return True
 
     def index(self, ns: Namespace, phash: int) -> bool:

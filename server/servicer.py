@@ -22,7 +22,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from ringserve.contract import tracecontext
-from ringserve.contract.errors import CallerError, InvalidRequest, ServiceError, UnknownModel
+from ringserve.contract.errors import CallerError, InvalidRequest, UnknownModel
 from ringserve.contract.images import check_size
 from ringserve.contract.status import Reply, code_of, error_reply, source_name, status_of
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -61,7 +61,6 @@ class InferenceServicer(ItemEdge):
         self.cache = FeatureCache(node_id, l1, l2, limits.images, pool, metrics)
         self.limits = limits
         self.policy = policy
-        self.pool = pool
         self.metrics = metrics
         self.tracer = tracer or trace.NoOpTracer()
         self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
@@ -126,11 +125,14 @@ class InferenceServicer(ItemEdge):
             except TimeoutError:
                 reply = error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
                                     f"node {self.node_id}: the caller's deadline ({request.timeout_ms} ms) passed")
-            except Exception as exc:  # the node's own condition or failure: its status, named by the node
-                if not isinstance(exc, ServiceError):  # a bug, never the caller's: INTERNAL, traceback logged
-                    log.exception("item %r failed", request.request_id)
+            except Exception as exc:  # the node's own condition (Overloaded), or its failure: INTERNAL, logged
                 code, message = status_of(exc)
-                reply = error_reply(reply_type, request, code, f"node {self.node_id} failed on this item: {message}")
+                if code == grpc.StatusCode.INTERNAL:
+                    log.exception("item %r failed", request.request_id)
+                    message = f"node {self.node_id} failed on this item: {message}"
+                else:
+                    message = f"node {self.node_id}: {message}"
+                reply = error_reply(reply_type, request, code, message)
             finally:
                 self.inflight -= 1
         status = code_of(reply.status.code).name
@@ -199,6 +201,3 @@ class InferenceServicer(ItemEdge):
             source=served.source, node=self.node_id, model=slot.model.name, model_version=slot.model.version,
             perceptual=served.perceptual, distance=served.distance, low_information=served.low_information,
         )
-
-    def _lookup(self, tier: str, kind: str, result: str) -> None:
-        self.metrics.lookups.add(tier, kind, result)

@@ -22,6 +22,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from PIL import Image
 
+from ringserve.contract import codec
 from ringserve.contract.images import ImageLimits
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -153,6 +154,12 @@ class MemoryL2:
         if not self.down:
             self.values.update(values)
         return not self.down
+
+    def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str) -> bool:
+        blob = codec.encode(vector, version)
+        if phash is None:
+            return self.put([(ns.exact(digest), blob)])
+        return self.put([(ns.exact(digest), blob), (ns.perceptual(phash), blob)]) and self.index(ns, phash)
 
     def index(self, ns: Namespace, phash: int) -> bool:
         if not self.down:
