@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 from ringserve.client import errors
 from ringserve.contract import arguments
+from ringserve.contract.backoff import backoff_s
 from ringserve.contract.v1 import inference_pb2 as pb
 
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
@@ -39,9 +39,9 @@ class ClientConfig:
             errors.checked(arguments.check_radius, self.radius)
 
     def backoff(self, retry: int) -> float:
-        """Seconds to wait before re-send number ``retry`` (1, 2, ...): doubling from ``backoff_s`` up to
-        ``backoff_max_s``, jittered down by up to half so that callers do not retry in step."""
-        return min(self.backoff_max_s, self.backoff_s * 2 ** (retry - 1)) * random.uniform(0.5, 1.0)
+        """Seconds to wait before re-send number ``retry`` (1, 2, ...): ``contract.backoff`` from ``backoff_s``
+        up to ``backoff_max_s``."""
+        return backoff_s(retry, self.backoff_s, self.backoff_max_s)
 
 
 def check_cache_mode(mode: str | None) -> None:

@@ -13,10 +13,11 @@ of gRPC or the ring.
 
 from __future__ import annotations
 
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+
+from ringserve.contract.backoff import backoff_s
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,7 @@ class Attempts:
         """Start another round over every node; the pause before it, or None when time is up."""
         self.excluded.clear()
         self.rounds += 1
-        ceiling = min(self.config.backoff_max_s, self.config.backoff_base_s * 2 ** (self.rounds - 1))
-        pause = ceiling * random.uniform(0.5, 1.0)
+        pause = backoff_s(self.rounds, self.config.backoff_base_s, self.config.backoff_max_s)
         return pause if pause < self.remaining() else None
 
     def describe(self) -> str:

@@ -43,3 +43,12 @@ def test_varint_round_trips_through_protobuf(value: int) -> None:
         assert pb.ImageRequest.FromString(encoded).top_k == value
     else:
         assert len(wire.varint(value)) == (value.bit_length() + 6) // 7
+
+
+def test_the_one_backoff_doubles_to_its_ceiling_with_jitter_down_by_half():
+    from ringserve.contract.backoff import backoff_s
+
+    for retry, ceiling in ((1, 0.1), (2, 0.2), (3, 0.4), (4, 0.5), (9, 0.5)):
+        waits = [backoff_s(retry, 0.1, 0.5) for _ in range(200)]
+        assert all(ceiling * 0.5 <= w <= ceiling for w in waits), (retry, min(waits), max(waits))
+        assert max(waits) - min(waits) > ceiling * 0.2  # jittered, not in step
