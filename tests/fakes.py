@@ -22,7 +22,6 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from PIL import Image
 
-from ringserve.contract import codec
 from ringserve.contract.images import ImageLimits
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -41,7 +40,7 @@ from ringserve.server.cache import ModelSlot
 from ringserve.server.errors import CacheMiss, CacheUnavailable
 from ringserve.server.keys import Namespace
 from ringserve.server.l1 import L1, L1Config
-from ringserve.server.l2 import NoL2
+from ringserve.server.l2 import L2, NoL2
 from ringserve.server.metrics import Metrics
 from ringserve.server.servicer import InferenceServicer
 from ringserve.server.settings import NodeLimits, PolicyConfig
@@ -155,11 +154,8 @@ class MemoryL2:
             self.values.update(values)
         return not self.down
 
-    def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str) -> bool:
-        blob = codec.encode(vector, version)
-        if phash is None:
-            return self.put([(ns.exact(digest), blob)])
-        return self.put([(ns.exact(digest), blob), (ns.perceptual(phash), blob)]) and self.index(ns, phash)
+    # The real tier's rule for what a computed feature is written under, over this fake's put and index.
+    store = L2.store
 
     def index(self, ns: Namespace, phash: int) -> bool:
         if not self.down:
