@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import EllipsisType
@@ -26,7 +26,7 @@ from ringserve.client.config import CACHE_MODES, ClientConfig, check_cache_mode
 from ringserve.client.inputs import ImageInput, hint, to_bytes
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
-from ringserve.contract import arguments, fingerprint, tracecontext, wire
+from ringserve.contract import arguments, fingerprint, frames, tracecontext, wire
 from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -55,8 +55,8 @@ class AsyncClient:
         self.config = replace(config, **overrides)
         self._channel = grpc.aio.insecure_channel(
             self.config.target,
-            options=[("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES)],
+            options=[("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES)],
         )
         self._stub = pb_grpc.InferenceStub(self._channel)
         # Item streams send bytes written by ``contract.wire``: an image is copied once, never re-encoded.
@@ -242,38 +242,25 @@ class AsyncClient:
             return
         window = asyncio.Semaphore(self.config.window)
 
-        async def send():
+        async def released() -> AsyncIterator[frames.Item]:
+            """Each item with its image, once the window has room for it."""
             for item in items:
                 await window.acquire()
-                yield wire.encode_request(item, datas[item.request_id])
-
-        async def send_frames():
-            """Every item the window lets go at once, in one frame (up to FRAME_BYTES of images)."""
-            rest = iter(items)
-            for first in rest:
-                await window.acquire()
-                frame = [(first, datas[first.request_id])]
-                size = len(frame[0][1])
-                while size < wire.FRAME_BYTES and not window.locked():
-                    item = next(rest, None)
-                    if item is None:
-                        break
-                    await window.acquire()  # free: the window has room
-                    frame.append((item, datas[item.request_id]))
-                    size += len(frame[-1][1])
-                yield wire.encode_frame(frame)
+                yield item, datas[item.request_id]
 
         carrier: dict[str, str] = {}
         tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
         metadata = tuple(carrier.items()) or None
         if framed:
-            call = self._calls[method, True](send_frames(), timeout=time_left, metadata=metadata)
+            # Every item the window lets go at once leaves in one frame (``contract.frames``).
+            sent = frames.pack(released(), ready=lambda: not window.locked())
+            call = self._calls[method, True](sent, timeout=time_left, metadata=metadata)
             async for frame in call:
                 for reply in frame.items:
                     window.release()
                     self._take(reply, done, pending, unavailable)
         else:
-            call = self._calls[method, False](send(), timeout=time_left, metadata=metadata)
+            call = self._calls[method, False](frames.singles(released()), timeout=time_left, metadata=metadata)
             async for reply in call:
                 window.release()
                 self._take(reply, done, pending, unavailable)

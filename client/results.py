@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ringserve.contract.status import source_name
+from ringserve.contract.tensor import to_array
 from ringserve.contract.v1 import inference_pb2 as pb
 
 
@@ -42,9 +43,7 @@ class Feature:
 
     @classmethod
     def from_pb(cls, reply: pb.ExtractReply) -> Feature:
-        t = reply.feature
-        vector = np.frombuffer(t.data, dtype=np.dtype(t.dtype).newbyteorder("<")).reshape(tuple(t.shape))
-        return cls(vector.astype(vector.dtype.newbyteorder("=")), Provenance.from_pb(reply.provenance))
+        return cls(to_array(reply.feature), Provenance.from_pb(reply.provenance))
 
 
 @dataclass(frozen=True)

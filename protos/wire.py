@@ -8,7 +8,8 @@ item. Protobuf's wire format lets a message be written as the concatenation of
 its fields in any order, so an item is its other fields serialised (a few dozen
 bytes) followed by the image field written by hand, and a frame is its items,
 each written as a length-delimited field. The result parses as the same
-``ImageRequest`` / ``ItemFrame`` on any protobuf implementation.
+``ImageRequest`` / ``ItemFrame`` on any protobuf implementation. Which items share
+a frame, and the message limits, are ``contract.frames``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,6 @@ if (pb.ImageRequest.DESCRIPTOR.fields_by_name["image"].number, pb.ItemFrame.DESC
     raise ImportError("ringserve/v1/inference.proto renumbered ImageRequest.image or ItemFrame.items; "
                       "update protos/wire.py")
 _IMAGE_TAG = bytes([_IMAGE_FIELD << 3 | _LENGTH_DELIMITED])
-# Images per frame, in bytes, for every sender of frames (client and router): a frame is closed once it
-# holds this much, well under gRPC's message limits on either side.
-FRAME_BYTES = 4 * 1024 * 1024
-# gRPC's message limit on the item channels of client and router (one image is at most the server's image
-# limit, 20 MB by default; a frame, FRAME_BYTES plus its last image).
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 _ITEMS_TAG = bytes([_ITEMS_FIELD << 3 | _LENGTH_DELIMITED])
 
 

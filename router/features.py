@@ -15,8 +15,10 @@ import grpc
 import numpy as np
 
 from ringserve.contract.status import code_of
+from ringserve.contract.tensor import to_array
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.router.servicer import RouterServicer
+from ringserve.runtime.edge import EXTRACT
 from ringserve.search.servicer import Feature, FeatureFailed
 
 
@@ -33,11 +35,9 @@ class RoutedFeatures:
         found = await self.router.fingerprint_of(image)
         # Placed by that pHash as its hint, so the router does not digest the bytes a second time.
         request.phash_hint = found.phash
-        reply = await self.router.route(request, "Extract", pb.ExtractReply)
+        reply = await self.router.item(request, EXTRACT)
         code = code_of(reply.status.code)
         if code != grpc.StatusCode.OK:
             raise FeatureFailed(code, reply.status.message)
-        t = reply.feature
-        vector = np.frombuffer(t.data, dtype=np.dtype(t.dtype).newbyteorder("<")).reshape(tuple(t.shape))
-        return Feature(vector.astype(np.float16).reshape(-1), found.phash, reply.provenance.model,
+        return Feature(to_array(reply.feature, np.float16).reshape(-1), found.phash, reply.provenance.model,
                        reply.provenance.model_version, found.low_information)

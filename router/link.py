@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from ringserve.contract import wire
+from ringserve.contract import frames, wire
 from ringserve.contract.errors import ServiceError
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.router.membership.base import Member
@@ -37,9 +37,9 @@ class _MethodStream:
     """One long-lived bidirectional call to a node, shared by many items.
 
     Framed (the node's ``ExtractFrames``/``ClassifyFrames``): every item queued when the call is ready
-    to send leaves in one message, up to ``FRAME_BYTES`` of images, and reply frames are taken apart.
-    Unframed (a node that predates frames): one item per message. Either way the messages are written
-    by ``contract.wire``, so an item's image bytes are copied once and never re-encoded.
+    to send leaves in one message, as ``contract.frames`` packs them, and reply frames are taken apart.
+    Unframed (a node that predates frames): one item per message. Either way an item's image bytes are
+    copied once and never re-encoded.
     """
 
     def __init__(self, rpc: grpc.aio.StreamStreamMultiCallable, node: str, method: str, framed: bool) -> None:
@@ -69,35 +69,16 @@ class _MethodStream:
         self._queue.put_nowait((item_id, request, image))
         return future
 
-    @staticmethod
-    def _stamped(item: tuple[str, pb.ImageRequest, bytes]) -> tuple[pb.ImageRequest, bytes]:
-        """The item's request carrying this link's id, at the moment it is written (a retry re-stamps it)."""
-        item_id, request, image = item
-        request.request_id = item_id
-        return request, image
-
-    async def _requests(self) -> AsyncIterator[bytes]:
+    async def _items(self) -> AsyncIterator[frames.Item]:
+        """The queued items until close, each request carrying this link's id as it is written (a retry
+        re-stamps it)."""
         while True:
             item = await self._queue.get()
             if item is _CLOSE:
                 return
-            yield wire.encode_request(*self._stamped(item))
-
-    async def _frames(self) -> AsyncIterator[bytes]:
-        """Every item queued when the call can send, in one frame of up to FRAME_BYTES of images."""
-        while True:
-            first = await self._queue.get()
-            if first is _CLOSE:
-                return
-            items, size = [self._stamped(first)], len(first[2])
-            while size < wire.FRAME_BYTES and not self._queue.empty():
-                item = self._queue.get_nowait()
-                if item is _CLOSE:
-                    yield wire.encode_frame(items)
-                    return
-                items.append(self._stamped(item))
-                size += len(item[2])
-            yield wire.encode_frame(items)
+            item_id, request, image = item
+            request.request_id = item_id
+            yield request, image
 
     def _answered(self, reply: pb.ExtractReply | pb.ClassifyReply) -> None:
         future = self._pending.get(reply.request_id)
@@ -106,12 +87,12 @@ class _MethodStream:
 
     async def _run(self, rpc: grpc.aio.StreamStreamMultiCallable) -> None:
         try:
-            if self.framed:
-                async for frame in rpc(self._frames()):
+            if self.framed:  # every item queued when the call can send leaves in one frame
+                async for frame in rpc(frames.pack(self._items(), ready=lambda: not self._queue.empty())):
                     for reply in frame.items:
                         self._answered(reply)
             else:
-                async for reply in rpc(self._requests()):
+                async for reply in rpc(frames.singles(self._items())):
                     self._answered(reply)
         except grpc.aio.AioRpcError as exc:
             self._reason = f"{exc.code().name}: {exc.details()}"
@@ -149,8 +130,8 @@ class NodeLink:
         self.member = member
         self._on_done = on_done  # told when an item leaves this link, answered or not
         self.channel = grpc.aio.insecure_channel(member.address, options=[
-            ("grpc.max_receive_message_length", wire.MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", wire.MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
         ])

@@ -1,10 +1,16 @@
-"""contract.wire: requests written by hand with their image passed through parse as the messages they stand for."""
+"""contract.wire, contract.frames and contract.tensor: what goes on the wire parses as the messages it
+stands for, items share a frame by one rule, and a reply's tensor reads back as the values sent."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
+import numpy as np
 import pytest
 
-from ringserve.contract import wire
+from ringserve.contract import frames, wire
+from ringserve.contract.tensor import to_array
 from ringserve.contract.v1 import inference_pb2 as pb
 
 
@@ -52,3 +58,82 @@ def test_the_one_backoff_doubles_to_its_ceiling_with_jitter_down_by_half():
         waits = [backoff_s(retry, 0.1, 0.5) for _ in range(200)]
         assert all(ceiling * 0.5 <= w <= ceiling for w in waits), (retry, min(waits), max(waits))
         assert max(waits) - min(waits) > ceiling * 0.2  # jittered, not in step
+
+
+MB = 1024 * 1024
+
+
+def _packed(sizes: list[int], not_ready_after: set[int] = frozenset()) -> list[list[str]]:
+    """The request ids of each frame ``frames.pack`` makes of items with images of ``sizes`` bytes, the sender
+    having nothing more ready after taking the items numbered (from 1) in ``not_ready_after``."""
+    taken = 0
+
+    async def items():
+        nonlocal taken
+        for i, size in enumerate(sizes):
+            taken = i + 1
+            yield _request(i), bytes(size)
+
+    async def run() -> list[list[str]]:
+        return [[item.request_id for item in pb.ItemFrame.FromString(frame).items]
+                async for frame in frames.pack(items(), ready=lambda: taken not in not_ready_after)]
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("sizes, not_ready_after, expected", [
+    ([10, 20, 30], set(), [["r0", "r1", "r2"]]),  # everything ready at once: one frame
+    ([10, 20, 30], {1}, [["r0"], ["r1", "r2"]]),  # nothing more ready: the frame leaves as it is
+    ([MB + MB // 2] * 5, set(), [["r0", "r1", "r2"], ["r3", "r4"]]),  # closed once it holds FRAME_BYTES
+    ([4 * MB], set(), [["r0"]]),  # exactly a frame's worth
+    ([5 * MB, 10], set(), [["r0"], ["r1"]]),  # an image bigger than a frame opens one and fills it alone
+    ([10, 5 * MB, 10], set(), [["r0", "r1"], ["r2"]]),  # ... or closes the frame it joins: never split
+    ([], set(), []),
+])
+def test_frames_hold_what_is_ready_up_to_frame_bytes(sizes, not_ready_after, expected) -> None:
+    assert _packed(sizes, not_ready_after) == expected
+
+
+def test_a_window_closes_the_frame_when_it_has_no_room() -> None:
+    """The client's packing: every item its window lets go at once, and the next frame waits for room."""
+
+    async def run() -> tuple[list[str], bool]:
+        window = asyncio.Semaphore(3)
+
+        async def released():
+            for i in range(5):
+                await window.acquire()
+                yield _request(i), b"x"
+
+        packed = frames.pack(released(), ready=lambda: not window.locked())
+        first = pb.ItemFrame.FromString(await anext(packed))
+        second = asyncio.ensure_future(anext(packed))
+        await asyncio.sleep(0.01)
+        waiting = not second.done()
+        second.cancel()
+        return [item.request_id for item in first.items], waiting
+
+    assert asyncio.run(run()) == (["r0", "r1", "r2"], True)
+
+
+def test_singles_send_one_item_per_message() -> None:
+    async def run() -> list[pb.ImageRequest]:
+        async def items():
+            for i in range(3):
+                yield _request(i), bytes([i]) * 3
+
+        return [pb.ImageRequest.FromString(m) async for m in frames.singles(items())]
+
+    assert asyncio.run(run()) == [_with_image(_request(i), bytes([i]) * 3) for i in range(3)]
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_a_tensor_reads_back_as_the_values_sent_in_native_byte_order(dtype: str) -> None:
+    sent = np.arange(12, dtype=dtype).reshape(3, 4) / 7
+    tensor = pb.Tensor(data=sent.astype(sent.dtype.newbyteorder("<")).tobytes(), dtype=dtype, shape=sent.shape)
+    got = to_array(tensor)
+    assert got.dtype == np.dtype(dtype) and got.dtype.byteorder in ("=", "|", "<" if sys.byteorder == "little" else ">")
+    np.testing.assert_array_equal(got, sent)
+    assert got.flags.writeable  # a copy, not a view of the message's bytes
+    as_half = to_array(tensor, np.float16)
+    assert as_half.dtype == np.float16 and np.array_equal(as_half, sent.astype(np.float16))

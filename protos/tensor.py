@@ -1,0 +1,19 @@
+"""A reply's ``Tensor`` (a feature on the wire) as a numpy array, for every reader of replies.
+
+The message carries raw little-endian values in C order, their numpy dtype name and
+their shape (``protos/ringserve/v1/inference.proto``); a reader gets them in the
+machine's own byte order, so arithmetic on them costs no byte swapping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import DTypeLike
+
+from ringserve.contract.v1 import inference_pb2 as pb
+
+
+def to_array(tensor: pb.Tensor, dtype: DTypeLike | None = None) -> np.ndarray:
+    """``tensor``'s values, shaped, in native byte order: its own dtype, or ``dtype`` when given (one copy)."""
+    values = np.frombuffer(tensor.data, dtype=np.dtype(tensor.dtype).newbyteorder("<")).reshape(tuple(tensor.shape))
+    return values.astype(values.dtype.newbyteorder("=") if dtype is None else dtype)
