@@ -22,10 +22,8 @@ from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.router import config as config_mod
-from ringserve.router import placement
 from ringserve.router.config import MembershipConfig, RouterConfig
 from ringserve.router.features import RoutedFeatures
-from ringserve.router.health import HealthTracker
 from ringserve.router.membership.base import Source
 from ringserve.router.membership.dns import DnsSource
 from ringserve.router.membership.file import FileSource
@@ -71,15 +69,13 @@ class Router:
         self.metrics = RouterMetrics(telemetry.meter_provider(tconfig), config.router_id)
         self.tracer_provider = telemetry.tracer_provider(tconfig)
         self.source = source or make_source(config.membership)
-        self.ring = Ring(load_factor=config.placement.load_factor, min_load=config.placement.min_load)
-        self.registry = Registry(HealthTracker(config.health, on_change=self._update_ring,
-                                               on_eject=lambda node: self.metrics.ejections.add(1, {"node": node})))
+        ring = Ring(load_factor=config.placement.load_factor, min_load=config.placement.min_load)
+        self.registry = Registry(config.health, ring, config.placement.policy, on_ring_change=self._ring_changed,
+                                 on_eject=lambda node: self.metrics.ejections.add(1, {"node": node}))
         self.pool = ThreadPoolExecutor(max_workers=config.hash_workers, thread_name_prefix="phash")
         tracer = self.tracer_provider.get_tracer("ringserve.router") if self.tracer_provider else None
-        self.servicer = RouterServicer(config.router_id, self.registry, self.ring,
-                                       placement.make(config.placement.policy, self.ring), config.placement,
-                                       config.retry, config.limits, self.pool, self.metrics, tracer,
-                                       fingerprint_memo=config.fingerprint_memo)
+        self.servicer = RouterServicer(config.router_id, self.registry, config.placement, config.retry, config.limits,
+                                       self.pool, self.metrics, tracer, fingerprint_memo=config.fingerprint_memo)
         self.search: SearchServicer | None = None
         if config.search.redis_url:
             # One re-send on a broken connection: every store call is safe to repeat (a put of the same
@@ -95,22 +91,19 @@ class Router:
         self._background: set[asyncio.Task] = set()
         m = self.metrics
         m.observe("ringserve.router.inflight", "Items in flight per node", lambda: self.registry.loads())
-        m.observe("ringserve.router.members", "Nodes on the ring", lambda: len(self.ring))
+        m.observe("ringserve.router.members", "Nodes on the ring", lambda: len(self.registry.ring))
         m.observe("ringserve.router.waiting", "Items waiting for a node to have room", lambda: self.registry.waiting)
         m.observe("ringserve.router.known", "Nodes known from membership", lambda: len(self.registry.nodes))
 
-    def _update_ring(self) -> None:
-        members = {name: m.weight for name, m in self.registry.on_ring().items()}
-        if self.ring.set_members(members):
-            log.info("ring: %s", ", ".join(sorted(members)) or "(empty)")
-            if self.server is not None:
-                task = asyncio.get_running_loop().create_task(self._publish_readiness())
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+    def _ring_changed(self) -> None:
+        if self.server is not None:
+            task = asyncio.get_running_loop().create_task(self._publish_readiness())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _publish_readiness(self) -> None:
         """Inference is SERVING only while some node is on the ring: a router with no nodes is not ready."""
-        status = health_pb2.HealthCheckResponse.SERVING if len(self.ring) else health_pb2.HealthCheckResponse.NOT_SERVING
+        status = health_pb2.HealthCheckResponse.SERVING if len(self.registry.ring) else health_pb2.HealthCheckResponse.NOT_SERVING
         await self.own_health.set(INFERENCE, status)
 
     async def _publish_search_ready(self) -> None:
@@ -180,8 +173,7 @@ class Router:
 
 async def serve(config: RouterConfig) -> None:
     router = Router(config)
-    servicer = router.servicer
-    process.trim_when_quiet(lambda: None if servicer.inflight else servicer.started)
+    process.trim_when_quiet(router.servicer.activity)
     await process.run_until_signal(router.start, router.stop)
 
 

@@ -4,20 +4,30 @@ Membership reaches it through ``update`` alone (Ray Serve's request router keeps
 replicas behind ``update_replicas`` the same way): a new member gets a link and a
 health watch, a member that left or moved loses both (its link closes once the items
 already on it are answered). Health changes go through ``HealthTracker`` on the
-entries here. The registry also holds the items that wait for a node to have room:
-each answer from any node wakes the longest-waiting one.
+entries here. The ring is derived from this table and nothing else: whenever a member
+joins, leaves, or its health puts it on or off the ring, ``_refresh`` sets the ring's
+members to the entries on the ring, in the same loop turn, so a name the ring gives
+always has an entry here. ``pick`` asks the placement policy among those entries,
+with the loads of their links. The registry also holds the items that wait for a node
+to have room: each answer from any node wakes the longest-waiting one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
-from ringserve.router.health import HealthTracker, NodeHealth
+from ringserve.router import placement as placement_policies
+from ringserve.router.health import HealthConfig, HealthTracker, NodeHealth
 from ringserve.router.link import NodeLink
 from ringserve.router.membership.base import Member
+from ringserve.router.placement import PlacementPolicy
+from ringserve.router.ring import Ring
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -34,9 +44,25 @@ class Node:
 
 
 class Registry:
-    def __init__(self, health: HealthTracker, close_after_s: float = 30.0) -> None:
-        self.health = health
-        # How long a removed member's link may finish its items before it is closed.
+    """Members, their health, links and loads, and the ring derived from them.
+
+    Args:
+        health: the health policy (ejection after failures, watch retries).
+        ring: an empty ring (its load factor and floor set); from here on the registry alone sets its members.
+        policy: how ``pick`` chooses among the nodes on the ring.
+        on_ring_change: told after the ring's members changed (the router publishes its readiness).
+        on_eject: told the name of every node ejected (a metric).
+        close_after_s: how long a removed member's link may finish its items before it is closed.
+    """
+
+    def __init__(self, health: HealthConfig, ring: Ring, policy: PlacementPolicy = PlacementPolicy.RING,
+                 on_ring_change: Callable[[], None] | None = None, on_eject: Callable[[str], None] | None = None,
+                 close_after_s: float = 30.0) -> None:
+        self.health = HealthTracker(health, on_change=self._refresh, on_eject=on_eject)
+        self.ring = ring
+        self.ring.set_members({})
+        self.placement = placement_policies.make(policy, ring)
+        self._on_ring_change = on_ring_change or (lambda: None)
         self.close_after_s = close_after_s
         self.nodes: dict[str, Node] = {}
         self._waiting: deque[asyncio.Future[None]] = deque()
@@ -58,7 +84,14 @@ class Registry:
                 node = Node(member, NodeHealth(member), NodeLink(member, on_done=self._released))
                 self.nodes[name] = node
                 self.health.watch(node.health)
-        self.health.on_change()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Set the ring to the members on it now: the one way the ring changes."""
+        members = {name: node.member.weight for name, node in self.nodes.items() if node.health.on_ring}
+        if self.ring.set_members(members):
+            log.info("ring: %s", ", ".join(sorted(members)) or "(empty)")
+            self._on_ring_change()
 
     def _let_go(self, node: Node) -> None:
         task = asyncio.get_running_loop().create_task(self._close_later(node), name=f"close-{node.name}")
@@ -76,16 +109,24 @@ class Registry:
 
     # ---- reading it ------------------------------------------------------------------------
 
-    def on_ring(self) -> dict[str, Member]:
-        """Members whose health says SERVING and that are not ejected."""
-        return {name: node.member for name, node in self.nodes.items() if node.health.on_ring}
+    def serving(self) -> list[Node]:
+        """The nodes on the ring, by name."""
+        return [self.nodes[name] for name in sorted(self.ring.members)]
 
     def loads(self) -> dict[str, int]:
+        """Items this router has in flight on each member."""
         return {name: node.link.inflight for name, node in self.nodes.items()}
 
-    def full(self, limit: int) -> set[str]:
-        """Members holding ``limit`` or more items of this router in flight."""
-        return {name for name, node in self.nodes.items() if node.link.inflight >= limit}
+    def pick(self, key: int, exclude: Collection[str], limit: int) -> Node | None:
+        """The node for the item with placement ``key``: on the ring, not in ``exclude``, holding fewer than
+        ``limit`` of this router's items; None when there is none (``busy`` says whether waiting would help)."""
+        full = {name for name, node in self.nodes.items() if node.link.inflight >= limit}
+        name = self.placement.pick(key, self.loads(), {*exclude, *full})
+        return None if name is None else self.nodes[name]
+
+    def busy(self, exclude: Collection[str], limit: int) -> bool:
+        """Whether some node on the ring, not in ``exclude``, holds ``limit`` items: room will come when it answers."""
+        return any(self.nodes[name].link.inflight >= limit for name in self.ring.members if name not in exclude)
 
     # ---- items waiting for room ------------------------------------------------------------
 

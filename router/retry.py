@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from ringserve.contract.backoff import backoff_s
 
@@ -55,6 +56,10 @@ class Attempts:
     excluded: set[str] = field(default_factory=set)
     rounds: int = 0
     overloaded: int = 0
+    # Why the last node could not take it: what the caller hears when time runs out.
+    reason: str = "no node tried"
+    # The last overloaded (RESOURCE_EXHAUSTED) reply, passed on when every node is full.
+    shed: Any = None
 
     def __post_init__(self) -> None:
         if self.deadline is None:
@@ -69,9 +74,17 @@ class Attempts:
     def sent(self, node: str) -> None:
         self.tried.append(node)
 
-    def failed(self, node: str) -> None:
-        """``node`` could not take the item: not again in this round."""
+    def failed(self, node: str, reason: str) -> None:
+        """``node`` could not take the item (``reason``): not again in this round."""
         self.excluded.add(node)
+        self.reason = reason
+
+    def shed_by(self, node: str, reply: Any) -> bool:
+        """``node`` was too busy for the item (``reply``); True once it has been offered to ``max_attempts`` nodes."""
+        self.excluded.add(node)
+        self.overloaded += 1
+        self.shed = reply
+        return self.overloaded >= self.config.max_attempts
 
     def next_round(self) -> float | None:
         """Start another round over every node; the pause before it, or None when time is up."""

@@ -88,7 +88,7 @@ class Node:
             self.metrics, tracer=self._tracer(),
         )
         m = self.metrics
-        m.gauge("ringserve.inflight", "Items admitted and not yet answered", lambda: self.servicer.inflight)
+        m.gauge("ringserve.inflight", "Items admitted and not yet answered", lambda: self.servicer.admission.inflight)
         m.gauge("ringserve.queue.depth", "Items waiting for a batch", lambda: sum(s.batcher.depth for s in self.slots.values()))
         m.gauge("ringserve.l1.bytes", "Bytes held by L1", lambda: self.l1.bytes_used)
         m.gauge("ringserve.l1.entries", "Entries held by L1", lambda: len(self.l1))
@@ -144,7 +144,7 @@ class Node:
 
 async def serve(config: ServerConfig) -> None:
     node = Node(config)
-    process.trim_when_quiet(lambda: None if node.servicer is None or node.servicer.inflight else node.servicer.started)
+    process.trim_when_quiet(lambda: None if node.servicer is None else node.servicer.activity())
     await process.run_until_signal(node.start, node.stop)
 
 

@@ -1,40 +1,31 @@
-"""The Inference servicer: the node's gRPC edge.
+"""The Inference servicer: what a node does with one admitted item.
 
-Each stream is read by ``ItemStreams``, which answers its items concurrently (replies go back in
-completion order, each with its request id). An item is admitted (or refused RESOURCE_EXHAUSTED),
-traced, checked against the node's limits and policy, and its feature got from ``cache.FeatureCache``
-(the cache path: L1, L2, a near match, the single flight, the cross-node lock, the batcher); a
-Classify item then goes through the model's head. Typed failures become the item's status here.
+The edge (``runtime/edge.py``, shared with the router) reads the streams, admits each item or
+refuses it RESOURCE_EXHAUSTED, traces it, and turns a typed failure into the item's status. Here
+an item is checked against the node's limits and policy, its feature got from ``cache.FeatureCache``
+(the cache path: L1, L2, a near match, the single flight, the cross-node lock, the batcher), and a
+Classify item's feature goes through the model's head.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
-import time
-from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
-import grpc
 import numpy as np
 from opentelemetry import trace
-from opentelemetry.context import Context
 
-from ringserve.contract import tracecontext
-from ringserve.contract.errors import CallerError, InvalidRequest, UnknownModel
+from ringserve.contract.errors import InvalidRequest, UnknownModel
 from ringserve.contract.images import check_size
-from ringserve.contract.status import Reply, code_of, error_reply, source_name, status_of
+from ringserve.contract.status import Reply, code_of, source_name
 from ringserve.contract.v1 import inference_pb2 as pb
-from ringserve.runtime.edge import EXTRACT, ItemEdge, Method
-from ringserve.runtime.streams import ItemStreams
+from ringserve.runtime.edge import EXTRACT, Admission, ItemEdge, Method
 from ringserve.server.cache import FeatureCache, ModelSlot, Served
 from ringserve.server.l1 import L1
 from ringserve.server.l2 import L2, NoL2
 from ringserve.server.metrics import Metrics
 from ringserve.server.settings import NodeLimits, PolicyConfig
-
-log = logging.getLogger(__name__)
 
 DEFAULT_TOP_K = 5
 # The wire's feature bytes are little-endian: on such a machine the vector's own bytes are sent as they are.
@@ -55,6 +46,10 @@ class InferenceServicer(ItemEdge):
         metrics: Metrics,
         tracer: trace.Tracer | None = None,
     ) -> None:
+        who = f"node {node_id}"
+        admission = Admission(who, limits.max_inflight, "back off and retry, or send to another node")
+        super().__init__(who, "node", admission, tracer, forwards_trace=False,
+                         on_internal=lambda kind: metrics.internal_errors.add(1, metrics.attrs(type=kind)))
         self.node_id = node_id
         self.slots = slots
         self.default_model = default_model
@@ -62,20 +57,23 @@ class InferenceServicer(ItemEdge):
         self.limits = limits
         self.policy = policy
         self.metrics = metrics
-        self.tracer = tracer or trace.NoOpTracer()
-        self._tracing = not isinstance(self.tracer, trace.NoOpTracer)
-        self.inflight = 0
-        self.started = 0  # items admitted, ever: what tells a quiet node from a busy one
-        self.streams = ItemStreams(f"node {node_id}", on_error=lambda kind: metrics.internal_errors.add(
-            1, metrics.attrs(type=kind)))
 
     # ---- the service -----------------------------------------------------------------------
 
-    async def item(self, request: pb.ImageRequest, method: Method, parent: Context | None,
-                   deadline: float | None) -> Reply:
+    async def answer(self, request: pb.ImageRequest, method: Method, deadline: float | None,
+                     span: trace.Span | None) -> Reply:
         """One item; a node's deadline is the item's own ``timeout_ms`` (a router sets it from its caller's)."""
-        handle = self._extract if method is EXTRACT else self._classify
-        return await self._item(request, method.name, method.reply, handle, parent)
+        work = self._extract(request) if method is EXTRACT else self._classify(request)
+        reply = await (asyncio.wait_for(work, request.timeout_ms / 1000) if request.timeout_ms else work)
+        if span is not None:
+            span.set_attribute("ringserve.node", self.node_id)
+            span.set_attribute("ringserve.source", source_name(reply.provenance.source))
+        return reply
+
+    def answered(self, method: Method, reply: Reply, seconds: float) -> None:
+        source = source_name(reply.provenance.source) if reply.status.code == 0 else "none"
+        self.metrics.requests.add(method.name, code_of(reply.status.code).name)
+        self.metrics.latency.record(seconds, self.metrics.attrs(method=method.name, source=source))
 
     async def ListModels(self, request, context) -> pb.ListModelsReply:
         infos = [
@@ -87,58 +85,6 @@ class InferenceServicer(ItemEdge):
             for s in self.slots.values()
         ]
         return pb.ListModelsReply(models=infos, default_model=self.default_model, node=self.node_id)
-
-    # ---- one item -------------------------------------------------------------------------
-
-    async def drain(self, timeout_s: float) -> None:
-        """Stop reading new items on every stream, and wait for the admitted ones to be answered."""
-        await self.streams.drain(timeout_s)
-
-    async def _item(self, request: pb.ImageRequest, method: str, reply_type: type[Reply],
-                    handle: Callable[[pb.ImageRequest], Awaitable[Reply]], parent: Context | None = None) -> Reply:
-        started = time.perf_counter()
-        source = "none"
-        if self.inflight >= self.limits.max_inflight:
-            reply = error_reply(reply_type, request, grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                f"node {self.node_id} has {self.inflight} items in flight (limit "
-                                f"{self.limits.max_inflight}); back off and retry, or send to another node")
-        else:
-            self.inflight += 1
-            self.started += 1
-            # An item multiplexed by a router carries its own trace context; a direct call's is the call's.
-            if self._tracing and request.trace_context:
-                parent = tracecontext.extract(request.trace_context)
-            try:
-                work = handle(request)
-                if request.timeout_ms:
-                    work = asyncio.wait_for(work, request.timeout_ms / 1000)
-                if self._tracing:
-                    with self.tracer.start_as_current_span(f"node.{method}", context=parent) as span:
-                        reply = await work
-                        span.set_attribute("ringserve.node", self.node_id)
-                        span.set_attribute("ringserve.source", source_name(reply.provenance.source))
-                else:  # no exporter listens: build no span (about 5 microseconds an item)
-                    reply = await work
-                source = source_name(reply.provenance.source)
-            except CallerError as exc:
-                reply = error_reply(reply_type, request, *status_of(exc))
-            except TimeoutError:
-                reply = error_reply(reply_type, request, grpc.StatusCode.DEADLINE_EXCEEDED,
-                                    f"node {self.node_id}: the caller's deadline ({request.timeout_ms} ms) passed")
-            except Exception as exc:  # the node's own condition (Overloaded), or its failure: INTERNAL, logged
-                code, message = status_of(exc)
-                if code == grpc.StatusCode.INTERNAL:
-                    log.exception("item %r failed", request.request_id)
-                    message = f"node {self.node_id} failed on this item: {message}"
-                else:
-                    message = f"node {self.node_id}: {message}"
-                reply = error_reply(reply_type, request, code, message)
-            finally:
-                self.inflight -= 1
-        status = code_of(reply.status.code).name
-        self.metrics.requests.add(method, status)
-        self.metrics.latency.record(time.perf_counter() - started, self.metrics.attrs(method=method, source=source))
-        return reply
 
     # ---- the two methods -------------------------------------------------------------------
 

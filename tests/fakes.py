@@ -18,6 +18,8 @@ from dataclasses import replace
 import grpc
 import numpy as np
 import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from PIL import Image
@@ -25,9 +27,9 @@ from PIL import Image
 from ringserve.contract.images import ImageLimits
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
-from ringserve.router import placement as placement_policies
 from ringserve.router.config import PlacementConfig
-from ringserve.router.health import HealthConfig, HealthTracker
+from ringserve.router.health import SERVICE as INFERENCE
+from ringserve.router.health import HealthConfig
 from ringserve.router.membership.base import Member
 from ringserve.router.metrics import RouterMetrics
 from ringserve.router.registry import Registry
@@ -193,6 +195,9 @@ async def serving(servicer: InferenceServicer | RouterServicer) -> AsyncIterator
     """Serve an Inference servicer on a free loopback port; yields its target."""
     server = grpc.aio.server()
     pb_grpc.add_InferenceServicer_to_server(servicer, server)
+    health = health_aio.HealthServicer()  # a router puts a node on its ring when this says SERVING
+    await health.set(INFERENCE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
@@ -203,16 +208,15 @@ async def serving(servicer: InferenceServicer | RouterServicer) -> AsyncIterator
 
 async def router_servicer(members: dict[str, str], retry: RetryConfig = RetryConfig(),
                           placement: PlacementConfig = PlacementConfig()) -> RouterServicer:
-    """A router's servicer over ``members`` (name -> target), all on its ring as if their health said SERVING.
-
-    Its ring is set here and not from health (the fake nodes serve no health service); close it with
-    ``await servicer.registry.close()``.
+    """A router's servicer over ``members`` (name -> target of a servicer run by ``serving``), once each is on
+    its ring (their health services say SERVING); close it with ``await servicer.registry.close()``.
     """
-    ring = Ring({name: 1 for name in members})
-    registry = Registry(HealthTracker(HealthConfig(), on_change=lambda: None))
+    registry = Registry(HealthConfig(watch_retry_s=0.05), Ring(load_factor=placement.load_factor,
+                        min_load=placement.min_load), placement.policy)
     registry.update([Member(name, target) for name, target in members.items()])
-    return RouterServicer("fake-router", registry, ring, placement_policies.make(placement.policy, ring), placement,
-                          retry, ImageLimits(), ThreadPoolExecutor(2), RouterMetrics(meter_provider(), "fake-router"))
+    await wait_until(lambda: len(registry.ring) == len(members))
+    return RouterServicer("fake-router", registry, placement, retry, ImageLimits(), ThreadPoolExecutor(2),
+                          RouterMetrics(meter_provider(), "fake-router"))
 
 
 async def extract(target: str, images: Sequence[bytes], ids: Sequence[str] | None = None,

@@ -21,6 +21,7 @@ from ringserve.local.imagegen import jpeg
 from ringserve.router.config import PlacementConfig
 from ringserve.router.link import LinkError, NodeLink
 from ringserve.router.membership.base import Member
+from ringserve.runtime.edge import CLASSIFY, EXTRACT
 from ringserve.runtime.streams import ItemStreams
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.servicer import InferenceServicer
@@ -45,9 +46,7 @@ DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 async def one(node: InferenceServicer, image: bytes, method: str = "extract", **fields) -> object:
     """One item through the node's request path, as its stream engine would hand it over."""
     request = pb.ImageRequest(request_id="x", image=image, **fields)
-    reply_type, handle = ((pb.ExtractReply, node._extract) if method == "extract"
-                          else (pb.ClassifyReply, node._classify))
-    return await node._item(request, method=method, reply_type=reply_type, handle=handle)
+    return await node.item(request, EXTRACT if method == "extract" else CLASSIFY)
 
 
 async def test_a_node_handler_that_raises_answers_its_item_internal_and_the_stream_goes_on():
@@ -151,15 +150,24 @@ async def test_an_item_on_a_link_closed_before_its_stream_first_ran_fails_over_i
     assert link.inflight == 0
 
 
-async def test_a_ring_member_the_router_has_no_link_to_is_skipped_not_fatal():
+async def test_the_ring_is_the_registrys_members_on_the_ring_in_the_same_loop_turn():
+    """The ring is derived from the registry alone: a member that leaves, is ejected or is admitted again is
+    on or off the ring before any other item can be placed, so no name on the ring lacks an entry."""
     node = node_servicer(FakeModel())
     start_batchers(node)
     async with serving(node) as node_target:
-        router = await router_servicer({"n0": node_target})
-        router.ring.set_members({"n0": 1, "ghost": 1})  # ring and links out of step for a moment
+        router = await router_servicer({"n0": node_target, "n1": node_target})
+        registry = router.registry
+        assert set(registry.ring.members) == {"n0", "n1"}
+        registry.update([Member("n0", node_target)])
+        assert set(registry.ring.members) == {"n0"} and registry.get("n1") is None
+        router.health.eject(registry.get("n0").health, "a test")
+        assert len(registry.ring) == 0 and registry.pick(1, (), 10) is None
+        router.health.admit(registry.get("n0").health)
+        assert [n.name for n in registry.serving()] == ["n0"]
         async with serving(router) as target:
-            replies = await extract(target, [jpeg(i) for i in range(40)], timeout_s=10)
-        await router.registry.close()
+            replies = await extract(target, [jpeg(i) for i in range(20)], timeout_s=10)
+        await registry.close()
     assert all(r.status.code == 0 and r.provenance.node == "fake-node" for r in replies.values())
 
 
@@ -426,7 +434,7 @@ async def test_the_retry_round_ends_at_the_budget_and_at_the_callers_deadline(li
     deadline = None
     if limit == "deadline":
         deadline = asyncio.get_running_loop().time() + 0.3
-    reply = await asyncio.wait_for(router.route(request, "Extract", pb.ExtractReply, deadline=deadline), 30)
+    reply = await asyncio.wait_for(router.item(request, EXTRACT, deadline=deadline), 30)
     assert reply.status.code in (grpc.StatusCode.UNAVAILABLE.value[0], DEADLINE_EXCEEDED), reply.status
     await router.registry.close()
 
