@@ -26,9 +26,68 @@ _READER_DONE = object()
 
 
 class _Stream:
+    """One open call: its reader, the answers in flight, and the replies waiting to leave."""
+
     def __init__(self) -> None:
         self.reader: asyncio.Task[None] | None = None
-        self.cut = False
+        self.cut = False  # a drain stopped the reader: the call ends UNAVAILABLE once what it read is answered
+        self._ready: asyncio.Queue = asyncio.Queue()  # replies as they complete, then _READER_DONE
+        self._answering: set[asyncio.Task] = set()
+        self._outstanding = 0  # items read and not yet handed out
+        self._reader_done = False
+
+    @property
+    def finished(self) -> bool:
+        """The reader has ended and every item it read was handed out."""
+        return self._reader_done and self._outstanding == 0
+
+    def start(self, messages: AsyncIterator[Any], items_of: Callable[[Any], Iterable[Any]],
+              admit: Callable[[Any], Awaitable[Any]]) -> None:
+        """Read ``messages`` in a task of its own, answering each item with ``admit(item)`` concurrently."""
+        self.reader = asyncio.ensure_future(self._read(messages, items_of, admit))
+        # Told however the reader ends, even cancelled by a drain before its first step (when a
+        # ``finally`` inside it would never run and the stream would wait out the whole grace).
+        self.reader.add_done_callback(lambda _reader: self._ready.put_nowait(_READER_DONE))
+
+    async def _read(self, messages: AsyncIterator[Any], items_of: Callable[[Any], Iterable[Any]],
+                    admit: Callable[[Any], Awaitable[Any]]) -> None:
+        async for message in messages:
+            for request in items_of(message):  # no await inside: a frame is admitted whole or not at all
+                self._outstanding += 1
+                task = asyncio.ensure_future(admit(request))
+                self._answering.add(task)
+                task.add_done_callback(self._answered)
+
+    def _answered(self, task: asyncio.Task) -> None:
+        self._answering.discard(task)
+        if not task.cancelled():
+            self._ready.put_nowait(task.result())
+
+    async def turn(self) -> list[Any]:
+        """Every reply ready now, waiting for the first; [] when what came was only the reader's end.
+
+        Raises:
+            whatever ended the reader other than a cancel (the call's request stream failed).
+        """
+        ready = [await self._ready.get()]
+        while not self._ready.empty():
+            ready.append(self._ready.get_nowait())
+        replies = []
+        for message in ready:
+            if message is _READER_DONE:
+                self._reader_done = True
+                if not self.reader.cancelled() and self.reader.exception() is not None:
+                    raise self.reader.exception()
+            else:
+                replies.append(message)
+        self._outstanding -= len(replies)
+        return replies
+
+    def stop(self) -> None:
+        """The call has ended: stop reading, and cancel every answer still in flight."""
+        self.reader.cancel()
+        for task in list(self._answering):
+            task.cancel()
 
 
 class ItemStreams:
@@ -80,48 +139,14 @@ class ItemStreams:
         """The engine: read every message's items, answer each once, yield the replies ready at each turn."""
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.who} is draining; send to another server")
-        out: asyncio.Queue = asyncio.Queue()
-        tasks: set[asyncio.Task] = set()
         stream = _Stream()
         self._streams.add(stream)
-        outstanding = 0
-
-        def done(task: asyncio.Task) -> None:
-            tasks.discard(task)
-            if not task.cancelled():
-                out.put_nowait(task.result())
-
-        async def read() -> None:
-            nonlocal outstanding
-            async for message in messages:
-                for request in items_of(message):  # no await inside: a frame is admitted whole or not at all
-                    outstanding += 1
-                    self.received += 1
-                    task = asyncio.ensure_future(self._answer(handle, request, reply_type))
-                    tasks.add(task)
-                    task.add_done_callback(done)
-
-        stream.reader = asyncio.ensure_future(read())
-        # Told however the reader ends, even cancelled by a drain before its first step (when a
-        # ``finally`` inside it would never run and the stream would wait out the whole grace).
-        stream.reader.add_done_callback(lambda _reader: out.put_nowait(_READER_DONE))
-        reader_done = False
+        stream.start(messages, items_of, lambda request: self._admit(handle, request, reply_type))
         try:
-            while not (reader_done and outstanding == 0):
-                ready = [await out.get()]
-                while not out.empty():
-                    ready.append(out.get_nowait())
-                replies = []
-                for message in ready:
-                    if message is _READER_DONE:
-                        reader_done = True
-                        if not stream.reader.cancelled() and stream.reader.exception() is not None:
-                            raise stream.reader.exception()
-                    else:
-                        replies.append(message)
+            while not stream.finished:
+                replies = await stream.turn()
                 if not replies:
                     continue
-                outstanding -= len(replies)
                 yield replies
                 self.answered += len(replies)
             if stream.cut:
@@ -129,9 +154,12 @@ class ItemStreams:
                 context.set_details(f"{self.who} is draining: every item it read was answered; re-send the rest elsewhere")
         finally:
             self._streams.discard(stream)
-            stream.reader.cancel()
-            for task in list(tasks):
-                task.cancel()
+            stream.stop()
+
+    def _admit(self, handle: Callable[[Any], Awaitable[Any]], request: Any, reply_type: type) -> Awaitable[Any]:
+        """One item read: counted, and its answer to come."""
+        self.received += 1
+        return self._answer(handle, request, reply_type)
 
     async def _answer(self, handle: Callable[[Any], Awaitable[Any]], request: Any, reply_type: type) -> Any:
         try:
