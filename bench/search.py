@@ -65,7 +65,7 @@ async def fill(url: str, collection: str, vectors: np.ndarray, progress) -> floa
     for start in range(0, len(vectors), 1000):
         batch = [Entry(f"e{i}", int(rng.integers(0, 2**63)), vectors[i])
                  for i in range(start, min(start + 1000, len(vectors)))]
-        await store.put(collection, meta, batch)
+        await store.add(collection, meta, batch)
         if start % 50_000 == 0:
             progress(f"  stored {start + len(batch)} / {len(vectors)}")
     await store.redis.aclose()

@@ -136,7 +136,7 @@ class Memo:
             self.hits += 1
             return value
 
-    def put(self, key: bytes, value: Fingerprint) -> None:
+    def remember(self, key: bytes, value: Fingerprint) -> None:
         with self._lock:
             self._entries[key] = value
             self._entries.move_to_end(key)
@@ -149,7 +149,7 @@ class Memo:
         found = self.get(key)
         if found is None:
             found = of_bytes(data, limits)
-            self.put(key, found)
+            self.remember(key, found)
         return found
 
     def phash_bytes(self, data: bytes, limits: ImageLimits = ImageLimits()) -> int:

@@ -104,7 +104,7 @@ class RouterServicer(ItemEdge):
         except ImageError:
             # The node will say why the image is bad; any node can, so spread such items evenly.
             found = fingerprint.Fingerprint(int.from_bytes(digest[:8], "big"), structure=0)
-        self.fingerprints.put(digest, found)
+        self.fingerprints.remember(digest, found)
         return found
 
     # ---- one item's trip ------------------------------------------------------------------

@@ -162,7 +162,7 @@ class Follower:
         count = 0
         started = self.clock()
         async for batch in self.store.entries(name, meta):
-            await asyncio.to_thread(view.put, batch)  # an HNSW insert is CPU work: off the router's loop
+            await asyncio.to_thread(view.add, batch)  # an HNSW insert is CPU work: off the router's loop
             count += len(batch)
         view.log_id = head
         await self._publish(name, view)
@@ -195,7 +195,7 @@ class Follower:
             if change.op == "put":
                 puts.append(change.entry(view.meta.model_version))
                 continue
-            await asyncio.to_thread(view.put, puts)
+            await asyncio.to_thread(view.add, puts)
             puts = []
             if change.op == "del":
                 view.delete([change.id])
@@ -203,7 +203,7 @@ class Follower:
                 await self._forget(name)
                 await self._build(name)  # re-created since, under whatever model it holds now
                 return
-        await asyncio.to_thread(view.put, puts)
+        await asyncio.to_thread(view.add, puts)
         view.log_id = changes[-1].log_id
         await self._notify()
 

@@ -38,7 +38,7 @@ class SearchIndex(Protocol):
     async def wait_ready(self) -> None:
         """Return once every collection can be searched (the router then reports Search SERVING)."""
 
-    async def put(self, collection: str, meta: Meta, entries: list[Entry]) -> None:
+    async def add(self, collection: str, meta: Meta, entries: list[Entry]) -> None:
         """Store entries (replacing those ids); raises ModelMismatch for another model version."""
 
     async def delete(self, collection: str, ids: list[str]) -> tuple[list[str], list[str]]:
@@ -78,8 +78,8 @@ class EmbeddedIndex:
     async def wait_ready(self) -> None:
         await self.follower.loaded.wait()
 
-    async def put(self, collection: str, meta: Meta, entries: list[Entry]) -> None:
-        log_id = await self.store.put(collection, meta, entries)
+    async def add(self, collection: str, meta: Meta, entries: list[Entry]) -> None:
+        log_id = await self.store.add(collection, meta, entries)
         await self._seen(collection, log_id)
 
     async def delete(self, collection: str, ids: list[str]) -> tuple[list[str], list[str]]:

@@ -73,7 +73,7 @@ class SearchServicer(spb_grpc.SearchServicer):
             check_id(request.id)
             feature = await self.features(request.image, request.model)
             meta = Meta(feature.model, feature.model_version, int(feature.vector.shape[-1]))
-            await self.index.put(request.collection, meta, [Entry(request.id, feature.phash, feature.vector,
+            await self.index.add(request.collection, meta, [Entry(request.id, feature.phash, feature.vector,
                                                                              feature.low_information)])
         except ServiceError as exc:  # the caller's mistake, a node's answer, Redis away: the item's status
             code, message = status_of(exc)

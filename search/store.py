@@ -170,7 +170,7 @@ class Store:
     def _read(what: str) -> str:
         return f"could not read {what}; nothing was changed: retry when Redis is back"
 
-    async def put(self, collection: str, meta: Meta, entries: list[Entry]) -> str:
+    async def add(self, collection: str, meta: Meta, entries: list[Entry]) -> str:
         """Store ``entries`` (replacing those ids) and log them, atomically; returns the last log id.
 
         Raises:

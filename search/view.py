@@ -68,7 +68,7 @@ class CollectionView:
 
     # ---- changes ---------------------------------------------------------------------------
 
-    def put(self, entries: list[Entry]) -> None:
+    def add(self, entries: list[Entry]) -> None:
         """Add or replace entries (an id's old entry goes)."""
         if not entries:
             return

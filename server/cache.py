@@ -151,7 +151,7 @@ class FeatureCache:
                 except CorruptValue:
                     continue  # logged and counted; the next computation of it overwrites the value
                 except CacheMiss:
-                    self.l2.unindex(ns, found)  # indexed but expired: prune the index
+                    self.l2.remove_fingerprint(ns, found)  # indexed but expired: prune the index
                     continue
                 self._count("l2", "perceptual", "hit")
                 return self._remember(ns, Served(vector, pb.SOURCE_L2, phash=found, perceptual=True, distance=distance))
@@ -198,7 +198,7 @@ class FeatureCache:
 
     def _remember(self, ns: Namespace, served: Served) -> Served:
         """The one place L1 is written: under the keys ``served`` may be kept under."""
-        self.l1.put(ns, served.digest, served.phash, served.vector)
+        self.l1.store(ns, served.digest, served.phash, served.vector)
         return served
 
     # ---- steps -----------------------------------------------------------------------------

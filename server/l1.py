@@ -57,7 +57,7 @@ class L1:
     def __init__(self, config: L1Config) -> None:
         self.config = config
         self._lru = _EvictingLRU(config.max_bytes, self._evicted)
-        self._indexes: dict[Namespace, mih.Index] = {}
+        self._hamming: dict[Namespace, mih.HammingIndex] = {}
         self._perceptual_keys: dict[str, tuple[Namespace, int]] = {}
         self.evictions = 0
 
@@ -77,7 +77,7 @@ class L1:
 
     def get_near(self, ns: Namespace, phash: int, radius: int) -> NearHit:
         """The nearest stored fingerprint within ``radius`` bits, or CacheMiss."""
-        index = self._indexes.get(ns)
+        index = self._hamming.get(ns)
         if index is not None:
             for distance, found in index.near(phash, radius):
                 vector = self._lru.get(ns.perceptual(found))
@@ -85,7 +85,7 @@ class L1:
                     return NearHit(vector, found, distance)
         raise CacheMiss(f"no fingerprint within {radius} bits")
 
-    def put(self, ns: Namespace, digest: str | None, phash: int | None, vector: np.ndarray) -> None:
+    def store(self, ns: Namespace, digest: str | None, phash: int | None, vector: np.ndarray) -> None:
         """Store under the exact key and the perceptual key, each where known."""
         if _size(vector) * 2 > self.config.max_bytes:
             return  # larger than the whole budget allows; cachetools would raise
@@ -95,11 +95,11 @@ class L1:
             key = ns.perceptual(phash)
             self._lru[key] = vector
             self._perceptual_keys[key] = (ns, phash)
-            self._indexes.setdefault(ns, mih.Index()).add(phash)
+            self._hamming.setdefault(ns, mih.HammingIndex()).add(phash)
 
     def _evicted(self, key: str) -> None:
         self.evictions += 1
         owner = self._perceptual_keys.pop(key, None)
         if owner is not None:
             ns, phash = owner
-            self._indexes[ns].discard(phash)
+            self._hamming[ns].discard(phash)

@@ -63,10 +63,10 @@ class _Write:
     """One queued intent; the writer pipelines many of them per round trip."""
 
     values: list[tuple[str, bytes]] = field(default_factory=list)
-    index: list[tuple[Namespace, int]] = field(default_factory=list)
+    fingerprints_added: list[tuple[Namespace, int]] = field(default_factory=list)
     unlock: tuple[str, str] | None = None
     # fingerprints found in the index whose value has expired: take them out of their chunk sets
-    unindex: list[tuple[Namespace, int]] = field(default_factory=list)
+    fingerprints_removed: list[tuple[Namespace, int]] = field(default_factory=list)
 
 
 class L2:
@@ -149,7 +149,7 @@ class L2:
         jitter = self.config.ttl_jitter
         return max(1, int(self.config.ttl_s * random.uniform(1 - jitter, 1 + jitter)))
 
-    def put(self, values: list[tuple[str, bytes]]) -> bool:
+    def write(self, values: list[tuple[str, bytes]]) -> bool:
         """Queue ``(key, value)`` writes with the jittered TTL; False (and counted) if the queue is full."""
         return self._queue(_Write(values=values))
 
@@ -158,17 +158,17 @@ class L2:
         whose pHash means something), under its perceptual key with its index entries."""
         blob = codec.encode(vector, version)
         if phash is None:
-            return self.put([(ns.exact(digest), blob)])
-        queued = self.put([(ns.exact(digest), blob), (ns.perceptual(phash), blob)])
-        return self.index(ns, phash) and queued
+            return self.write([(ns.exact(digest), blob)])
+        queued = self.write([(ns.exact(digest), blob), (ns.perceptual(phash), blob)])
+        return self.add_fingerprint(ns, phash) and queued
 
-    def index(self, ns: Namespace, phash: int) -> bool:
+    def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
         """Queue adding ``phash`` to its chunk sets, so a radius search finds it."""
-        return self._queue(_Write(index=[(ns, phash)]))
+        return self._queue(_Write(fingerprints_added=[(ns, phash)]))
 
-    def unindex(self, ns: Namespace, phash: int) -> bool:
+    def remove_fingerprint(self, ns: Namespace, phash: int) -> bool:
         """Queue taking ``phash`` out of its chunk sets (its value has expired)."""
-        return self._queue(_Write(unindex=[(ns, phash)]))
+        return self._queue(_Write(fingerprints_removed=[(ns, phash)]))
 
     def unlock_later(self, key: str, token: str) -> bool:
         """Queue releasing a compute lock, after every write queued before it has landed."""
@@ -220,12 +220,12 @@ class L2:
             for w in batch:
                 for key, value in w.values:
                     pipe.set(key, value, ex=self.ttl())
-                for ns, phash in w.index:
+                for ns, phash in w.fingerprints_added:
                     for i, chunk in enumerate(mih.chunks(phash)):
                         key = ns.chunk(i, chunk)
                         pipe.sadd(key, f"{phash:016x}")
                         pipe.expire(key, self.config.ttl_s * 2)
-                for ns, phash in w.unindex:
+                for ns, phash in w.fingerprints_removed:
                     for i, chunk in enumerate(mih.chunks(phash)):
                         pipe.srem(ns.chunk(i, chunk), f"{phash:016x}")
             await pipe.execute()
@@ -273,16 +273,16 @@ class NoL2:
     async def wait_for(self, key: str) -> bytes:
         raise CacheMiss(key)
 
-    def put(self, values: list[tuple[str, bytes]]) -> bool:
+    def write(self, values: list[tuple[str, bytes]]) -> bool:
         return True
 
     def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str) -> bool:
         return True
 
-    def index(self, ns: Namespace, phash: int) -> bool:
+    def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
         return True
 
-    def unindex(self, ns: Namespace, phash: int) -> bool:
+    def remove_fingerprint(self, ns: Namespace, phash: int) -> bool:
         return True
 
     def unlock_later(self, key: str, token: str) -> bool:

@@ -48,8 +48,8 @@ def probes(value: int, radius: int) -> list[tuple[int, int]]:
     return [(i, v) for i, c in enumerate(chunks(value)) for v in _flips(c, sub)]
 
 
-class Index:
-    """In-process multi-index over a set of fingerprints."""
+class HammingIndex:
+    """In-process multi-index over a set of fingerprints: which members lie within a Hamming radius."""
 
     def __init__(self) -> None:
         self._tables: dict[tuple[int, int], set[int]] = defaultdict(set)

@@ -151,20 +151,20 @@ class MemoryL2:
     async def wait_for(self, key: str) -> bytes:
         return await self.get(key)
 
-    def put(self, values: list[tuple[str, bytes]]) -> bool:
+    def write(self, values: list[tuple[str, bytes]]) -> bool:
         if not self.down:
             self.values.update(values)
         return not self.down
 
-    # The real tier's rule for what a computed feature is written under, over this fake's put and index.
+    # The real tier's rule for what a computed feature is written under, over this fake's write and add_fingerprint.
     store = L2.store
 
-    def index(self, ns: Namespace, phash: int) -> bool:
+    def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
         if not self.down:
             self.fingerprints.setdefault(ns, set()).add(phash)
         return not self.down
 
-    def unindex(self, ns: Namespace, phash: int) -> bool:
+    def remove_fingerprint(self, ns: Namespace, phash: int) -> bool:
         self.fingerprints.get(ns, set()).discard(phash)
         return True
 

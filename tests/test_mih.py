@@ -21,7 +21,7 @@ def test_index_finds_exactly_what_brute_force_finds(radius):
             for bit in rng.sample(range(64), d):
                 v ^= 1 << bit
             values.add(v)
-    index = mih.Index()
+    index = mih.HammingIndex()
     for v in values:
         index.add(v)
     for q in base[:60]:
@@ -29,7 +29,7 @@ def test_index_finds_exactly_what_brute_force_finds(radius):
 
 
 def test_discard_removes_from_every_table():
-    index = mih.Index()
+    index = mih.HammingIndex()
     index.add(0xFFFF)
     index.discard(0xFFFF)
     assert index.near(0xFFFF, 3) == [] and len(index) == 0 and not index._tables

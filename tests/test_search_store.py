@@ -43,8 +43,8 @@ async def _contents(store: Store, name: str) -> dict[str, Entry]:
 def test_writes_are_entries_and_log_together_and_a_collection_keeps_its_model(redis_db: RedisProcess) -> None:
     async def go() -> None:
         store = Store(connect(redis_db.url, 2.0))
-        first = await store.put("c", META, [entry(i) for i in range(5)])
-        await store.put("c", META, [entry(2, version=1)])  # id-2 again: replaced
+        first = await store.add("c", META, [entry(i) for i in range(5)])
+        await store.add("c", META, [entry(2, version=1)])  # id-2 again: replaced
         deleted, missing = await store.delete("c", ["id-4", "nope"])
         assert (deleted, missing) == (["id-4"], ["nope"])
         held = await _contents(store, "c")
@@ -56,11 +56,11 @@ def test_writes_are_entries_and_log_together_and_a_collection_keeps_its_model(re
         assert changes[4].log_id == first
         assert changes[5].entry("v1").phash == entry(2, version=1).phash
         with pytest.raises(ModelMismatch, match="v1"):
-            await store.put("c", Meta("m", "v2", DIM), [entry(9)])
+            await store.add("c", Meta("m", "v2", DIM), [entry(9)])
         assert sorted(await _contents(store, "c")) == ["id-0", "id-1", "id-2", "id-3"]  # nothing of v2 applied
         await store.drop("c")
         assert await store.meta("c") is None and await store.collections() == []
-        await store.put("c", Meta("m", "v2", DIM), [entry(9)])  # a dropped collection takes a new model
+        await store.add("c", Meta("m", "v2", DIM), [entry(9)])  # a dropped collection takes a new model
         assert (await store.require("c")).model_version == "v2"
 
     run(go())
@@ -71,7 +71,7 @@ def test_a_write_while_redis_is_down_is_refused_and_not_applied(tmp_path: Path) 
     port = redis.port
     try:
         async def before() -> None:
-            await Store(connect(redis.url, 0.5)).put("c", META, [entry(0)])
+            await Store(connect(redis.url, 0.5)).add("c", META, [entry(0)])
 
         run(before())
         redis.stop()
@@ -81,7 +81,7 @@ def test_a_write_while_redis_is_down_is_refused_and_not_applied(tmp_path: Path) 
             follower = Follower(store, FollowerConfig())  # not polling: only the refused write tells it
             assert follower.stale_ms() == 0
             with pytest.raises(StoreUnavailable, match="index these ids again when Redis is back") as put:
-                await store.put("c", META, [entry(1)])
+                await store.add("c", META, [entry(1)])
             with pytest.raises(StoreUnavailable, match="delete the same ids again when Redis is back") as delete:
                 await store.delete("c", ["id-0"])
             with pytest.raises(StoreUnavailable, match="nothing was changed: retry when Redis is back") as read:
@@ -101,11 +101,11 @@ def test_the_follower_builds_follows_and_restarts_from_its_snapshot(redis_db: Re
 
     async def go() -> None:
         store = Store(connect(redis_db.url, 2.0))
-        await store.put("c", META, [entry(i) for i in range(50)])  # before the follower: built from entries
+        await store.add("c", META, [entry(i) for i in range(50)])  # before the follower: built from entries
         follower = Follower(store, config)
         await follower.start()
         await asyncio.wait_for(_until(lambda: "c" in follower.views and len(follower.views["c"]) == 50), 10)
-        last = await store.put("c", META, [entry(50), entry(3, version=1)])  # after: followed from the log
+        last = await store.add("c", META, [entry(50), entry(3, version=1)])  # after: followed from the log
         await store.delete("c", ["id-7"])
         assert await follower.caught_up("c", last, 5)
         await asyncio.wait_for(_until(lambda: follower.views["c"].entry("id-7") is None), 5)
@@ -115,7 +115,7 @@ def test_the_follower_builds_follows_and_restarts_from_its_snapshot(redis_db: Re
         assert follower.stale_ms() == 0
         await follower.close()  # saves the snapshot
 
-        later = await store.put("c", META, [entry(60)])  # while no follower runs
+        later = await store.add("c", META, [entry(60)])  # while no follower runs
         again = Follower(store, config)
         await again.start()
         assert again.views["c"].log_id != "0-0"  # loaded from the snapshot, not rebuilt
@@ -131,7 +131,7 @@ def test_views_keep_serving_and_say_how_stale_they_are_while_redis_is_down(tmp_p
     try:
         async def go() -> None:
             store = Store(connect(redis.url, 0.3))
-            await store.put("c", META, [entry(i) for i in range(10)])
+            await store.add("c", META, [entry(i) for i in range(10)])
             follower = Follower(store, FollowerConfig(poll_s=0.02, collections_every_s=0.1))
             await follower.start()
             await asyncio.wait_for(_until(lambda: "c" in follower.views and len(follower.views["c"]) == 10), 10)
@@ -156,12 +156,12 @@ def test_a_collection_lives_in_one_slot_of_a_redis_cluster(redis_cluster, tmp_pa
         store = Store(connect(redis_cluster.url, 5.0))
         names = [f"cluster-{i}" for i in range(6)]  # spread over the masters' slots
         for name in names:
-            await store.put(name, META, [entry(i) for i in range(20)])
+            await store.add(name, META, [entry(i) for i in range(20)])
             await store.delete(name, ["id-3"])
         follower = Follower(store, FollowerConfig(poll_s=0.02, collections_every_s=0.1, snapshot_dir=tmp_path))
         await follower.start()
         await asyncio.wait_for(_until(lambda: all(len(follower.views.get(n) or ()) == 19 for n in names)), 15)
-        last = await store.put(names[0], META, [entry(40)])
+        last = await store.add(names[0], META, [entry(40)])
         assert await follower.caught_up(names[0], last, 5)
         assert follower.views[names[0]].nearest(entry(40).feature, 1)[0].id == "id-40"
         assert sorted(await store.collections()) == names
@@ -175,14 +175,14 @@ def test_a_view_whose_log_was_trimmed_past_it_is_rebuilt_from_the_entries(redis_
 
     async def go() -> None:
         store = Store(connect(redis_db.url, 2.0), log_maxlen=50)
-        await store.put("c", META, [entry(i) for i in range(10)])
+        await store.add("c", META, [entry(i) for i in range(10)])
         follower = Follower(store, config)
         await follower.start()
         await asyncio.wait_for(_until(lambda: len(follower.views.get("c") or ()) == 10), 10)
         await follower.close()  # its snapshot holds 10 entries and an early log id
 
         for i in range(10, 600):  # while no follower runs: far more changes than the log keeps
-            await store.put("c", META, [entry(i)])
+            await store.add("c", META, [entry(i)])
         await store.delete("c", ["id-0", "id-599"])
         assert await store.log_tail("c") is not None and len(await store.changes("c", "0-0", count=10_000)) < 300
         again = Follower(store, config)

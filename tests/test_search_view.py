@@ -26,7 +26,7 @@ def entries(n: int, seed: int = 0) -> list[Entry]:
 @pytest.fixture()
 def view() -> CollectionView:
     v = CollectionView("c", META)
-    v.put(entries(500))
+    v.add(entries(500))
     return v
 
 
@@ -57,7 +57,7 @@ def test_duplicates_are_exact_within_the_radius(view: CollectionView) -> None:
     base = entries(500)[7]
     near = Entry("near", base.phash ^ 0b1011, features(1, seed=9)[0])  # 3 bits away
     far = Entry("far", base.phash ^ (2**20 - 1), features(1, seed=10)[0])  # 20 bits away
-    view.put([near, far])
+    view.add([near, far])
     hits = view.duplicates(base.phash, 4, 100)
     assert [(h.id, h.distance) for h in hits] == [(base.id, 0), ("near", 3)]
     assert {h.id for h in view.duplicates(base.phash, 16, 100)} == {base.id, "near"}
@@ -67,7 +67,7 @@ def test_duplicates_are_exact_within_the_radius(view: CollectionView) -> None:
 def test_re_putting_an_id_replaces_it_and_deleting_forgets_it(view: CollectionView) -> None:
     old = entries(500)[3]
     new = Entry(old.id, old.phash ^ 1, -old.feature)
-    view.put([new])
+    view.add([new])
     assert len(view) == 500
     assert view.nearest(old.feature, 1)[0].id != old.id
     assert view.nearest(new.feature, 1)[0].id == old.id
@@ -88,5 +88,5 @@ def test_a_saved_view_loads_with_the_same_answers(view: CollectionView, tmp_path
     q = entries(500)[42]
     assert [h.id for h in loaded.nearest(q.feature, 5)] == [h.id for h in view.nearest(q.feature, 5)]
     assert loaded.entry("id-0") is None and loaded.entry("id-42").phash == q.phash
-    loaded.put([Entry("later", 1, features(1, 3)[0])])  # a loaded view goes on taking changes
+    loaded.add([Entry("later", 1, features(1, 3)[0])])  # a loaded view goes on taking changes
     assert loaded.nearest(features(1, 3)[0], 1)[0].id == "later"

@@ -196,13 +196,13 @@ def test_low_information_entries_are_never_near_duplicates_and_say_so() -> None:
     rng = np.random.default_rng(0)
     vec = [rng.standard_normal(8).astype(np.float16) for _ in range(3)]
     view = CollectionView("c", meta)
-    view.put([Entry("flat", 5, vec[0], low_information=True), Entry("photo", 5 ^ 0b11, vec[1]),
+    view.add([Entry("flat", 5, vec[0], low_information=True), Entry("photo", 5 ^ 0b11, vec[1]),
               Entry("far", (2**64 - 1) ^ 5, vec[2])])
     assert [h.id for h in view.duplicates(5, 8, 10)] == ["photo"]
     assert view.entry("flat").low_information and not view.entry("photo").low_information
     assert view.nearest(vec[0], 1)[0].id == "flat"  # still found by its feature
     view.delete(["flat"])
-    view.put([Entry("flat", 5, vec[0], low_information=True)])  # removed and put again without error
+    view.add([Entry("flat", 5, vec[0], low_information=True)])  # removed and put again without error
     assert [h.id for h in view.duplicates(5, 8, 10)] == ["photo"]
 
 
@@ -210,7 +210,7 @@ def test_a_saved_view_keeps_its_low_information_entries_out(tmp_path) -> None:
     meta = Meta("m", "v1", 8)
     vec = np.ones(8, dtype=np.float16)
     view = CollectionView("c", meta)
-    view.put([Entry("flat", 5, vec, low_information=True), Entry("photo", 5, -vec)])
+    view.add([Entry("flat", 5, vec, low_information=True), Entry("photo", 5, -vec)])
     view.save(tmp_path / "c")
     loaded = CollectionView.load(tmp_path / "c")
     assert [h.id for h in loaded.duplicates(5, 0, 10)] == ["photo"] and loaded.entry("flat").low_information
