@@ -32,6 +32,7 @@ async def profile(images: int, rounds: int) -> tuple[list[tuple[str, float]], st
 
     from ringserve.contract.v1 import inference_pb2 as pb
     from ringserve.local.imagegen import jpeg
+    from ringserve.runtime.edge import EXTRACT
     from ringserve.server import keys, models
     from ringserve.server.batcher import Batcher, BatcherConfig
     from ringserve.server.cache import ModelSlot
@@ -52,7 +53,7 @@ async def profile(images: int, rounds: int) -> tuple[list[tuple[str, float]], st
     requests = [pb.ImageRequest(request_id=str(i), image=jpeg(i)) for i in range(images)]
 
     def item(r: pb.ImageRequest) -> Awaitable[object]:
-        return node._item(r, method="extract", reply_type=pb.ExtractReply, handle=node._extract)
+        return node.item(r, EXTRACT)
 
     for r in requests:  # every image into L1
         await item(r)
@@ -71,8 +72,8 @@ async def profile(images: int, rounds: int) -> tuple[list[tuple[str, float]], st
         node.metrics.latency.record(0.001, node.metrics.attrs(method="extract", source="l1"))
 
     steps = [
-        ("the whole item (_item)", item),
-        ("answer it (_extract: path and reply)", node._extract),
+        ("the whole item (the edge's item: admission, status, metrics)", item),
+        ("answer it (the node's answer: path and reply)", lambda r: node.answer(r, EXTRACT, None, None)),
         ("find it (_feature)", lambda r: node._feature(r, slot)),
         ("exact digest (BLAKE3)", digest),
         ("latency histogram, one record", latency),
