@@ -1,34 +1,18 @@
-"""What every ringserve process does the same way: flags with environment fallbacks, and a stop on signal.
+"""What every ringserve process does the same way: logging, memory given back, and a stop on signal.
 
-Node and router each fill their own config dataclasses from these flags in one
-place; this only supplies the mechanics they share.
+(Flags and their environment variables are ``contract.flags``', made from each component's config dataclasses.)
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import ctypes
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def env_defaults(parser: argparse.ArgumentParser, environ: Mapping[str, str], prefix: str) -> None:
-    """Let ``<prefix><FLAG>`` in the environment set each flag's default; a flag given on the command line wins."""
-    for action in parser._actions:
-        if not action.option_strings or action.dest == "help":
-            continue
-        value = environ.get(prefix + action.dest.upper())
-        if value is None:
-            continue
-        if isinstance(action, argparse._AppendAction):
-            action.default = [v for v in value.split(",") if v]
-        else:
-            action.default = action.type(value) if action.type else value
 
 
 # In a process that sets it (the router), allocations of at least this many bytes get pages of their own,

@@ -1,23 +1,31 @@
-"""Search configuration: filled from the router's flags (``router/config.py``), passed down."""
+"""Search configuration: filled from the router's flags (``router/config.py``, each field a ``--search-`` flag), passed down."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from ringserve.contract.flags import setting
 from ringserve.search.follower import FollowerConfig
 
 
 @dataclass(frozen=True)
 class SearchConfig:
     # Redis holding the collections (the store of record); the Search service is off without it.
-    redis_url: str | None = None
+    redis_url: str | None = setting(
+        None, help="Redis holding the collections (redis://, redis+cluster://); no Search service without it. "
+        "Run it with appendonly yes and appendfsync always so that no acknowledged write is lost")
     # Seconds a store call may take before it counts as Redis being unavailable.
-    redis_timeout_s: float = 2.0
-    max_k: int = 100
-    max_duplicates: int = 100
+    redis_timeout_s: float = setting(2.0, help="seconds a store call may take before Redis counts as unavailable")
+    max_k: int = setting(100, help="most nearest entries one search may ask for")
+    max_duplicates: int = setting(100, help="most near-duplicates one search returns")
     # How long an Index item waits for this router's view to show it before answering anyway.
-    read_your_writes_s: float = 5.0
-    follower: FollowerConfig = field(default_factory=FollowerConfig)
+    read_your_writes_s: float = setting(5.0, help="seconds an Index item waits for this router's view to show it "
+                                        "before it is answered anyway")
+    follower: FollowerConfig = setting(FollowerConfig(), group="search views", about={
+        "poll_s": "seconds between reads of a quiet log",
+        "collections_every_s": "seconds between reads of the set of collections",
+        "snapshot_dir": "where to save the views, so that a restart loads them instead of rebuilding from Redis",
+        "snapshot_every_s": "seconds between saves of a changed view"})
 
     def __post_init__(self) -> None:
         if self.max_k < 1 or self.max_duplicates < 1:

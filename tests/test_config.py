@@ -6,8 +6,8 @@ from ringserve.server import config
 
 
 def test_flags_and_environment_fill_one_config():
-    env = {"RINGSERVE_REDIS_URL": "redis://r:6379/0", "RINGSERVE_MAX_BATCH": "32", "RINGSERVE_L1_BYTES": "64M",
-           "RINGSERVE_MODEL": "resnet50=/w,mobilenet_v3_small"}
+    env = {"RINGSERVE_REDIS_URL": "redis://r:6379/0", "RINGSERVE_MAX_BATCH": "32", "RINGSERVE_L1_MAX_BYTES": "64M",
+           "RINGSERVE_MODELS": "resnet50=/w,mobilenet_v3_small"}
     c = config.from_args(["--max-batch", "8", "--node-id", "n-1"], env)
     assert c.node_id == "n-1"
     assert c.batcher.max_batch == 8  # the flag wins over the environment
@@ -42,13 +42,31 @@ def test_no_model_flag_serves_real_weights_when_installed_and_says_which(monkeyp
 
 def test_bad_policy_is_refused_with_usage_error(capsys):
     with pytest.raises(SystemExit):
-        config.from_args(["--radius", "9", "--max-radius", "4"], {})
+        config.from_args(["--cache-default-radius", "9", "--cache-max-radius", "4"], {})
     assert "radius" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("text, value", [("4096", 4096), ("2K", 2048), ("1.5M", 1572864), ("1GiB", 1 << 30)])
-def test_parse_size(text, value):
-    assert config.parse_size(text) == value
+def test_each_field_is_the_flag_of_its_name_and_old_spellings_still_work(capsys):
+    c = config.from_args(["--drain-delay-s", "2", "--grace-s", "5", "--redis-timeout-s", "0.5", "--redis-ttl-s", "60",
+                          "--redis-lock-wait-s", "1", "--cache-default-mode", "perceptual", "--image-max-bytes", "1M",
+                          "--image-max-pixels", "1000", "--max-top-k", "7", "--models", "a", "--seed", "3"], {})
+    assert (c.drain_delay_s, c.grace_s, c.l2.timeout_s, c.l2.ttl_s, c.l2.lock_wait_s) == (2.0, 5.0, 0.5, 60, 1.0)
+    assert c.policy.default_mode == "perceptual" and c.limits.max_top_k == 7
+    assert c.limits.images.max_bytes == 1 << 20 and c.limits.images.max_pixels == 1000
+    assert c.models == (config.ModelConfig("a", seed=3),)
+    old = config.from_args(["--drain-delay", "2", "--grace", "5", "--redis-timeout", "0.5", "--ttl", "60",
+                            "--lock-wait", "1", "--cache-mode", "perceptual", "--max-image-bytes", "1M",
+                            "--max-pixels", "1000", "--max-top-k", "7", "--model", "a", "--seed", "3"], {})
+    assert old == c
+    err = capsys.readouterr().err
+    assert "--model is deprecated, use --models" in err and "--ttl is deprecated, use --redis-ttl-s" in err
+    assert config.from_args([], {"RINGSERVE_DRAIN_DELAY": "4"}).drain_delay_s == 4.0  # an old manifest's env
+
+
+def test_a_bad_node_flag_exits_2_naming_it(capsys):
+    with pytest.raises(SystemExit) as exit:
+        config.from_args(["--max-batch", "many"], {})
+    assert exit.value.code == 2 and "argument --max-batch: invalid" in capsys.readouterr().err
 
 
 def test_a_miss_decodes_at_the_models_resize_and_the_rule_is_part_of_the_version():
@@ -67,7 +85,7 @@ def test_a_nodes_flags_are_parsed_and_checked_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from ringserve.server import config; config.from_args(['--radius', '2'], {}); "
+    code = ("import sys; from ringserve.server import config; config.from_args(['--cache-default-radius', '2'], {}); "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('ringserve'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
