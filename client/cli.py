@@ -18,12 +18,11 @@ from typing import NoReturn
 
 import numpy as np
 
-from ringserve.client.config import CACHE_MODES, ClientConfig
+from ringserve.client.config import ClientConfig
 from ringserve.client.errors import InvalidArgument, RingserveError
 from ringserve.client.sync import Client
 from ringserve.contract import arguments
-
-DEFAULT_TARGET = "localhost:50051"
+from ringserve.contract.flags import Flags
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,44 +48,42 @@ def _count(name: str, lowest: int, highest: int | None = None, unit: str = "") -
     return parse
 
 
-def _positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0; got {text!r}")
-    return value
+# Old spellings of the shared flags, still read (with a warning) so that scripts written for them keep working.
+RENAMED = {"--timeout": "--timeout-s", "--cache": "--cache-mode", "--no-hint": "--no-hints"}
+# The flags every subcommand shares: ClientConfig's fields, each also RINGSERVE_<FLAG> in the environment.
+CLIENT_FLAGS = Flags(ClientConfig, "RINGSERVE_", "connection and call", RENAMED)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ringserve",
-        description="Send images to a ringserve router or node. The target defaults to $RINGSERVE_TARGET "
-        f"or {DEFAULT_TARGET}.",
+        description="Send images to a ringserve router or node. Each subcommand's shared flags (--target, "
+        "--timeout-s, ...) can also be set as RINGSERVE_<FLAG> in the environment (RINGSERVE_TARGET); the "
+        "command line wins.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_extract, _classify, _batch_args, _index_args, _search_args, _delete_args):
+        CLIENT_FLAGS.add_to(add(sub))
+    CLIENT_FLAGS.add_to(sub.add_parser("models", help="list the models served"))
+    return parser
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--target", default=os.environ.get("RINGSERVE_TARGET", DEFAULT_TARGET), help="host:port")
-        p.add_argument("--timeout", type=_positive_seconds, default=120.0, help="deadline for all the images, in seconds")
-        p.add_argument("--model", default="", help="model name (default: the server's default)")
-        p.add_argument("--cache", choices=sorted(CACHE_MODES), default=None, help="cache policy (default: server's)")
-        p.add_argument("--radius", type=_count("radius", 0, arguments.MAX_RADIUS, " bits"), default=None,
-                       help=f"Hamming radius for --cache perceptual (0 to {arguments.MAX_RADIUS}; a node may "
-                       "allow less)")
-        p.add_argument("--no-hint", action="store_true", help="do not compute the pHash routing hint here")
-        p.add_argument("--window", type=_count("window", 1), default=64, help="images in flight at once")
 
+def _extract(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ex = sub.add_parser("extract", help="feature vectors", description="Print one JSON line per image.")
     ex.add_argument("files", nargs="+", type=Path)
     ex.add_argument("--out", type=Path, help="save vectors to this .npz, keyed by file path")
     ex.add_argument("--print-vector", action="store_true", help="include the whole vector in each JSON line")
-    common(ex)
+    return ex
+
+
+def _classify(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     cl = sub.add_parser("classify", help="top-k classes", description="Print one JSON line per image.")
     cl.add_argument("files", nargs="+", type=Path)
     cl.add_argument("--top-k", type=_count("top_k", 1), default=5)
-    common(cl)
+    return cl
+
+
+def _batch_args(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     bt = sub.add_parser("batch", help="every image under a folder into a resumable Parquet dataset",
                         description="Walk DIR, send every image (bounded window), write features or classes to "
                         "OUT (a folder of Parquet parts, keyed by relative path). Re-run to resume: finished "
@@ -97,7 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--top-k", type=_count("top_k", 1), default=5)
     bt.add_argument("--chunk", type=_count("chunk", 1), default=256, help="images per stream and per part file")
     bt.add_argument("--no-progress", action="store_true")
-    common(bt)
+    return bt
+
+
+def _index_args(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ix = sub.add_parser("index", help="every image under a folder into a search collection, resumably",
                         description="Walk DIR and index every image under its path relative to DIR as id, in "
                         "COLLECTION (made by the first image; an id indexed again is replaced). Progress is kept in "
@@ -108,7 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="progress journal (default: ./.ringserve-index-COLLECTION.jsonl)")
     ix.add_argument("--chunk", type=_count("chunk", 1), default=256, help="images per stream and per journal write")
     ix.add_argument("--no-progress", action="store_true")
-    common(ix)
+    return ix
+
+
+def _search_args(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     se = sub.add_parser("search", help="the nearest entries and near-duplicates of an image or an indexed id",
                         description="Print one JSON line per hit: nearest entries by feature (cosine), then, with "
                         "--max-distance, entries whose pHash is within that many bits (near-duplicates).")
@@ -119,22 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("-k", type=_count("k", 0), default=10, help="nearest entries to return (0: none)")
     se.add_argument("--max-distance", type=_count("max_distance", 0, arguments.MAX_DISTANCE, " bits"), default=None,
                     help=f"also near-duplicates within this many bits (0 to {arguments.MAX_DISTANCE})")
-    common(se)
+    return se
+
+
+def _delete_args(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     de = sub.add_parser("delete", help="remove ids from a collection, or the whole collection",
                         description="Remove the given ids (a deleted id never comes back unless indexed again), "
                         "or with --all the whole collection, to re-index it under a new model version.")
     de.add_argument("ids", nargs="*")
     de.add_argument("--collection", required=True)
     de.add_argument("--all", action="store_true", help="remove the whole collection")
-    common(de)
-    models = sub.add_parser("models", help="list the models served")
-    models.add_argument("--target", default=os.environ.get("RINGSERVE_TARGET", DEFAULT_TARGET))
-    return parser
-
-
-def _config(a: argparse.Namespace) -> ClientConfig:
-    return ClientConfig(target=a.target, timeout_s=a.timeout, window=a.window, hints=not a.no_hint, model=a.model,
-                        cache_mode=a.cache, radius=a.radius)
+    return de
 
 
 def _provenance(p) -> dict:
@@ -143,17 +141,18 @@ def _provenance(p) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    a = build_parser().parse_args(argv)
+    parser = build_parser()
+    a = parser.parse_args(CLIENT_FLAGS.upgrade(sys.argv[1:] if argv is None else argv, parser.prog))
     try:
-        return _run(a)
+        return _run(a, CLIENT_FLAGS.read(parser, a, os.environ))
     except InvalidArgument as exc:  # checked by the client before any call: the caller's to fix
         print(f"ringserve {a.command}: {exc.message}", file=sys.stderr)
         return 2
 
 
-def _run(a: argparse.Namespace) -> int:
+def _run(a: argparse.Namespace, config: ClientConfig) -> int:
     if a.command == "models":
-        with Client(a.target) as c:
+        with Client(config=config) as c:
             info = c.list_models()
         for m in info.models:
             print(json.dumps({"name": m.name, "version": m.version, "feature_dim": m.feature_dim, "dtype": m.dtype,
@@ -161,16 +160,16 @@ def _run(a: argparse.Namespace) -> int:
                               "random_weights": m.random_weights, "default": m.name == info.default_model}))
         return 0
     if a.command == "batch":
-        return _batch(a)
+        return _batch(a, config)
     if a.command in ("index", "search", "delete"):
-        return _search_commands(a)
+        return _search_commands(a, config)
     missing = [str(f) for f in a.files if not f.is_file()]
     if missing:
         print(f"ringserve: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     failed = 0
     vectors: dict[str, np.ndarray] = {}
-    with Client(config=_config(a)) as c:
+    with Client(config=config) as c:
         if a.command == "extract":
             results = c.extract_detailed(a.files)
         else:
@@ -197,7 +196,7 @@ def _run(a: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _batch(a: argparse.Namespace) -> int:
+def _batch(a: argparse.Namespace, config: ClientConfig) -> int:
     try:
         from ringserve.client import batch
     except ImportError as exc:
@@ -206,11 +205,11 @@ def _batch(a: argparse.Namespace) -> int:
     if not a.root.is_dir():
         print(f"ringserve: {a.root} is not a folder", file=sys.stderr)
         return 2
-    config = batch.BatchConfig(root=a.root, out=a.out, kind="classify" if a.classify else "extract",
-                               top_k=a.top_k, chunk=a.chunk)
+    job = batch.BatchConfig(root=a.root, out=a.out, kind="classify" if a.classify else "extract",
+                            top_k=a.top_k, chunk=a.chunk)
     try:
-        with Client(config=_config(a)) as c:
-            s = batch.run(c, config, progress=not a.no_progress)
+        with Client(config=config) as c:
+            s = batch.run(c, job, progress=not a.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted: finished parts are kept in {a.out}; run the same command again to resume",
               file=sys.stderr)
@@ -221,9 +220,9 @@ def _batch(a: argparse.Namespace) -> int:
     return 0
 
 
-def _search_commands(a: argparse.Namespace) -> int:
+def _search_commands(a: argparse.Namespace, config: ClientConfig) -> int:
     try:
-        with Client(config=_config(a)) as c:
+        with Client(config=config) as c:
             if a.command == "index":
                 return _index(a, c)
             if a.command == "delete":
@@ -263,10 +262,10 @@ def _index(a: argparse.Namespace, c: Client) -> int:
         print(f"ringserve: {a.root} is not a folder", file=sys.stderr)
         return 2
     journal = a.journal or Path(f".ringserve-index-{a.collection}.jsonl")
-    config = indexing.IndexJobConfig(root=a.root, collection=a.collection, journal=journal, chunk=a.chunk,
-                                     model=a.model or None)
+    job = indexing.IndexJobConfig(root=a.root, collection=a.collection, journal=journal, chunk=a.chunk,
+                                  model=c.config.model or None)
     try:
-        s = indexing.run(c, config, progress=not a.no_progress)
+        s = indexing.run(c, job, progress=not a.no_progress)
     except KeyboardInterrupt:
         print(f"interrupted: progress is in {journal}; run the same command again to resume", file=sys.stderr)
         return 130

@@ -1,4 +1,5 @@
-"""The client's settings: one dataclass, passed to every call it makes."""
+"""The client's settings: one dataclass, passed to every call it makes; its fields are also the ``ringserve``
+command's shared flags (``contract.flags``: ``timeout_s`` is ``--timeout-s`` and ``RINGSERVE_TIMEOUT_S``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 from ringserve.client import errors
 from ringserve.contract import arguments
 from ringserve.contract.backoff import backoff_s
+from ringserve.contract.flags import setting
 from ringserve.contract.v1 import inference_pb2 as pb
 
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
@@ -14,29 +16,35 @@ CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPT
 
 @dataclass(frozen=True)
 class ClientConfig:
-    target: str = "localhost:50051"
+    target: str = setting("localhost:50051", help="host:port of a router or a node")
     # Deadline of one call (all its images, every re-send included), in seconds; None for none.
-    timeout_s: float | None = 120.0
+    timeout_s: float | None = setting(120.0, help="deadline of one call, all its images and re-sends, in seconds")
     # Items sent and not yet answered, per stream.
-    window: int = 64
+    window: int = setting(64, help="images in flight at once, per stream")
     # Re-sends of items the server could not take (UNAVAILABLE), with exponential backoff.
-    retries: int = 5
-    backoff_s: float = 0.1
-    backoff_max_s: float = 2.0
+    retries: int = setting(5, help="re-sends of an image the server could not take (UNAVAILABLE)")
+    backoff_s: float = setting(0.1, help="seconds before the first re-send, doubled per re-send")
+    backoff_max_s: float = setting(2.0, help="longest pause between re-sends")
     # Compute the pHash routing hint here, so a router need not decode the image.
-    hints: bool = True
+    hints: bool = setting(True, help="compute the pHash routing hint here, so a router need not decode the image")
     # Many items per message (ExtractFrames, ClassifyFrames); off, or against a server without them,
     # one item per message.
-    frames: bool = True
-    model: str = ""
+    frames: bool = setting(True, help="send many images per message where the server can take them")
+    model: str = setting("", help="model name; empty: the server's default")
     # "exact", "perceptual" or "bypass"; None leaves it to the server.
-    cache_mode: str | None = None
-    radius: int | None = None
+    cache_mode: str | None = setting(None, choices=tuple(CACHE_MODES), help="cache policy; none: the server's")
+    radius: int | None = setting(None, help=f"Hamming radius for --cache-mode perceptual (0 to "
+                                 f"{arguments.MAX_RADIUS}; a node may allow less); none: the server's")
 
     def __post_init__(self) -> None:
         check_cache_mode(self.cache_mode)
         if self.radius is not None:
             errors.checked(arguments.check_radius, self.radius)
+        errors.checked(arguments.check_count, "window", self.window, 1)
+        errors.checked(arguments.check_count, "retries", self.retries, 0)
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise errors.InvalidArgument(f"timeout_s must be a number of seconds above 0, or none; got {self.timeout_s}",
+                                         argument="timeout_s")
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before re-send number ``retry`` (1, 2, ...): ``contract.backoff`` from ``backoff_s``

@@ -124,13 +124,13 @@ def test_a_servers_refusals_keep_their_types():
     (["search", "--id", "a", "--collection", "c", "--max-distance", "40"], "from 0 to 16 bits; got 40"),
     (["search", "--id", "a", "--collection", "no spaces"], "collection name 'no spaces' must be"),
     (["classify", "a.jpg", "--top-k", "0"], "top_k must be an integer of 1 or more; got 0"),
-    (["extract", "a.jpg", "--timeout", "-3"], "must be a number of seconds above 0"),
+    (["extract", "a.jpg", "--timeout-s", "-3"], "must be a number of seconds above 0"),
     (["delete", "--collection", "c", ""], "an id must be a string of 1 to 512 bytes"),
 ])
 def test_the_cli_says_a_bad_argument_in_one_line_and_exits_2(argv, says, capsys):
     from ringserve.client.cli import main
 
-    argv = [*argv, "--target", "127.0.0.1:9", "--timeout", "1"] if "--timeout" not in argv else [*argv]
+    argv = [*argv, "--target", "127.0.0.1:9", "--timeout-s", "1"] if "--timeout-s" not in argv else [*argv]
     try:
         code = main(argv)
     except SystemExit as exc:  # argparse's own refusals
