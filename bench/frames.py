@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=5)
     args = p.parse_args(argv)
     images = [jpeg(50_000 + i) for i in range(args.images)]
-    node = NodeProcess(scratch_dir("ringserve-frames-"), "node-0", ["--model", "mobilenet_v3_small"]).start()
+    node = NodeProcess(scratch_dir("ringserve-frames-"), "node-0", ["--models", "mobilenet_v3_small"]).start()
     try:
         rates = asyncio.run(measure(node.target, images, args.window, args.reps))
     finally:

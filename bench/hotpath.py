@@ -86,8 +86,8 @@ def cpu_seconds(pids: list[int]) -> float:
 @contextlib.contextmanager
 def cluster(work: Path) -> Iterator[LocalCluster]:
     redis = RedisProcess(work / "redis").start()
-    c = LocalCluster(work / "cluster", redis.url, node_args=["--model", MODEL, "--drain-delay", "0"],
-                     router_args=["--drain-delay", "0"])
+    c = LocalCluster(work / "cluster", redis.url, node_args=["--models", MODEL, "--drain-delay-s", "0"],
+                     router_args=["--drain-delay-s", "0"])
     try:
         c.add("node-0", "node-1", "node-2")
         c.start_router()
@@ -165,7 +165,7 @@ def misses_section(work: Path, size: tuple[int, int], count: int, reps: int, pro
     """All-distinct misses through one node: the reduced decode against ``--full-decode``."""
     images = Images(size, first=90_000_000)
     nodes = {"new (reduced decode)": [], "old (--full-decode)": ["--full-decode"]}
-    procs = {name: NodeProcess(work / "misses", f"misses-{i}", ["--model", MODEL, "--drain-delay", "0", *flags])
+    procs = {name: NodeProcess(work / "misses", f"misses-{i}", ["--models", MODEL, "--drain-delay-s", "0", *flags])
              for i, (name, flags) in enumerate(nodes.items())}
     runs: dict[str, list[float]] = {name: [] for name in nodes}
     try:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bare model loop on {a.images} images ...", flush=True)
     bare = bare_loop(a.model, images, a.max_batch, a.reps)
     redis = RedisProcess(work / "redis").start()
-    args = ["--model", a.model, "--redis-url", redis.url, "--max-batch", str(a.max_batch), "--drain-delay", "0"]
+    args = ["--models", a.model, "--redis-url", redis.url, "--max-batch", str(a.max_batch), "--drain-delay-s", "0"]
     node = NodeProcess(work, "bench-a", args).start()
     try:
         with Client(node.target, window=64) as c:

@@ -77,9 +77,9 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
 def ringserve(work: Path) -> Iterator[str]:
     """Redis, one node and a router; yields the router's address."""
     redis = RedisProcess(work / "redis").start()
-    cluster = LocalCluster(work / "ringserve", redis.url, router_args=["--drain-delay", "0"],
-                           node_args=["--model", MODEL, "--max-batch", str(MAX_BATCH),
-                                      "--max-delay-ms", str(BATCH_WAIT_S * 1000), "--drain-delay", "0"])
+    cluster = LocalCluster(work / "ringserve", redis.url, router_args=["--drain-delay-s", "0"],
+                           node_args=["--models", MODEL, "--max-batch", str(MAX_BATCH),
+                                      "--max-delay-ms", str(BATCH_WAIT_S * 1000), "--drain-delay-s", "0"])
     try:
         cluster.add("node-0")
         yield cluster.start_router().target

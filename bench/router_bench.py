@@ -32,18 +32,18 @@ from ringserve.local.processes import NodeProcess, RedisProcess, RouterProcess, 
 
 RESULTS = Path(__file__).resolve().parent / "results"
 POLICIES = {
-    "ring c=1.25": ["--placement", "ring", "--load-factor", "1.25", "--min-load", "1"],
-    "ring c=1.25, min load 8": ["--placement", "ring", "--load-factor", "1.25", "--min-load", "8"],
-    "ring c=2.0": ["--placement", "ring", "--load-factor", "2.0", "--min-load", "1"],
-    "round-robin": ["--placement", "round-robin"],
+    "ring c=1.25": ["--policy", "ring", "--load-factor", "1.25", "--min-load", "1"],
+    "ring c=1.25, min load 8": ["--policy", "ring", "--load-factor", "1.25", "--min-load", "8"],
+    "ring c=2.0": ["--policy", "ring", "--load-factor", "2.0", "--min-load", "1"],
+    "round-robin": ["--policy", "round-robin"],
 }
 
 
 def run_policy(work: Path, label: str, args: list[str], nodes_n: int, redis: RedisProcess, images: list[bytes],
                order: list[int], window: int, measure_latency: bool):
     redis_py.Redis(port=redis.port).flushall()
-    cluster = LocalCluster(work / f"{label} w{window}", redis.url, node_args=["--drain-delay", "0"],
-                           router_args=[*args, "--drain-delay", "0"])
+    cluster = LocalCluster(work / f"{label} w{window}", redis.url, node_args=["--drain-delay-s", "0"],
+                           router_args=[*args, "--drain-delay-s", "0"])
     try:
         cluster.add(*[f"node-{i}" for i in range(nodes_n)])
         router = cluster.start_router()

@@ -81,7 +81,7 @@ def measure(rounds: int, settle_s: float, model: str) -> dict:
     sizes = [Image.open(io.BytesIO(d)).size for _, d in data]
     with tempfile.TemporaryDirectory() as tmp:
         redis = RedisProcess(Path(tmp) / "redis").start()
-        cluster = LocalCluster(Path(tmp) / "c", redis.url, ["--model", model],
+        cluster = LocalCluster(Path(tmp) / "c", redis.url, ["--models", model],
                                ["--search-redis-url", redis.url, "--search-snapshot-dir", str(Path(tmp) / "views")])
         try:
             cluster.add("node-0")

@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     size = tuple(int(v) for v in a.size.split("x"))
     images = [photo(5_000_000 + i, size) for i in range(64)]
     work = scratch_dir("ringserve-router-profile-")
-    cluster = LocalCluster(work, None, node_args=["--model", "mobilenet_v3_small", "--drain-delay", "0"],
-                           router_args=["--drain-delay", "0"])
+    cluster = LocalCluster(work, None, node_args=["--models", "mobilenet_v3_small", "--drain-delay-s", "0"],
+                           router_args=["--drain-delay-s", "0"])
     raw = work / "router.txt"
     try:
         cluster.add("node-0")

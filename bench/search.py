@@ -133,8 +133,8 @@ def at_scale(work: Path, n: int, dim: int, queries: int, progress) -> dict:
 
 def real_images(work: Path, index_images: int, progress) -> dict:
     redis = RedisProcess(work / "redis-real", durable=True).start()
-    cluster = LocalCluster(work / "real", redis.url, ["--model", MODEL, "--drain-delay", "0"],
-                           ["--search-redis-url", redis.url, "--drain-delay", "0"])
+    cluster = LocalCluster(work / "real", redis.url, ["--models", MODEL, "--drain-delay-s", "0"],
+                           ["--search-redis-url", redis.url, "--drain-delay-s", "0"])
     try:
         cluster.add("node-0")
         router = cluster.start_router()

@@ -57,10 +57,10 @@ def tiers(work: Path, model: str, requests: int) -> dict:
             ("L1", [], {}),
             # One node holds every image in its L1, so with an L1 as well Redis would never be read:
             # an L1 of 1 KB (no feature fits) makes every repeat a Redis hit.
-            ("Redis", ["--redis-url", redis.url, "--l1-bytes", "1K"], {}),
+            ("Redis", ["--redis-url", redis.url, "--l1-max-bytes", "1K"], {}),
         ):
             node = NodeProcess(work / model, f"tiers-{mode.replace(' ', '').replace('+', '')}",
-                               ["--model", model, "--drain-delay", "0", "--metrics-port", "0", *args], metrics_port=0)
+                               ["--models", model, "--drain-delay-s", "0", "--metrics-port", "0", *args], metrics_port=0)
             node.start()
             try:
                 drive(node.target, images, list(range(min(8, distinct))), cache_mode="bypass")  # warm-up
@@ -98,8 +98,8 @@ def placement(work: Path, nodes: int = 4, working_set: int = 400, requests: int 
 
             redis_py.Redis(port=redis.port).flushall()
             cluster = LocalCluster(work / f"placement-{policy}", redis.url,
-                                   node_args=["--model", model, "--l1-bytes", str(l1_bytes), "--drain-delay", "0"],
-                                   router_args=["--placement", policy, "--drain-delay", "0"])
+                                   node_args=["--models", model, "--l1-max-bytes", str(l1_bytes), "--drain-delay-s", "0"],
+                                   router_args=["--policy", policy, "--drain-delay-s", "0"])
             try:
                 cluster.add(*[f"node-{i}" for i in range(nodes)])
                 cluster.start_router()
@@ -124,8 +124,8 @@ def placement(work: Path, nodes: int = 4, working_set: int = 400, requests: int 
 def system_cost(work: Path, model: str = "mobilenet_v3_small", count: int = 160) -> dict:
     images = [jpeg(80_000 + i, size=(256, 256)) for i in range(count)]
     bare = bare_loop(model, images, 16, reps=3)
-    cluster = LocalCluster(work / "system", None, node_args=["--model", model, "--drain-delay", "0"],
-                           router_args=["--drain-delay", "0"])
+    cluster = LocalCluster(work / "system", None, node_args=["--models", model, "--drain-delay-s", "0"],
+                           router_args=["--drain-delay-s", "0"])
     try:
         cluster.add("node-0")
         router = cluster.start_router()

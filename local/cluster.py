@@ -104,7 +104,7 @@ class LocalCluster:
 
     def start_router(self, *args: str, port: int | None = None, metrics_port: int | None = None) -> RouterProcess:
         self.router = RouterProcess(self.workdir, members_file=self.members_file, port=port, metrics_port=metrics_port,
-                                    args=["--members-interval", "0.1", "--drain-delay", "0.2", *self.router_args,
+                                    args=["--members-interval-s", "0.1", "--drain-delay-s", "0.2", *self.router_args,
                                           *args])
         self.router.start()
         self.router.wait_members(len(self.nodes))

@@ -31,7 +31,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # Small, fast, deterministic, and its features tell images apart (tests/testmodel.py): every node
 # loads the same weights file, so every node computes the same features.
-SMALL_MODEL = ["--model", f"{testmodel.NAME}={testmodel.weights_file()}", "--drain-delay", "0.2"]
+SMALL_MODEL = ["--models", f"{testmodel.NAME}={testmodel.weights_file()}", "--drain-delay-s", "0.2"]
 
 
 def extract_one(stub: pb_grpc.InferenceStub, image: bytes, mode: int, hint: int | None = None,

@@ -92,7 +92,7 @@ def test_router_has_least_privilege_to_watch_endpointslices():
     assert router["spec"]["replicas"] >= 2
     assert router["spec"]["template"]["spec"]["serviceAccountName"] == "ringserve-router"
     env = {e["name"]: e.get("value") for e in router["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert env["RINGSERVE_ROUTER_MEMBERS_K8S"] == "$(POD_NAMESPACE)/ringserve-node"
+    assert env["RINGSERVE_ROUTER_MEMBERS_K8S_SERVICE"] == "$(POD_NAMESPACE)/ringserve-node"
     one(docs, "PodDisruptionBudget", "ringserve-router")
 
 
@@ -154,3 +154,16 @@ def test_the_schema_check_catches_a_wrong_manifest():
     sts["spec"]["replicaz"] = 3
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(sts, K8S_VERSION, strict=True)
+
+
+def test_every_variable_in_the_manifests_is_a_flag_of_today():
+    """A manifest that sets a renamed or unknown variable would be read with a warning, or not at all."""
+    import re
+
+    from ringserve.router import config as router_config
+    from ringserve.server import config as server_config
+
+    known = {f.env for f in server_config.flags().flags} | {f.env for f in router_config.FLAGS.flags}
+    used = {(path.relative_to(ROOT).as_posix(), name) for path in (ROOT / "k8s").rglob("*.yaml")
+            for name in re.findall(r"\bRINGSERVE_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())}
+    assert used and not sorted(u for u in used if u[1] not in known)

@@ -74,8 +74,8 @@ async def test_router_follows_kubernetes_membership(api, workdir, nodes):
     a = nodes("ringserve-node-0")
     b = nodes("ringserve-node-1")
     api.apply(endpoint_slice("s", "ringserve-node", {"ringserve-node-0": ("127.0.0.1", True)}, port=a.port))
-    router = RouterProcess(workdir / "k8s", args=["--members-k8s", "default/ringserve-node", "--k8s-api", api.url,
-                                                  "--drain-delay", "0"])
+    router = RouterProcess(workdir / "k8s", args=["--members-k8s-service", "default/ringserve-node", "--members-k8s-api", api.url,
+                                                  "--drain-delay-s", "0"])
     router.members = None
     try:
         await asyncio.to_thread(router.start)

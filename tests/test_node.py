@@ -43,7 +43,7 @@ def test_miss_then_l1_then_l2_after_restart_with_the_same_feature(nodes, redis_d
 
 
 def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(nodes, redis_db):
-    node = nodes("a", "--redis-url", redis_db.url, "--radius", "6")
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "6")
     original, reencoded, other = jpeg(10, quality=95), jpeg(10, quality=70), jpeg(11)
     distance = fingerprint.hamming(fingerprint.phash_bytes(original), fingerprint.phash_bytes(reencoded))
     assert 0 < distance <= 6 or distance == 0
@@ -59,7 +59,7 @@ def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(n
         assert c.extract_detailed([reencoded])[0].provenance.source == "l1"  # the exact key is its own now
     node.stop()
     # A fresh node (empty L1) finds the neighbour through the Redis multi-index.
-    node = nodes("a", "--redis-url", redis_db.url, "--radius", "6")
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "6")
     third = jpeg(10, quality=80)
     with Client(node.target) as c:
         hit = c.extract_detailed([third], cache_mode="perceptual", radius=6)[0]
@@ -69,7 +69,7 @@ def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(n
 
 def test_l1_evicts_by_bytes(nodes):
     # 576 float16 values = 1152 bytes plus overhead, twice per image (exact and perceptual keys)
-    node = nodes("a", "--l1-bytes", str(8 * 2 * (1152 + 200)))
+    node = nodes("a", "--l1-max-bytes", str(8 * 2 * (1152 + 200)))
     images = [jpeg(100 + i) for i in range(20)]
     with Client(node.target) as c:
         c.extract_detailed(images)
@@ -114,7 +114,7 @@ def test_redis_stopped_mid_stream_node_keeps_serving_and_recovers(nodes, workdir
     from ringserve.local.processes import RedisProcess
 
     redis = RedisProcess(workdir / "redis-flaky").start()
-    node = nodes("a", "--redis-url", redis.url, "--breaker-reset", "0.5", "--redis-timeout", "0.1")
+    node = nodes("a", "--redis-url", redis.url, "--redis-breaker-reset-s", "0.5", "--redis-timeout-s", "0.1")
     images = [jpeg(400 + i) for i in range(60)]
     got: list[pb.ExtractReply] = []
     try:
@@ -199,7 +199,7 @@ def test_overload_fails_fast_with_resource_exhausted_and_memory_stays_flat(nodes
 def test_each_bad_input_fails_its_own_item_and_the_stream_goes_on(nodes):
     from PIL import Image
 
-    node = nodes("a", "--max-image-bytes", "300K")
+    node = nodes("a", "--image-max-bytes", "300K")
     good = [jpeg(900), encode(picture(901), "PNG"), encode(picture(902), "GIF"), encode(picture(903), "WEBP")]
     bad = {
         "empty": b"",
@@ -235,7 +235,7 @@ def test_spoofed_hint_costs_nothing_but_placement(nodes):
 
 
 def test_sigterm_during_a_stream_answers_every_accepted_item(nodes):
-    node = nodes("a", "--max-batch", "1", "--drain-delay", "0.3")
+    node = nodes("a", "--max-batch", "1", "--drain-delay-s", "0.3")
     images = [jpeg(1100 + i, size=(224, 224)) for i in range(120)]
     replies: list[pb.ExtractReply] = []
     status = None
@@ -342,7 +342,7 @@ def test_command_line_extract_classify_models(nodes, tmp_path):
 def test_client_retries_across_a_node_restart_and_loses_nothing(nodes):
     import threading
 
-    node = nodes("a", "--max-batch", "1", "--drain-delay", "0.2")
+    node = nodes("a", "--max-batch", "1", "--drain-delay-s", "0.2")
     images = [jpeg(1400 + i, size=(224, 224)) for i in range(80)]
     restarted = threading.Event()
 
@@ -369,7 +369,7 @@ def test_client_retries_across_a_node_restart_and_loses_nothing(nodes):
 def test_expired_values_are_pruned_from_the_perceptual_index(nodes, redis_db):
     from ringserve.server import mih
 
-    node = nodes("a", "--redis-url", redis_db.url, "--radius", "8")
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "8")
     original = jpeg(1500, quality=95)
     target = fingerprint.phash_bytes(original)
     reencoded = next(e for e in (jpeg(1500, quality=q) for q in range(90, 20, -5))
@@ -382,7 +382,7 @@ def test_expired_values_are_pruned_from_the_perceptual_index(nodes, redis_db):
     chunk_keys = [ns.chunk(i, v) for i, v in enumerate(mih.chunks(target))]
     assert all(r.sismember(k, f"{target:016x}") for k in chunk_keys)
     r.delete(ns.perceptual(target))  # the value expires before its index entry
-    node = nodes("a", "--redis-url", redis_db.url, "--radius", "8")
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "8")
     with Client(node.target) as c:
         miss = c.extract_detailed([reencoded], cache_mode="perceptual")[0]
     assert miss.provenance.source == "computed"
@@ -397,7 +397,7 @@ def test_transparent_and_featureless_images_through_a_real_node(nodes, redis_db)
     features; a flat image is answered, marked low-information, and never served to another flat one."""
     from ringserve.local.imagegen import alpha_shape, featureless
 
-    node = nodes("a", "--redis-url", redis_db.url, "--radius", "8")
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "8")
     shapes = [encode(alpha_shape(s, (255, 255, 255), (224, 224)), "PNG") for s in ("disc", "bar", "ring")]
     blank = encode(featureless("flat-255-255-255", (224, 224)), "PNG")
     with Client(node.target) as c:

@@ -27,7 +27,7 @@ def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(wor
     # A closed loop piles its in-flight items onto whichever node is slowest at the moment, so at the
     # deployed 1.25 (or 2.0) a tenth of the items spill on a busy machine (CI measured 0.868 own at 2.0).
     # Spilling itself is tested by test_router.py::test_a_hot_image_is_spread_by_bounded_loads.
-    cluster = LocalCluster(workdir / "rollout", redis_db.url, node_args=[*SMALL_MODEL, "--drain-delay", "0.5"],
+    cluster = LocalCluster(workdir / "rollout", redis_db.url, node_args=[*SMALL_MODEL, "--drain-delay-s", "0.5"],
                            router_args=["--load-factor", "3.0"])
     events: list[tuple[float, str]] = []
     began = time.monotonic()

@@ -82,7 +82,7 @@ def test_keys_moved_on_adding_and_removing_a_node_stay_near_one_over_n_plus_one(
 
 
 def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
-    c = cluster(3, router_args=["--max-attempts", "3"])
+    c = cluster(3, router_args=["--retry-max-attempts", "3"])
     images = [jpeg(4000 + i, size=(160, 160)) for i in range(150)]
     replies: list[pb.ExtractReply] = []
     victim = "node-1"
@@ -124,7 +124,7 @@ def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
 
 
 def test_a_draining_node_is_taken_off_the_ring_without_errors(cluster):
-    c = cluster(3, node_args=["--drain-delay", "2"])
+    c = cluster(3, node_args=["--drain-delay-s", "2"])
     images = [jpeg(5000 + i) for i in range(60)]
     with Client(c.router.target) as client:
         client.extract_detailed(images)
@@ -240,7 +240,7 @@ def test_router_without_serving_nodes_waits_then_says_which_nodes_it_tried(workd
 
     members = tmp_path / "members"
     members.write_text("ghost=127.0.0.1:1\n")
-    router = RouterProcess(tmp_path, members_file=members, args=["--drain-delay", "0", "--retry-budget", "0.5"]).start()
+    router = RouterProcess(tmp_path, members_file=members, args=["--drain-delay-s", "0", "--retry-budget-s", "0.5"]).start()
     try:
         # no deadline: re-sent for the router's retry budget, then UNAVAILABLE that says why
         with Client(router.target, retries=0, timeout_s=None) as client:

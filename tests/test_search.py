@@ -28,7 +28,7 @@ IDS = [f"sku-{i}" for i in range(12)]
 def search_cluster(root: Path, redis: RedisProcess, nodes: int = 2, **router: str) -> LocalCluster:
     c = LocalCluster(root, redis.url, SMALL_MODEL,
                      ["--search-redis-url", redis.url, "--search-snapshot-dir", str(root / "views"),
-                      "--search-poll", "0.02", *[x for k, v in router.items() for x in (f"--{k}", v)]])
+                      "--search-poll-s", "0.02", *[x for k, v in router.items() for x in (f"--{k}", v)]])
     c.add(*[f"node-{i}" for i in range(nodes)])
     c.start_router()
     return c
@@ -132,8 +132,8 @@ def test_a_second_router_sees_the_first_routers_writes(tmp_path, durable_redis, 
     c = search_cluster(tmp_path / "c", durable_redis)
     made.append(c)
     second = RouterProcess(tmp_path / "second", "router-2", members_file=c.members_file,
-                           args=["--members-interval", "0.1", "--search-redis-url", durable_redis.url,
-                                 "--search-poll", "0.02"])
+                           args=["--members-interval-s", "0.1", "--search-redis-url", durable_redis.url,
+                                 "--search-poll-s", "0.02"])
     try:
         second.start()
         second.wait_members(len(c.nodes))

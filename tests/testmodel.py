@@ -7,7 +7,7 @@ compares two features compares zeros. Here the same random weights (seed 0) get
 their BatchNorm statistics from a few batches of generated pictures (a data-dependent
 initialisation), so every layer's output is normalised again: norms of 2 to 9, every
 value nonzero, and distinct pictures at cosine below 0.95. It costs a second, runs
-once per machine, and downloads nothing; a node loads it as ``--model
+once per machine, and downloads nothing; a node loads it as ``--models
 mobilenet_v3_small=PATH``.
 """
 
