@@ -1,4 +1,4 @@
-"""Child processes for a cluster on this machine: Redis, a Redis Cluster, nodes.
+"""Child processes for a cluster on this machine: Redis, a Redis Cluster, nodes and routers.
 
 Used by ``ringserve-up`` and by the integration tests, so both start real
 processes the same way: on free loopback ports, each process in its own
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -394,14 +394,18 @@ class RedisClusterProcess:
             node.stop(5)
 
 
-class NodeProcess(_Child):
-    """``python -m ringserve.server.main`` with the given flags on a free port."""
+class ServiceProcess(_Child):
+    """A ringserve server process (a node or a router) with the given flags on a free port, healthy when started.
 
-    def __init__(self, workdir: Path, node_id: str, args: Sequence[str] = (), port: int | None = None,
+    Its flags are its config's (``contract.flags``): ``command`` names the program and its identity.
+    """
+
+    start_timeout_s = 60.0
+
+    def __init__(self, workdir: Path, name: str, args: Sequence[str] = (), port: int | None = None,
                  metrics_port: int | None = None, env: dict[str, str] | None = None) -> None:
-        self.name = node_id
+        self.name = name
         super().__init__(workdir)
-        self.node_id = node_id
         self.port = port or free_port()
         self.metrics_port = metrics_port if metrics_port is not None else free_port()
         self.args = list(args)
@@ -412,12 +416,12 @@ class NodeProcess(_Child):
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "ringserve.server.main", "--node-id", self.node_id,
-                "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port), *self.args]
+        raise NotImplementedError
 
-    start_timeout_s = 120.0  # model loading
+    def _listen(self) -> list[str]:
+        return ["--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port)]
 
-    def start(self, wait: bool = True, timeout_s: float | None = None) -> NodeProcess:
+    def start(self, wait: bool = True, timeout_s: float | None = None) -> Self:
         timeout_s = self.start_timeout_s if timeout_s is None else timeout_s
         self._spawn(self.command(), env={**os.environ, **(self.env or {}), "PYTHONUNBUFFERED": "1"})
         if wait:
@@ -429,7 +433,7 @@ class NodeProcess(_Child):
         try:
             wait_healthy(self.target, self.start_timeout_s if timeout_s is None else timeout_s, proc=self.proc)
         except LocalError as exc:
-            raise LocalError(f"{self.node_id}: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
+            raise LocalError(f"{self.name}: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
 
     def metrics_text(self) -> str:
         import urllib.request
@@ -449,27 +453,39 @@ class NodeProcess(_Child):
         return total
 
 
-class RouterProcess(NodeProcess):
-    """``python -m ringserve.router.main`` over the given members (``name=host:port,...``) or a members file."""
+class NodeProcess(ServiceProcess):
+    """``python -m ringserve.server.main`` with the given flags on a free port."""
 
-    start_timeout_s = 60.0
+    start_timeout_s = 120.0  # model loading
+
+    def __init__(self, workdir: Path, node_id: str, args: Sequence[str] = (), port: int | None = None,
+                 metrics_port: int | None = None, env: dict[str, str] | None = None) -> None:
+        super().__init__(workdir, node_id, args, port=port, metrics_port=metrics_port, env=env)
+        self.node_id = node_id
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "ringserve.server.main", "--node-id", self.node_id, *self._listen(), *self.args]
+
+
+class RouterProcess(ServiceProcess):
+    """``python -m ringserve.router.main`` over the given members (``name=host:port,...``) or a members file."""
 
     def __init__(self, workdir: Path, router_id: str = "router", members: str | None = None,
                  members_file: Path | None = None, args: Sequence[str] = (), port: int | None = None,
-                 metrics_port: int | None = None) -> None:
-        super().__init__(workdir, router_id, args, port=port, metrics_port=metrics_port)
+                 metrics_port: int | None = None, env: dict[str, str] | None = None) -> None:
+        super().__init__(workdir, router_id, args, port=port, metrics_port=metrics_port, env=env)
+        self.router_id = router_id
         self.members = members
         self.members_file = members_file
 
     def command(self) -> list[str]:
         if self.members:
-            source = ["--members", self.members]
+            source = ["--members-static", self.members]
         elif self.members_file:
             source = ["--members-file", str(self.members_file)]
         else:
-            source = []  # the source is in args (--members-dns, --members-k8s)
-        return [sys.executable, "-m", "ringserve.router.main", "--router-id", self.node_id,
-                "--host", "127.0.0.1", "--port", str(self.port), "--metrics-port", str(self.metrics_port),
+            source = []  # the source is in args (--members-dns-name, --members-k8s-service)
+        return [sys.executable, "-m", "ringserve.router.main", "--router-id", self.router_id, *self._listen(),
                 *source, *self.args]
 
     def wait_members(self, count: int, timeout_s: float = 30.0) -> list:

@@ -39,7 +39,7 @@ from ringserve.client.errors import RingserveError
 from ringserve.contract.images import SUFFIXES
 from ringserve.local.cluster import LocalCluster
 from ringserve.local.load import LoadGenerator
-from ringserve.local.processes import LocalError, Stopped, scratch_dir, stop_on_signals
+from ringserve.local.processes import LocalError, RouterProcess, Stopped, scratch_dir, stop_on_signals
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
@@ -103,46 +103,12 @@ def run(args: argparse.Namespace) -> int:
         if not args.redis_url:
             print("starting embedded redis-server ...", flush=True)
         cluster = LocalCluster(workdir, args.redis_url, embedded_redis=True,
-                               node_args=["--model", args.model, "--drain-delay", "0.5", "--metrics-port", "0"])
-        cluster.on_event = lambda message: print(f"  {message}", flush=True)
-        print(f"starting {args.nodes} nodes with {args.model} (loading the model takes a few seconds) ...", flush=True)
-        cluster.add(*[f"node-{i}" for i in range(args.nodes)])
-        router = cluster.start_router("--search-redis-url", cluster.redis_url, "--search-snapshot-dir",
-                                      str(workdir / "search-views"), port=args.port or None, metrics_port=0)
-        print(f"router up at {router.target} over {args.nodes} nodes; Redis at {cluster.redis_url}; logs in {workdir}")
+                               node_args=["--models", args.model, "--drain-delay-s", "0.5", "--metrics-port", "0"])
+        _start(cluster, args, workdir)
         if args.roll:
             return _roll(cluster, files)
-        tiers: Counter = Counter()
-        per_node: Counter = Counter()
-        names = [f.name for f in files]
-
-        def send(title: str, images: list, labels: list[str], **options) -> None:
-            started = time.perf_counter()
-            with Client(router.target) as client:
-                results = client.classify_detailed(images, top_k=3, **options)
-            _report(title, labels, results, time.perf_counter() - started, tiers)
-            per_node.update(r.provenance.node for r in results if not isinstance(r, RingserveError))
-
-        send("pass 1: cold caches, each photo computed on the node that owns its pHash", files, names)
-        send("pass 2: the same bytes again", files, names)
-        print("\nrestarting node-0 (SIGTERM: drain, flush L2 writes; same name, so the same arc; empty L1) ...",
-              flush=True)
-        cluster.restart("node-0")
-        send("pass 3: after the restart", files, names)
-        send("pass 4: re-encoded copies (75% size, JPEG q50), perceptual policy", [_reencode(f) for f in files],
-             [f"{n} (re-encoded)" for n in names], cache_mode="perceptual")
-        total = sum(tiers.values())
-        print("\nsummary: " + ", ".join(f"{k} {v}/{total}" for k, v in sorted(tiers.items()))
-              + "; per node: " + ", ".join(f"{k} {v}" for k, v in sorted(per_node.items())))
-        if args.keep:
-            print(f"\nkept up: ringserve classify FILE --target {router.target}   (Ctrl-C or SIGTERM to stop)",
-                  flush=True)
-            while router.running:
-                time.sleep(0.5)
-            print(f"ringserve-up: the router exited (code {router.proc.returncode}); its log: {router.log_path}",
-                  file=sys.stderr)
-            return 1
-        return 0
+        _demo(cluster, files)
+        return _keep(cluster.router) if args.keep else 0
     except (LocalError, RuntimeError) as exc:
         print(f"ringserve-up: {exc}", file=sys.stderr)
         return 1
@@ -152,6 +118,50 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if cluster is not None:
             cluster.stop()
+
+
+def _start(cluster: LocalCluster, args: argparse.Namespace, workdir: Path) -> None:
+    """The nodes, then the router that also serves search, each reported as it comes up."""
+    cluster.on_event = lambda message: print(f"  {message}", flush=True)
+    print(f"starting {args.nodes} nodes with {args.model} (loading the model takes a few seconds) ...", flush=True)
+    cluster.add(*[f"node-{i}" for i in range(args.nodes)])
+    router = cluster.start_router("--search-redis-url", cluster.redis_url, "--search-snapshot-dir",
+                                  str(workdir / "search-views"), port=args.port or None, metrics_port=0)
+    print(f"router up at {router.target} over {args.nodes} nodes; Redis at {cluster.redis_url}; logs in {workdir}")
+
+
+def _demo(cluster: LocalCluster, files: list[Path]) -> None:
+    """Four passes through the router: cold, L1, after a node's restart (L2), re-encoded copies (perceptual)."""
+    tiers: Counter = Counter()
+    per_node: Counter = Counter()
+    names = [f.name for f in files]
+
+    def send(title: str, images: list, labels: list[str], **options) -> None:
+        started = time.perf_counter()
+        with Client(cluster.router.target) as client:
+            results = client.classify_detailed(images, top_k=3, **options)
+        _report(title, labels, results, time.perf_counter() - started, tiers)
+        per_node.update(r.provenance.node for r in results if not isinstance(r, RingserveError))
+
+    send("pass 1: cold caches, each photo computed on the node that owns its pHash", files, names)
+    send("pass 2: the same bytes again", files, names)
+    print("\nrestarting node-0 (SIGTERM: drain, flush L2 writes; same name, so the same arc; empty L1) ...", flush=True)
+    cluster.restart("node-0")
+    send("pass 3: after the restart", files, names)
+    send("pass 4: re-encoded copies (75% size, JPEG q50), perceptual policy", [_reencode(f) for f in files],
+         [f"{n} (re-encoded)" for n in names], cache_mode="perceptual")
+    total = sum(tiers.values())
+    print("\nsummary: " + ", ".join(f"{k} {v}/{total}" for k, v in sorted(tiers.items()))
+          + "; per node: " + ", ".join(f"{k} {v}" for k, v in sorted(per_node.items())))
+
+
+def _keep(router: RouterProcess) -> int:
+    """--keep: wait for a stop signal (which unwinds ``run``); the router exiting on its own is a failure."""
+    print(f"\nkept up: ringserve classify FILE --target {router.target}   (Ctrl-C or SIGTERM to stop)", flush=True)
+    while router.running:
+        time.sleep(0.5)
+    print(f"ringserve-up: the router exited (code {router.proc.returncode}); its log: {router.log_path}", file=sys.stderr)
+    return 1
 
 
 def _roll(cluster: LocalCluster, files: list[Path]) -> int:
