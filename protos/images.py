@@ -153,12 +153,12 @@ def _over(rgba: Image.Image, background: tuple[int, int, int]) -> Image.Image:
 
 def _shown_only_on_black(rgba: Image.Image) -> bool:
     """Whether the picture is low-information over white and not over black (decided on a small copy)."""
-    from ringserve.contract import fingerprint  # it decodes with this module: imported when first needed
+    from ringserve.contract import perceptual  # scipy's DCT: imported when a picture with alpha first needs it
 
     small = rgba.copy()
     small.thumbnail((_CHOICE_SIDE, _CHOICE_SIDE), Image.Resampling.BOX)
-    return (fingerprint.of_image(_over(small, WHITE)).low_information
-            and not fingerprint.of_image(_over(small, BLACK)).low_information)
+    return (perceptual.of_image(_over(small, WHITE)).low_information
+            and not perceptual.of_image(_over(small, BLACK)).low_information)
 
 
 def _eight_bit(img: Image.Image) -> Image.Image:
