@@ -16,7 +16,7 @@ MAX_ID_BYTES = 512
 # Near-duplicate search: at most this many differing bits of the 64-bit pHash.
 MAX_DISTANCE = 16
 # Perceptual reuse in the cache: the largest radius any node allows (its multi-index lookups grow with it;
-# a node's own --max-radius may be lower, and the node says so).
+# a node's own --cache-max-radius may be lower, and the node says so).
 MAX_RADIUS = 11
 # The wire's uint32 fields hold no more than this.
 _UINT32 = 2**32 - 1

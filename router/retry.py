@@ -37,11 +37,12 @@ class RetryConfig:
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
-            raise ValueError(f"--max-attempts {self.max_attempts} must be >= 1")
+            raise ValueError(f"--retry-max-attempts {self.max_attempts} must be >= 1")
         if self.budget_s < 0:
-            raise ValueError(f"--retry-budget {self.budget_s} must be >= 0")
+            raise ValueError(f"--retry-budget-s {self.budget_s} must be >= 0")
         if not 0 < self.backoff_base_s <= self.backoff_max_s:
-            raise ValueError(f"need 0 < --backoff-base ({self.backoff_base_s}) <= --backoff-max ({self.backoff_max_s})")
+            raise ValueError(f"need 0 < --retry-backoff-base-s ({self.backoff_base_s}) "
+                             f"<= --retry-backoff-max-s ({self.backoff_max_s})")
 
 
 @dataclass
