@@ -95,7 +95,7 @@ class Flags(Generic[T]):
     def __init__(self, cls: type[T], env_prefix: str, title: str, renamed: Mapping[str, str] | None = None,
                  defaults: Callable[[], T] | None = None) -> None:
         """``defaults`` makes the config whose values are the flags' defaults (default: ``cls()``)."""
-        self.cls, self.env_prefix, self.renamed = cls, env_prefix, dict(renamed or {})
+        self.env_prefix, self.renamed = env_prefix, dict(renamed or {})
         self.defaults = defaults or cls
         self.flags = list(_walk(cls, self.defaults(), env_prefix, (), "", title, Setting()))
         options = [f.option for f in self.flags]
