@@ -3,9 +3,10 @@
 A sender of ``ExtractFrames``/``ClassifyFrames`` packs into one ``ItemFrame`` every item
 it can send without waiting (the client: what its window lets go; the router's link:
 what is queued for the node), and closes the frame once it holds ``FRAME_BYTES`` of
-images. An image is never split and never refused here: an item bigger than a frame
-goes in the frame it opens, or closes the frame it joins (the receiver's image limit
-is what refuses an image too big). A sender whose server serves no frames sends the
+images. An image is never split and never refused here: an item that would take a frame
+past ``FRAME_BYTES`` starts the next one, so a frame holds at most ``FRAME_BYTES`` of
+images, or one image alone that is bigger (the receiver's image limit is what refuses an
+image too big, item by item: ``receive_limit`` is what a server must accept). A sender whose server serves no frames sends the
 same items one per message (``singles``). The messages are written by
 ``contract.wire``, so an image is copied once and never re-encoded.
 """
@@ -20,14 +21,23 @@ from ringserve.contract.v1 import inference_pb2 as pb
 # Images per frame, in bytes: a frame is closed once it holds this much, well under gRPC's message limits.
 FRAME_BYTES = 4 * 1024 * 1024
 # gRPC's message limit on the item channels of client and router (one image is at most the server's image
-# limit, 20 MB by default; a frame, FRAME_BYTES plus its last image).
+# limit, 20 MB by default; a frame, FRAME_BYTES or one image alone).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# What a message holds besides its images: ids, hints, policies (a frame of 4 MB of 2 KB images: ~100 KB).
+MESSAGE_OVERHEAD_BYTES = 1024 * 1024
+
+
+def receive_limit(max_image_bytes: int) -> int:
+    """The largest message a server of items must accept: a frame, or one item with the largest image it takes,
+    so an image over its limit is refused as an item (INVALID_ARGUMENT), never as a whole frame."""
+    return max(max_image_bytes, FRAME_BYTES) + MESSAGE_OVERHEAD_BYTES
 # An item to send: its request without the image, and the image bytes beside it.
 Item = tuple[pb.ImageRequest, bytes]
 
 
 async def pack(items: AsyncIterator[Item], ready: Callable[[], bool]) -> AsyncIterator[bytes]:
-    """Serialised ``ItemFrame``s of ``items``, each closed at ``FRAME_BYTES`` or when the next item is not ready.
+    """Serialised ``ItemFrame``s of ``items``, each closed at ``FRAME_BYTES`` (never over it but for one big image
+    alone) or when the next item is not ready.
 
     Args:
         items: the items in sending order; waits for the first of each frame, then is asked for more
@@ -37,6 +47,9 @@ async def pack(items: AsyncIterator[Item], ready: Callable[[], bool]) -> AsyncIt
     frame: list[Item] = []
     size = 0
     async for item in items:
+        if frame and size + len(item[1]) > FRAME_BYTES:  # it would overflow this frame: it starts the next
+            yield wire.encode_frame(frame)
+            frame, size = [], 0
         frame.append(item)
         size += len(item[1])
         if size >= FRAME_BYTES or not ready():

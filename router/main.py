@@ -15,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from ringserve.contract import frames
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -120,7 +121,7 @@ class Router:
         cfg = self.config
         self._membership = asyncio.get_running_loop().create_task(self._follow_membership(), name="membership")
         self.server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", cfg.limits.max_bytes + 1024 * 1024),
+            ("grpc.max_receive_message_length", frames.receive_limit(cfg.limits.max_bytes)),
             ("grpc.so_reuseport", 0),
         ])
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self.server)

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
+from ringserve.contract import frames
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.runtime import process, telemetry
@@ -94,7 +95,7 @@ class Node:
         m.gauge("ringserve.l1.entries", "Entries held by L1", lambda: len(self.l1))
         m.gauge("ringserve.l2.pending_writes", "L2 writes queued", lambda: self.l2.pending_writes)
         self.server = grpc.aio.server(options=[
-            ("grpc.max_receive_message_length", cfg.limits.images.max_bytes + 1024 * 1024),
+            ("grpc.max_receive_message_length", frames.receive_limit(cfg.limits.images.max_bytes)),
             ("grpc.so_reuseport", 0),
         ])
         pb_grpc.add_InferenceServicer_to_server(self.servicer, self.server)

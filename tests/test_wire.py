@@ -84,14 +84,25 @@ def _packed(sizes: list[int], not_ready_after: set[int] = frozenset()) -> list[l
 @pytest.mark.parametrize("sizes, not_ready_after, expected", [
     ([10, 20, 30], set(), [["r0", "r1", "r2"]]),  # everything ready at once: one frame
     ([10, 20, 30], {1}, [["r0"], ["r1", "r2"]]),  # nothing more ready: the frame leaves as it is
-    ([MB + MB // 2] * 5, set(), [["r0", "r1", "r2"], ["r3", "r4"]]),  # closed once it holds FRAME_BYTES
+    ([MB + MB // 2] * 5, set(), [["r0", "r1"], ["r2", "r3"], ["r4"]]),  # never past FRAME_BYTES
+    ([MB] * 5, set(), [["r0", "r1", "r2", "r3"], ["r4"]]),  # closed once it holds FRAME_BYTES
     ([4 * MB], set(), [["r0"]]),  # exactly a frame's worth
     ([5 * MB, 10], set(), [["r0"], ["r1"]]),  # an image bigger than a frame opens one and fills it alone
-    ([10, 5 * MB, 10], set(), [["r0", "r1"], ["r2"]]),  # ... or closes the frame it joins: never split
+    ([10, 5 * MB, 10], set(), [["r0"], ["r1"], ["r2"]]),  # ... and never joins a frame it would overflow
     ([], set(), []),
 ])
 def test_frames_hold_what_is_ready_up_to_frame_bytes(sizes, not_ready_after, expected) -> None:
     assert _packed(sizes, not_ready_after) == expected
+
+
+def test_a_server_accepts_a_whole_frame_and_its_largest_image_alone() -> None:
+    """A frame of small images before a near-limit one once reached FRAME_BYTES + one image, over the servers'
+    receive limit (image limit + 1 MiB): the whole frame was refused, not the one item."""
+    big = 20 * MB
+    sizes = [2 * 1024] * 1000 + [big - 1]
+    largest = max(sum(sizes[int(r[1:])] for r in frame) for frame in _packed(sizes))
+    assert largest <= frames.receive_limit(big) - frames.MESSAGE_OVERHEAD_BYTES
+    assert frames.receive_limit(1024) > frames.FRAME_BYTES  # a small image limit still takes a whole frame
 
 
 def test_a_window_closes_the_frame_when_it_has_no_room() -> None:
