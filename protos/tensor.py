@@ -1,4 +1,4 @@
-"""A reply's ``Tensor`` (a feature on the wire) as a numpy array, for every reader of replies.
+"""A reply's ``Tensor`` (a feature on the wire) from and to a numpy array, for its writer and every reader.
 
 The message carries raw little-endian values in C order, their numpy dtype name and
 their shape (``protos/ringserve/v1/inference.proto``); a reader gets them in the
@@ -11,6 +11,12 @@ import numpy as np
 from numpy.typing import DTypeLike
 
 from ringserve.contract.v1 import inference_pb2 as pb
+
+
+def from_array(values: np.ndarray) -> pb.Tensor:
+    """``values`` as a ``Tensor``: their bytes little-endian (an array already so is not copied to convert)."""
+    data = values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
+    return pb.Tensor(data=data, dtype=values.dtype.name, shape=values.shape)
 
 
 def to_array(tensor: pb.Tensor, dtype: DTypeLike | None = None) -> np.ndarray:

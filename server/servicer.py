@@ -10,12 +10,12 @@ Classify item's feature goes through the model's head.
 from __future__ import annotations
 
 import asyncio
-import sys
 from concurrent.futures import Executor
 
 import numpy as np
 from opentelemetry import trace
 
+from ringserve.contract import tensor
 from ringserve.contract.errors import InvalidRequest, UnknownModel
 from ringserve.contract.images import check_size
 from ringserve.contract.status import Reply, code_of, source_name
@@ -28,8 +28,6 @@ from ringserve.server.metrics import Metrics
 from ringserve.server.settings import NodeLimits, PolicyConfig
 
 DEFAULT_TOP_K = 5
-# The wire's feature bytes are little-endian: on such a machine the vector's own bytes are sent as they are.
-LITTLE_ENDIAN = sys.byteorder == "little"
 
 
 class InferenceServicer(ItemEdge):
@@ -91,12 +89,10 @@ class InferenceServicer(ItemEdge):
     async def _extract(self, request: pb.ImageRequest) -> pb.ExtractReply:
         slot = self._slot(request.model)
         served = await self._feature(request, slot)
-        vector = served.vector
-        data = vector.tobytes() if LITTLE_ENDIAN else vector.astype(vector.dtype.newbyteorder("<")).tobytes()
         return pb.ExtractReply(
             request_id=request.request_id,
             status=pb.ItemStatus(code=0),
-            feature=pb.Tensor(data=data, dtype=slot.model.feature_dtype.name, shape=(slot.model.feature_dim,)),
+            feature=tensor.from_array(served.vector),
             provenance=self._provenance(slot, served),
         )
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ringserve.contract import frames, wire
-from ringserve.contract.tensor import to_array
+from ringserve.contract.tensor import from_array, to_array
 from ringserve.contract.v1 import inference_pb2 as pb
 
 
@@ -148,3 +148,12 @@ def test_a_tensor_reads_back_as_the_values_sent_in_native_byte_order(dtype: str)
     assert got.flags.writeable  # a copy, not a view of the message's bytes
     as_half = to_array(tensor, np.float16)
     assert as_half.dtype == np.float16 and np.array_equal(as_half, sent.astype(np.float16))
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_an_array_written_as_a_tensor_is_little_endian_on_the_wire_and_reads_back_the_same(order: str) -> None:
+    values = (np.arange(6, dtype=np.float32) / 3).astype(np.dtype(np.float32).newbyteorder(order))
+    tensor = from_array(values)
+    assert tensor.dtype == "float32" and list(tensor.shape) == [6]
+    assert tensor.data == values.astype("<f4").tobytes()
+    np.testing.assert_array_equal(to_array(tensor), values)
