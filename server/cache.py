@@ -78,8 +78,11 @@ class FeatureCache:
     """Features by image bytes, from L1, L2, a near match, another node's computation, or the model."""
 
     def __init__(self, node_id: str, l1: L1, l2: L2 | NoL2, images: ImageLimits, pool: Executor,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, perceptual_index: bool = False) -> None:
         self.l1 = l1
+        # Write every computed feature's fingerprint to L2 (a deployment that uses perceptual reuse), not only
+        # those of items that asked for it.
+        self.perceptual_index = perceptual_index
         self.l2 = l2
         self.images = images
         self.pool = pool
@@ -109,7 +112,8 @@ class FeatureCache:
             served = await self._lookup_near(slot, prepared.phash, radius)
             if served is not None:
                 return served
-        served, shared = await self._loads.do((slot.ns, digest), lambda: self._load(slot, digest, prepared))
+        perceptual = mode == pb.CACHE_MODE_PERCEPTUAL or self.perceptual_index
+        served, shared = await self._loads.do((slot.ns, digest), lambda: self._load(slot, digest, prepared, perceptual))
         if shared:
             self.metrics.singleflight.add(1, self.metrics.attrs())
         return replace(served, low_information=prepared.fingerprint.low_information)
@@ -147,11 +151,12 @@ class FeatureCache:
         try:
             for distance, found in await self.l2.near(ns, phash, radius):
                 try:
-                    vector = await self._l2_value(slot, ns.perceptual(found))
+                    digest = (await self.l2.get(ns.perceptual(found))).decode("ascii", "replace")
+                    vector = await self._l2_value(slot, ns.exact(digest))
                 except CorruptValue:
                     continue  # logged and counted; the next computation of it overwrites the value
-                except CacheMiss:
-                    self.l2.remove_fingerprint(ns, found)  # indexed but expired: prune the index
+                except CacheMiss:  # the fingerprint or the feature it points to expired: prune the index
+                    self.l2.remove_fingerprint(ns, found)
                     continue
                 self._count("l2", "perceptual", "hit")
                 return self._remember(ns, Served(vector, pb.SOURCE_L2, phash=found, perceptual=True, distance=distance))
@@ -162,8 +167,9 @@ class FeatureCache:
 
     # ---- load, inside the flight -----------------------------------------------------------
 
-    async def _load(self, slot: ModelSlot, digest: str, prepared: Prepared) -> Served:
-        """The feature of these bytes, from L1, another node's computation, or the model.
+    async def _load(self, slot: ModelSlot, digest: str, prepared: Prepared, perceptual: bool) -> Served:
+        """The feature of these bytes, from L1, another node's computation, or the model; ``perceptual``:
+        also make it findable in L2 by its fingerprint.
 
         Its result is remembered in L1 before the flight ends, so a request arriving just after finds it.
         """
@@ -191,7 +197,7 @@ class FeatureCache:
             if lock is not None:
                 self.l2.unlock_later(*lock)
             raise
-        self.l2.store(ns, digest, prepared.phash, vector, slot.model.version)  # low-information: exact key only
+        self.l2.store(ns, digest, prepared.phash, vector, slot.model.version, perceptual)
         if lock is not None:
             self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
         return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash))

@@ -71,7 +71,9 @@ class ServerConfig:
     policy: PolicyConfig = setting(PolicyConfig(), prefix="cache-", group="cache policy", about={
         "default_mode": "policy of requests that set none",
         "default_radius": "perceptual Hamming radius of requests that set none",
-        "max_radius": "largest radius a request may ask for"})
+        "max_radius": "largest radius a request may ask for",
+        "perceptual_index": "write every computed feature's fingerprint to Redis, not only those of items that "
+                            "ask for perceptual reuse (on by itself with --cache-default-mode perceptual)"})
     limits: NodeLimits = setting(NodeLimits(), group="limits", about={
         "images": Setting(prefix="image-", group="limits", about={
             "max_bytes": "largest image, e.g. 20M", "max_pixels": "most pixels of a decoded image",

@@ -34,8 +34,10 @@ class Namespace:
         return f"{self.root}:x:{digest}"
 
     def perceptual(self, phash: int) -> str:
-        """A value under its fingerprint; the fingerprint's version is in the key, so rules never mix."""
-        return f"{self.root}:p{fingerprint.VERSION}:{to_hex(phash)}"
+        """Where a fingerprint points to the exact digest whose feature it has (in L2; L1 holds the feature
+        itself): the feature is stored once. The fingerprint's version is in the key, so rules never mix; the
+        ``r`` says its value is a reference (an earlier layout held a second copy of the feature)."""
+        return f"{self.root}:r{fingerprint.VERSION}:{to_hex(phash)}"
 
     def chunk(self, index: int, value: int) -> str:
         """Set of full pHashes whose chunk ``index`` equals ``value`` (multi-index hashing)."""

@@ -153,13 +153,15 @@ class L2:
         """Queue ``(key, value)`` writes with the jittered TTL; False (and counted) if the queue is full."""
         return self._queue(_Write(values=values))
 
-    def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str) -> bool:
-        """Queue a computed feature's writes: under its exact key, and, where ``phash`` is given (an image
-        whose pHash means something), under its perceptual key with its index entries."""
+    def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str,
+              perceptual: bool) -> bool:
+        """Queue a computed feature's writes: the feature once, under its exact key; and, where ``perceptual``
+        (the deployment or this item uses perceptual reuse) and ``phash`` is given (an image whose pHash
+        means something), its fingerprint pointing to that key, and the fingerprint's index entries."""
         blob = codec.encode(vector, version)
-        if phash is None:
+        if phash is None or not perceptual:
             return self.write([(ns.exact(digest), blob)])
-        queued = self.write([(ns.exact(digest), blob), (ns.perceptual(phash), blob)])
+        queued = self.write([(ns.exact(digest), blob), (ns.perceptual(phash), digest.encode())])
         return self.add_fingerprint(ns, phash) and queued
 
     def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
@@ -276,7 +278,8 @@ class NoL2:
     def write(self, values: list[tuple[str, bytes]]) -> bool:
         return True
 
-    def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str) -> bool:
+    def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str,
+              perceptual: bool) -> bool:
         return True
 
     def add_fingerprint(self, ns: Namespace, phash: int) -> bool:

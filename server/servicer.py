@@ -51,7 +51,8 @@ class InferenceServicer(ItemEdge):
         self.node_id = node_id
         self.slots = slots
         self.default_model = default_model
-        self.cache = FeatureCache(node_id, l1, l2, limits.images, pool, metrics)
+        self.cache = FeatureCache(node_id, l1, l2, limits.images, pool, metrics,
+                                  perceptual_index=policy.writes_fingerprints)
         self.limits = limits
         self.policy = policy
         self.metrics = metrics

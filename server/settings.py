@@ -32,6 +32,15 @@ class PolicyConfig:
     default_mode: CacheMode = CacheMode.EXACT
     default_radius: int = 4
     max_radius: int = 8
+    # Write every computed feature's fingerprint to Redis (a pointer and four index sets, about 1.2 KB) so any
+    # node finds it perceptually. Off, only items that ask for CACHE_MODE_PERCEPTUAL write theirs; on by
+    # itself where perceptual is the default mode.
+    perceptual_index: bool = False
+
+    @property
+    def writes_fingerprints(self) -> bool:
+        """Whether every computed feature's fingerprint goes to L2, whatever the item asked."""
+        return self.perceptual_index or self.default_mode is CacheMode.PERCEPTUAL
 
     def __post_init__(self) -> None:
         if not 0 <= self.default_radius <= self.max_radius <= MAX_RADIUS:

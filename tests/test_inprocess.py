@@ -14,6 +14,7 @@ import threading
 import grpc
 import pytest
 
+from ringserve.contract import codec, fingerprint
 from ringserve.contract.images import ImageLimits
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -24,7 +25,9 @@ from ringserve.router.membership.base import Member
 from ringserve.runtime.edge import CLASSIFY, EXTRACT
 from ringserve.runtime.streams import ItemStreams
 from ringserve.server.batcher import BatcherConfig
+from ringserve.server.keys import Namespace, exact_digest
 from ringserve.server.servicer import InferenceServicer
+from ringserve.server.settings import CacheMode, PolicyConfig
 from tests.fakes import (
     FakeModel,
     MemoryL2,
@@ -291,15 +294,57 @@ async def test_a_perceptual_hit_is_kept_under_its_fingerprint_never_the_requeste
     model, _, first, second = two_nodes_sharing_l2()
     original, reencoded = jpeg(400, quality=95), jpeg(400, quality=60)
     near = pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=8)
-    await one(first, original)
+    await one(first, original, cache_policy=near)  # an item that asks for perceptual reuse writes its fingerprint
     hit = await one(second, reencoded, cache_policy=near)
     assert hit.provenance.source == pb.SOURCE_L2 and hit.provenance.perceptual
     exact = await one(second, reencoded)  # exact-only: the neighbour's feature must not answer it
     assert exact.provenance.source == pb.SOURCE_COMPUTED and model.images == 2
 
 
+@pytest.mark.parametrize("policy, asks, writes_fingerprint", [
+    (PolicyConfig(), pb.CACHE_MODE_EXACT, False),  # the default deployment: the feature once, nothing else
+    (PolicyConfig(), pb.CACHE_MODE_PERCEPTUAL, True),  # an item that asks for perceptual reuse
+    (PolicyConfig(perceptual_index=True), pb.CACHE_MODE_EXACT, True),  # a deployment that writes every one
+    (PolicyConfig(default_mode=CacheMode.PERCEPTUAL), pb.CACHE_MODE_EXACT, True),
+])
+async def test_a_miss_stores_its_feature_once_and_its_fingerprint_only_where_perceptual_reuse_is_used(
+        policy, asks, writes_fingerprint):
+    shared, model = MemoryL2(), FakeModel()
+    node = node_servicer(model, "a", policy=policy, l2=shared)
+    start_batchers(node)
+    image = jpeg(410)
+    reply = await one(node, image, cache_policy=pb.CachePolicy(mode=asks, max_distance=4))
+    assert reply.status.code == 0 and reply.provenance.source == pb.SOURCE_COMPUTED
+    ns = Namespace(model.name, model.version)
+    phash = fingerprint.of_bytes(image, ImageLimits()).phash
+    exact, pointer = ns.exact(exact_digest(image)), ns.perceptual(phash)
+    assert set(shared.values) == ({exact, pointer} if writes_fingerprint else {exact})
+    assert codec.decode(shared.values[exact], model.version).tobytes() == reply.feature.data
+    assert bool(shared.fingerprints.get(ns)) is writes_fingerprint
+    if writes_fingerprint:  # a pointer to the exact key, not a second copy of the feature
+        assert shared.values[ns.perceptual(phash)] == exact_digest(image).encode()
+        other = node_servicer(model, "b", l2=shared)
+        start_batchers(other)
+        near = await one(other, jpeg(410, quality=60), cache_policy=pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL,
+                                                                                     max_distance=8))
+        assert near.provenance.source == pb.SOURCE_L2 and near.provenance.perceptual
+        assert near.feature.data == reply.feature.data
+
+
+async def test_a_fingerprint_whose_feature_expired_is_a_miss_and_is_pruned():
+    model, shared, first, second = two_nodes_sharing_l2()
+    near = pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=8)
+    original = jpeg(420, quality=95)
+    await one(first, original, cache_policy=near)
+    ns = Namespace(model.name, model.version)
+    del shared.values[ns.exact(exact_digest(original))]  # the feature expired before its fingerprint
+    miss = await one(second, jpeg(420, quality=60), cache_policy=near)
+    assert miss.provenance.source == pb.SOURCE_COMPUTED and model.images == 2
+    phash = fingerprint.of_bytes(original, ImageLimits()).phash
+    assert phash not in shared.fingerprints[ns]
+
+
 async def test_a_repeated_image_without_a_hint_is_fingerprinted_once_by_the_router(monkeypatch):
-    from ringserve.contract import fingerprint
 
     decoded = []
     real = fingerprint.of_bytes
@@ -376,7 +421,6 @@ async def test_client_and_router_fall_back_to_one_item_per_message_for_a_node_wi
 async def test_a_spoofed_hint_never_becomes_a_perceptual_key():
     """B's bytes sent with A's fingerprint as their hint: B is computed and kept under B's own pHash, so a
     re-encoding of A is not served B's feature, and a re-encoding of B is (cache poisoning refused)."""
-    from ringserve.contract import fingerprint
 
     node = node_servicer(FakeModel(), l2=MemoryL2())
     start_batchers(node)
@@ -398,7 +442,6 @@ async def test_a_stored_value_that_does_not_fit_is_a_miss_counted_corrupt(bad):
     import numpy as np
 
     from ringserve.contract import codec
-    from ringserve.server.keys import Namespace, exact_digest
     from tests.fakes import FEATURE_DIM
 
     l2 = MemoryL2()

@@ -43,7 +43,8 @@ def test_miss_then_l1_then_l2_after_restart_with_the_same_feature(nodes, redis_d
 
 
 def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(nodes, redis_db):
-    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "6")
+    # A deployment that uses perceptual reuse writes every computed feature's fingerprint to Redis.
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "6", "--cache-perceptual-index")
     original, reencoded, other = jpeg(10, quality=95), jpeg(10, quality=70), jpeg(11)
     distance = fingerprint.hamming(fingerprint.phash_bytes(original), fingerprint.phash_bytes(reencoded))
     assert 0 < distance <= 6 or distance == 0
@@ -369,7 +370,7 @@ def test_client_retries_across_a_node_restart_and_loses_nothing(nodes):
 def test_expired_values_are_pruned_from_the_perceptual_index(nodes, redis_db):
     from ringserve.server import mih
 
-    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "8")
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "8", "--cache-perceptual-index")
     original = jpeg(1500, quality=95)
     target = fingerprint.phash_bytes(original)
     reencoded = next(e for e in (jpeg(1500, quality=q) for q in range(90, 20, -5))
@@ -381,7 +382,7 @@ def test_expired_values_are_pruned_from_the_perceptual_index(nodes, redis_db):
     r = redis_py.Redis(port=redis_db.port)
     chunk_keys = [ns.chunk(i, v) for i, v in enumerate(mih.chunks(target))]
     assert all(r.sismember(k, f"{target:016x}") for k in chunk_keys)
-    r.delete(ns.perceptual(target))  # the value expires before its index entry
+    r.delete(ns.perceptual(target))  # the fingerprint's pointer expires before its index entry
     node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "8")
     with Client(node.target) as c:
         miss = c.extract_detailed([reencoded], cache_mode="perceptual")[0]

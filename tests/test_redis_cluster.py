@@ -15,7 +15,7 @@ pytestmark = pytest.mark.cluster
 
 def test_node_on_redis_cluster_serves_l2_hits_exact_and_perceptual(nodes, redis_cluster):
     url = redis_cluster.url
-    node = nodes("a", "--redis-url", url, "--cache-default-radius", "6")
+    node = nodes("a", "--redis-url", url, "--cache-default-radius", "6", "--cache-perceptual-index")
     images = [jpeg(2000 + i, quality=95) for i in range(8)]
     with Client(node.target) as c:
         first = c.extract_detailed(images)
