@@ -126,7 +126,10 @@ class ItemEdge(pb_grpc.InferenceServicer):
         else:
             self.admission.enter()
             try:
-                reply = await self._traced(request, method, parent, deadline)
+                if self.tracing or (self.forwards_trace and parent is not None):
+                    reply = await self._traced(request, method, parent, deadline)
+                else:  # nothing listens and nothing to carry on: build no span, and no frame for one
+                    reply = await self.answer(request, method, deadline, None)
             except Exception as exc:  # every failure becomes the item's status; INTERNAL ones are logged
                 reply = self._failed(request, method, exc)
             finally:
@@ -139,10 +142,8 @@ class ItemEdge(pb_grpc.InferenceServicer):
         # An item multiplexed by a router carries its own trace context; a direct call's is the call's.
         if self.tracing and request.trace_context:
             parent = tracecontext.extract(request.trace_context)
-        if self.tracing or (self.forwards_trace and parent is not None):
-            with self.tracer.start_as_current_span(f"{self.role}.{method.name}", context=parent) as span:
-                return await self.answer(request, method, deadline, span)
-        return await self.answer(request, method, deadline, None)  # nothing listens: build no span
+        with self.tracer.start_as_current_span(f"{self.role}.{method.name}", context=parent) as span:
+            return await self.answer(request, method, deadline, span)
 
     def _failed(self, request: pb.ImageRequest, method: Method, exc: Exception) -> Reply:
         """The item's reply for ``exc``: the caller's mistake as it is, the server's own condition or bug named."""
