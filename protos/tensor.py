@@ -7,15 +7,21 @@ machine's own byte order, so arithmetic on them costs no byte swapping.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numpy.typing import DTypeLike
 
 from ringserve.contract.v1 import inference_pb2 as pb
 
+# On a little-endian machine (x86, ARM) an array's own bytes are the wire's: sent as they are (the hot path).
+_NATIVE_LITTLE = sys.byteorder == "little"
+
 
 def from_array(values: np.ndarray) -> pb.Tensor:
     """``values`` as a ``Tensor``: their bytes little-endian (an array already so is not copied to convert)."""
-    data = values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
+    little = values.dtype.byteorder == "<" or (values.dtype.byteorder in "=|" and _NATIVE_LITTLE)
+    data = values.tobytes() if little else values.astype(values.dtype.newbyteorder("<")).tobytes()
     return pb.Tensor(data=data, dtype=values.dtype.name, shape=values.shape)
 
 
