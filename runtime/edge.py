@@ -62,16 +62,14 @@ class Admission:
         self.inflight = 0
         self.started = 0  # items admitted, ever: what tells a quiet server from a busy one
 
-    def refusal(self) -> str | None:
-        """Why a new item cannot be admitted now, or None when it can."""
+    def enter(self) -> str | None:
+        """Admit an item (None), or say why it cannot be admitted now; an admitted item must ``leave``."""
         if self.inflight < self.limit:
+            self.inflight += 1
+            self.started += 1
             return None
         self._on_refuse()
         return f"{self.who} has {self.inflight} items in flight (limit {self.limit}); {self.advice}"
-
-    def enter(self) -> None:
-        self.inflight += 1
-        self.started += 1
 
     def leave(self) -> None:
         self.inflight -= 1
@@ -120,11 +118,10 @@ class ItemEdge(pb_grpc.InferenceServicer):
                    deadline: float | None = None) -> Reply:
         """One item of ``method``, answered once: never raises for the item's own failure (that is its status)."""
         started = time.perf_counter()
-        refusal = self.admission.refusal()
+        refusal = self.admission.enter()
         if refusal is not None:
             reply = error_reply(method.reply, request, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)
         else:
-            self.admission.enter()
             try:
                 if self.tracing or (self.forwards_trace and parent is not None):
                     reply = await self._traced(request, method, parent, deadline)
