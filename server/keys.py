@@ -13,9 +13,15 @@ from ringserve.contract.fingerprint import to_hex
 
 
 def exact_digest(data: bytes) -> str:
-    """The exact key's digest of the encoded bytes (``fingerprint.digest``, in hex): needs no decoding, so it
-    is checked first."""
-    return fingerprint.digest(data).hex()
+    """The exact key's name for the encoded bytes: their BLAKE3-128 (``fingerprint.digest``) and their length,
+    as ``named`` spells them. Needs no decoding, so it is checked first."""
+    return named(fingerprint.digest(data), len(data))
+
+
+def named(blake3_128: bytes, size_bytes: int) -> str:
+    """The exact key's name for bytes known by their digest and length (a digest-first item's
+    ``ImageDigest``): hash and size together, as a content-addressed store names a blob."""
+    return f"{blake3_128.hex()}-{size_bytes}"
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ def test_buf_breaking_fails_on_a_renumbered_or_removed_field(tmp_path, change):
         (tmp_path / "protos" / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROTOS / name, tmp_path / "protos" / name)
     inference = tmp_path / "protos" / "ringserve" / "v1" / "inference.proto"
-    old, new = {"renumber": ("bytes image = 2;", "bytes image = 9;"),
+    old, new = {"renumber": ("bytes image = 2;", "bytes image = 19;"),
                 "remove": ("uint32 timeout_ms = 8;", "")}[change]
     text = inference.read_text()
     assert text.count(old) == 1, f"{old!r} not found once in inference.proto: update this test's edit"

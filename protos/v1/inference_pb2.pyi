@@ -38,7 +38,7 @@ class CachePolicy(_message.Message):
     def __init__(self, mode: _Optional[_Union[CacheMode, str]] = ..., max_distance: _Optional[int] = ...) -> None: ...
 
 class ImageRequest(_message.Message):
-    __slots__ = ("request_id", "image", "model", "phash_hint", "cache_policy", "top_k", "trace_context", "timeout_ms")
+    __slots__ = ("request_id", "image", "model", "phash_hint", "cache_policy", "top_k", "trace_context", "timeout_ms", "digest")
     class TraceContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -54,6 +54,7 @@ class ImageRequest(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTEXT_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     image: bytes
     model: str
@@ -62,7 +63,16 @@ class ImageRequest(_message.Message):
     top_k: int
     trace_context: _containers.ScalarMap[str, str]
     timeout_ms: int
-    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., model: _Optional[str] = ..., phash_hint: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, _Mapping]] = ..., top_k: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ...) -> None: ...
+    digest: ImageDigest
+    def __init__(self, request_id: _Optional[str] = ..., image: _Optional[bytes] = ..., model: _Optional[str] = ..., phash_hint: _Optional[int] = ..., cache_policy: _Optional[_Union[CachePolicy, _Mapping]] = ..., top_k: _Optional[int] = ..., trace_context: _Optional[_Mapping[str, str]] = ..., timeout_ms: _Optional[int] = ..., digest: _Optional[_Union[ImageDigest, _Mapping]] = ...) -> None: ...
+
+class ImageDigest(_message.Message):
+    __slots__ = ("blake3_128", "size_bytes")
+    BLAKE3_128_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    blake3_128: bytes
+    size_bytes: int
+    def __init__(self, blake3_128: _Optional[bytes] = ..., size_bytes: _Optional[int] = ...) -> None: ...
 
 class ItemStatus(_message.Message):
     __slots__ = ("code", "message")
@@ -101,16 +111,18 @@ class Tensor(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class ExtractReply(_message.Message):
-    __slots__ = ("request_id", "status", "feature", "provenance")
+    __slots__ = ("request_id", "status", "feature", "provenance", "image_required")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FEATURE_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     status: ItemStatus
     feature: Tensor
     provenance: Provenance
-    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., feature: _Optional[_Union[Tensor, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
+    image_required: bool
+    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., feature: _Optional[_Union[Tensor, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., image_required: _Optional[bool] = ...) -> None: ...
 
 class ClassScore(_message.Message):
     __slots__ = ("index", "name", "score")
@@ -123,16 +135,18 @@ class ClassScore(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., score: _Optional[float] = ...) -> None: ...
 
 class ClassifyReply(_message.Message):
-    __slots__ = ("request_id", "status", "classes", "provenance")
+    __slots__ = ("request_id", "status", "classes", "provenance", "image_required")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     status: ItemStatus
     classes: _containers.RepeatedCompositeFieldContainer[ClassScore]
     provenance: Provenance
-    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
+    image_required: bool
+    def __init__(self, request_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, _Mapping]] = ..., classes: _Optional[_Iterable[_Union[ClassScore, _Mapping]]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., image_required: _Optional[bool] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
