@@ -84,10 +84,21 @@ class RouterServicer(ItemEdge):
     # ---- one item's key -------------------------------------------------------------------
 
     async def key_of(self, request: pb.ImageRequest) -> int:
-        """Placement key: the hint if given, else the pHash (remembered by digest), else (undecodable bytes) the digest."""
+        """Placement key: the hint if given, else the pHash (remembered by digest), else (undecodable bytes) the digest.
+
+        A digest-only item (no image) has no bytes to fingerprint: it goes where its image went if this router saw
+        those bytes, else by its digest; the node answers it from L2 or with ``image_required``.
+        """
         if request.HasField("phash_hint"):
             return request.phash_hint
+        if not request.image and request.HasField("digest"):
+            return self._digest_key(request.digest.blake3_128)
         return (await self.fingerprint_of(request.image)).phash
+
+    def _digest_key(self, digest: bytes) -> int:
+        """The key of bytes known only by their BLAKE3-128: the memo's pHash, else one made of the digest."""
+        found = self.fingerprints.get(digest)  # keyed by the same BLAKE3-128 as fingerprint_of's
+        return found.phash if found is not None else int.from_bytes(digest[:8], "big")
 
     async def fingerprint_of(self, data: bytes) -> fingerprint.Fingerprint:
         """The bytes' fingerprint, remembered by their digest; undecodable bytes get one made of the digest."""
