@@ -118,25 +118,33 @@ class FeatureCache:
             self.metrics.singleflight.add(1, self.metrics.attrs())
         return replace(served, low_information=prepared.fingerprint.low_information)
 
+    async def find(self, slot: ModelSlot, digest: str) -> Served | None:
+        """The feature held for the bytes named ``digest`` (``keys.named``), or None: a digest-first item.
+
+        Only the bytes a node digested itself are ever stored, so this writes nothing but L1's copy of an L2 hit
+        (the same value under the same key): no model run, no lock, no L2 write, whatever it finds.
+        """
+        return await self._lookup_exact(slot, digest, kind="digest")
+
     # ---- lookups -------------------------------------------------------------------------
 
-    async def _lookup_exact(self, slot: ModelSlot, digest: str) -> Served | None:
-        """These very bytes, in L1 then L2."""
+    async def _lookup_exact(self, slot: ModelSlot, digest: str, kind: str = "exact") -> Served | None:
+        """These very bytes, in L1 then L2; counted as ``kind`` of lookup."""
         ns = slot.ns
         try:
             vector = self.l1.get_exact(ns, digest)
-            self._count("l1", "exact", "hit")
+            self._count("l1", kind, "hit")
             return Served(vector, pb.SOURCE_L1)
         except CacheMiss:
-            self._count("l1", "exact", "miss")
+            self._count("l1", kind, "miss")
         try:
             vector = await self._l2_value(slot, ns.exact(digest))
-            self._count("l2", "exact", "hit")
+            self._count("l2", kind, "hit")
             return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest))
         except CacheMiss:
-            self._count("l2", "exact", "miss")
+            self._count("l2", kind, "miss")
         except CacheUnavailable:
-            self._count("l2", "exact", "error")
+            self._count("l2", kind, "error")
         return None
 
     async def _lookup_near(self, slot: ModelSlot, phash: int, radius: int) -> Served | None:

@@ -32,7 +32,7 @@ class Metrics:
             explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
         )
         self.lookups = Tally(meter, "ringserve.cache.lookups",
-                             "Cache lookups by tier (l1, l2), kind (exact, perceptual), result", self._attrs,
+                             "Cache lookups by tier (l1, l2), kind (exact, perceptual, digest), result", self._attrs,
                              ("tier", "kind", "result"))
         self.backbone_images = meter.create_counter(
             "ringserve.backbone.images", description="Images the backbone ran on (cache misses that were computed)"

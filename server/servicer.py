@@ -4,7 +4,8 @@ The edge (``runtime/edge.py``, shared with the router) reads the streams, admits
 refuses it RESOURCE_EXHAUSTED, traces it, and turns a typed failure into the item's status. Here
 an item is checked against the node's limits and policy, its feature got from ``cache.FeatureCache``
 (the cache path: L1, L2, a near match, the single flight, the cross-node lock, the batcher), and a
-Classify item's feature goes through the model's head.
+Classify item's feature goes through the model's head. An item that names its image by digest and
+carries none is answered from the caches alone, or told ``image_required``.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from opentelemetry import trace
 
 from ringserve.contract import tensor
 from ringserve.contract.errors import InvalidRequest, UnknownModel
+from ringserve.contract.fingerprint import DIGEST_BYTES
 from ringserve.contract.images import check_size
 from ringserve.contract.status import Reply, code_of, source_name
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.runtime.edge import EXTRACT, Admission, ItemEdge, Method
+from ringserve.server import keys
 from ringserve.server.cache import FeatureCache, ModelSlot, Served
 from ringserve.server.l1 import L1
 from ringserve.server.l2 import L2, NoL2
@@ -70,7 +73,10 @@ class InferenceServicer(ItemEdge):
         return reply
 
     def answered(self, method: Method, reply: Reply, seconds: float) -> None:
-        source = source_name(reply.provenance.source) if reply.status.code == 0 else "none"
+        if reply.status.code != 0:
+            source = "none"
+        else:
+            source = "image_required" if reply.image_required else source_name(reply.provenance.source)
         self.metrics.requests.add(method.name, code_of(reply.status.code).name)
         self.metrics.latency.record(seconds, self.metrics.attrs(method=method.name, source=source))
 
@@ -90,6 +96,8 @@ class InferenceServicer(ItemEdge):
     async def _extract(self, request: pb.ImageRequest) -> pb.ExtractReply:
         slot = self._slot(request.model)
         served = await self._feature(request, slot)
+        if served is None:
+            return pb.ExtractReply(request_id=request.request_id, status=pb.ItemStatus(code=0), image_required=True)
         return pb.ExtractReply(
             request_id=request.request_id,
             status=pb.ItemStatus(code=0),
@@ -103,6 +111,8 @@ class InferenceServicer(ItemEdge):
         if top_k > self.limits.max_top_k:
             raise InvalidRequest(f"top_k {top_k} is over the limit of {self.limits.max_top_k}; ask for fewer classes")
         served = await self._feature(request, slot)
+        if served is None:
+            return pb.ClassifyReply(request_id=request.request_id, status=pb.ItemStatus(code=0), image_required=True)
         scores = await slot.head.submit(served.vector)
         top = np.argsort(-scores)[: min(top_k, len(scores))]
         names = slot.model.class_names
@@ -115,10 +125,25 @@ class InferenceServicer(ItemEdge):
 
     # ---- the request path ------------------------------------------------------------------
 
-    async def _feature(self, request: pb.ImageRequest, slot: ModelSlot) -> Served:
+    async def _feature(self, request: pb.ImageRequest, slot: ModelSlot) -> Served | None:
+        """The item's feature; None (answered ``image_required``) for a digest-only item the caches cannot answer."""
+        if not request.image and request.HasField("digest"):
+            return await self._by_digest(request, slot)
         check_size(request.image, self.limits.images)  # before hashing: an oversize payload costs nothing
         mode, radius = self._policy(request)
         return await self.cache.get(slot, request.image, mode, radius)
+
+    async def _by_digest(self, request: pb.ImageRequest, slot: ModelSlot) -> Served | None:
+        """A digest-only item, from the caches alone by its exact key (hash and size): the node has no pixels, so
+        a perceptual policy gets an exact lookup, and bypass (which reads no cache) or the switch off gets None."""
+        digest = request.digest
+        if len(digest.blake3_128) != DIGEST_BYTES:
+            raise InvalidRequest(f"digest.blake3_128 has {len(digest.blake3_128)} bytes; it must be the "
+                                 f"{DIGEST_BYTES}-byte BLAKE3-128 of the image's bytes, or send the image instead")
+        mode, _ = self._policy(request)  # a radius over the limit is the caller's mistake either way
+        if mode == pb.CACHE_MODE_BYPASS or not self.policy.digest_lookups:
+            return None
+        return await self.cache.find(slot, keys.named(digest.blake3_128, digest.size_bytes))
 
     # ---- helpers -----------------------------------------------------------------------------
 

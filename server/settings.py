@@ -36,6 +36,10 @@ class PolicyConfig:
     # node finds it perceptually. Off, only items that ask for CACHE_MODE_PERCEPTUAL write theirs; on by
     # itself where perceptual is the default mode.
     perceptual_index: bool = False
+    # Answer items that name their image by digest and carry none (ImageRequest.digest) from the caches. Such a
+    # lookup tells a caller who knows a digest whether the image was seen, and its feature; off, every such item
+    # is answered image_required.
+    digest_lookups: bool = True
 
     @property
     def writes_fingerprints(self) -> bool:
