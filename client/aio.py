@@ -4,14 +4,16 @@ A call sends every image on one bidirectional stream, at most ``window`` unanswe
 at a time, and puts the replies (which come back in completion order) back in the
 caller's order. Items the server could not take (per-item UNAVAILABLE, or a stream
 cut by a draining node) are re-sent with exponential backoff; nothing else is
-retried. Works against a node or the router alike.
+retried. An image of at least ``digest_first_min_bytes`` goes first as its digest alone, and its
+bytes follow on the same stream only if the server asks for them (``digests``, ``items``,
+``outbox``). Works against a node or the router alike.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import EllipsisType
@@ -21,13 +23,14 @@ import grpc
 import numpy as np
 from PIL import Image
 
-from ringserve.client import errors, resend
+from ringserve.client import digests, errors, resend
 from ringserve.client.config import CACHE_MODES, ClientConfig, check_cache_mode
-from ringserve.client.inputs import ImageInput, hint, to_bytes
+from ringserve.client.inputs import ImageInput, identify, to_bytes
+from ringserve.client.items import ItemCall
+from ringserve.client.outbox import Outbox
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
 from ringserve.contract import arguments, fingerprint, frames, tracecontext, wire
-from ringserve.contract.status import code_of
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 
@@ -65,6 +68,7 @@ class AsyncClient:
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
         self._hints = fingerprint.Memo(4096)  # a repeated image's hint costs a digest, not a decode
         self._framed = self.config.frames  # until the server turns out to serve no frames
+        self._digests = digests.DigestFirst(self.config.digest_first_min_bytes, self.config.target)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -175,8 +179,9 @@ class AsyncClient:
     # ---- the stream ----------------------------------------------------------------------
 
     async def _requests(self, images: Sequence[ImageInput], top_k: int, model: str | None, cache_mode: str | None,
-                        radius: int | None, hints: bool | None) -> tuple[list[pb.ImageRequest], dict[str, bytes]]:
-        """The items' requests, without their images, and the images by request id (``contract.wire``)."""
+                        radius: int | None, hints: bool | None) -> ItemCall:
+        """The call's items: each request without its image (``contract.wire`` adds it), named by its digest where
+        it goes digest-first, with its routing hint."""
         cfg = self.config
         mode = cache_mode if cache_mode is not None else cfg.cache_mode
         radius = radius if radius is not None else cfg.radius
@@ -186,98 +191,80 @@ class AsyncClient:
         check_cache_mode(mode)
         datas = [to_bytes(image) for image in images]
         use_hints = cfg.hints if hints is None else hints
-        loop = asyncio.get_running_loop()
-        phashes = (await asyncio.gather(*(loop.run_in_executor(self._hash_pool, hint, d, self._hints) for d in datas))
-                   if use_hints else [None] * len(datas))
+        named = [self._digests.wanted(len(d)) for d in datas]
+        if use_hints or any(named):  # in threads: a hint may decode, a digest of 12 MP takes 0.6 ms
+            loop = asyncio.get_running_loop()
+            idents = await asyncio.gather(*(loop.run_in_executor(self._hash_pool, identify, d, self._hints, use_hints, n)
+                                            for d, n in zip(datas, named, strict=True)))
+        else:
+            idents = [(None, None)] * len(datas)
         policy = pb.CachePolicy(mode=CACHE_MODES[mode] if mode else pb.CACHE_MODE_UNSPECIFIED)
         if radius is not None:
             policy.max_distance = radius
         requests = []
-        for i, phash in enumerate(phashes):
+        for i, (key, phash) in enumerate(idents):
             request = pb.ImageRequest(request_id=str(i), model=model if model is not None else cfg.model,
                                       cache_policy=policy, top_k=top_k)
             if phash is not None:
                 request.phash_hint = phash
+            if key is not None:
+                digests.name(request, key, len(datas[i]))
             requests.append(request)
-        return requests, {str(i): data for i, data in enumerate(datas)}
+        return ItemCall(requests, {str(i): data for i, data in enumerate(datas)}, self._digests,
+                        named={r.request_id for r in requests if r.HasField("digest")})
 
     async def _run(self, method: str, images: Sequence[ImageInput], *, top_k: int, model: str | None = None,
                    cache_mode: str | None = None, radius: int | None = None, hints: bool | None = None,
                    timeout_s: float | EllipsisType | None = ...) -> list[Any]:
-        cfg = self.config
-        requests, datas = await self._requests(images, top_k, model, cache_mode, radius, hints)
-        timeout = cfg.timeout_s if timeout_s is ... else timeout_s
-        pending = {r.request_id: r for r in requests}
-        done: dict[str, Any] = {}
-        unavailable: dict[str, str] = {}  # the server's last word on each item it could not take
+        call = await self._requests(images, top_k, model, cache_mode, radius, hints)
+        timeout = self.config.timeout_s if timeout_s is ... else timeout_s
 
         async def stream(items: list[pb.ImageRequest], time_left: float | None) -> None:
-            await self._stream(method, items, datas, time_left, done, pending, unavailable)
+            await self._stream(method, items, call, time_left)
 
-        outcome = await resend.items(cfg, timeout, pending, stream)
-        for rid in pending:
-            done[rid] = outcome.error(rid, unavailable.get(rid))
-        return [done[r.request_id] for r in requests]
+        outcome = await resend.items(self.config, timeout, call.pending, stream)
+        return call.results(outcome.error)
 
-    async def _stream(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes], time_left: float | None,
-                      done: dict[str, Any], pending: dict[str, pb.ImageRequest], unavailable: dict[str, str]) -> None:
+    async def _stream(self, method: str, items: list[pb.ImageRequest], call: ItemCall, time_left: float | None) -> None:
         """One stream over ``items``: framed, unless the server turns out to serve no frames."""
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
         if self._framed:
             try:
-                return await self._stream_once(method, items, datas, time_left, done, pending, unavailable, framed=True)
+                return await self._stream_once(method, items, call, time_left, framed=True)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 self._framed = False  # a server from before frames: the same items, one per message
         time_left = None if deadline is None else max(0.001, deadline - loop.time())  # what the framed try left
-        await self._stream_once(method, items, datas, time_left, done, pending, unavailable, framed=False)
+        await self._stream_once(method, items, call, time_left, framed=False)
 
-    async def _stream_once(self, method: str, items: list[pb.ImageRequest], datas: dict[str, bytes],
-                           time_left: float | None,
-                           done: dict[str, Any], pending: dict[str, pb.ImageRequest],
-                           unavailable: dict[str, str], framed: bool) -> None:
+    async def _stream_once(self, method: str, items: list[pb.ImageRequest], call: ItemCall, time_left: float | None,
+                           framed: bool) -> None:
         if not items:
             return
-        window = asyncio.Semaphore(self.config.window)
+        outbox = Outbox(items, call.outgoing, self.config.window)
 
-        async def released() -> AsyncIterator[frames.Item]:
-            """Each item with its image, once the window has room for it."""
-            for item in items:
-                await window.acquire()
-                yield item, datas[item.request_id]
+        def take(reply: Any) -> None:
+            if call.take(reply, outbox.answered(reply.request_id)):
+                outbox.again(call.pending[reply.request_id])  # asked for its image: it goes now, on this stream
 
         carrier: dict[str, str] = {}
         tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
         metadata = tuple(carrier.items()) or None
-        if framed:
-            # Every item the window lets go at once leaves in one frame (``contract.frames``).
-            sent = frames.pack(released(), ready=lambda: not window.locked())
-            call = self._calls[method, True](sent, timeout=time_left, metadata=metadata)
-            async for frame in call:
-                for reply in frame.items:
-                    window.release()
-                    self._take(reply, done, pending, unavailable)
-        else:
-            call = self._calls[method, False](frames.singles(released()), timeout=time_left, metadata=metadata)
-            async for reply in call:
-                window.release()
-                self._take(reply, done, pending, unavailable)
-
-    @staticmethod
-    def _take(reply: Any, done: dict[str, Any], pending: dict[str, pb.ImageRequest],
-              unavailable: dict[str, str]) -> None:
-        """One item's reply: done, or (UNAVAILABLE) left pending to be re-sent."""
-        rid = reply.request_id
-        if rid not in pending:
-            return  # answered already: never hand a caller two answers for one item
-        code = code_of(reply.status.code)
-        if code == grpc.StatusCode.UNAVAILABLE:
-            unavailable[rid] = reply.status.message
-            return  # stays pending: re-sent on the next attempt
-        del pending[rid]
-        done[rid] = reply if code == grpc.StatusCode.OK else errors.from_status(code, reply.status.message, rid)
+        try:
+            if framed:
+                # Every item the window lets go at once leaves in one frame (``contract.frames``).
+                sent = frames.pack(outbox.items(), ready=outbox.ready)
+                async for frame in self._calls[method, True](sent, timeout=time_left, metadata=metadata):
+                    for reply in frame.items:
+                        take(reply)
+            else:
+                async for reply in self._calls[method, False](frames.singles(outbox.items()), timeout=time_left,
+                                                               metadata=metadata):
+                    take(reply)
+        finally:
+            outbox.close()
 
 
 def _is_single(images: Any) -> bool:

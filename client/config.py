@@ -11,6 +11,8 @@ from ringserve.contract.backoff import backoff_s
 from ringserve.contract.flags import setting
 from ringserve.contract.v1 import inference_pb2 as pb
 
+# The default of ``digest_first_min_bytes``: measured by bench/digest_first.py.
+DIGEST_FIRST_MIN_BYTES = 32 * 1024
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
 
 
@@ -30,6 +32,12 @@ class ClientConfig:
     # Many items per message (ExtractFrames, ClassifyFrames); off, or against a server without them,
     # one item per message.
     frames: bool = setting(True, help="send many images per message where the server can take them")
+    # Images of at least this many bytes go digest-first: named by their digest, their bytes sent only if the
+    # server has no answer for them (client/digests.py; bench/results/digest_first.md for the default); None:
+    # never.
+    digest_first_min_bytes: int | None = setting(DIGEST_FIRST_MIN_BYTES, help="images of at least this size (bytes, "
+                                                 "or 64K, 1M) are sent as their digest first and their bytes only "
+                                                 "if the server lacks them; empty: never")
     model: str = setting("", help="model name; empty: the server's default")
     # "exact", "perceptual" or "bypass"; None leaves it to the server.
     cache_mode: str | None = setting(None, choices=tuple(CACHE_MODES), help="cache policy; none: the server's")
@@ -42,6 +50,8 @@ class ClientConfig:
             errors.checked(arguments.check_radius, self.radius)
         errors.checked(arguments.check_count, "window", self.window, 1)
         errors.checked(arguments.check_count, "retries", self.retries, 0)
+        if self.digest_first_min_bytes is not None:
+            errors.checked(arguments.check_count, "digest_first_min_bytes", self.digest_first_min_bytes, 0, 2**63)
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise errors.InvalidArgument(f"timeout_s must be a number of seconds above 0, or none; got {self.timeout_s}",
                                          argument="timeout_s")

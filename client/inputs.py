@@ -39,3 +39,25 @@ def hint(data: bytes, memo: fingerprint.Memo | None = None) -> int | None:
         return memo.phash_bytes(data) if memo is not None else fingerprint.phash_bytes(data)
     except ImageError:
         return None
+
+
+def identify(data: bytes, memo: fingerprint.Memo, hints: bool, named: bool) -> tuple[bytes | None, int | None]:
+    """The digest of ``data`` (if ``named``) and its routing hint (if ``hints``; None when it does not decode).
+
+    One digest serves both: it is also the key of ``memo``, so bytes seen before cost no decode.
+    """
+    if not (hints or named):
+        return None, None
+    key = fingerprint.digest(data)
+    phash = None
+    if hints:
+        found = memo.get(key)
+        if found is None:
+            try:
+                found = fingerprint.of_bytes(data)
+            except ImageError:
+                found = None
+            else:
+                memo.remember(key, found)
+        phash = found.phash if found is not None else None
+    return (key if named else None), phash

@@ -1,0 +1,272 @@
+"""The client's digest-first lookups against a fake Inference server on loopback that counts what it is sent.
+
+The fake follows the contract of ``ImageRequest.digest`` (protos/ringserve/v1/inference.proto): an item
+with its image is answered from the image and its digest remembered; an item named by its digest alone is
+answered from what it remembers, else ``image_required``. As an older server it refuses a digest-only item
+as an empty image. No process and no model: what the client sends, and what it hands its caller, is all
+that is asserted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+import pytest
+
+from ringserve.client import AsyncClient, Client, DeadlineExceeded, ServerError, Unavailable
+from ringserve.contract import fingerprint
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
+from ringserve.local.imagegen import jpeg
+
+OK, INVALID_ARGUMENT, UNAVAILABLE = 0, grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+@dataclass
+class FakeServer(pb_grpc.InferenceServicer):
+    """An Inference server that knows digests (unless ``old``) and counts every byte and item it is sent."""
+
+    old: bool = False  # a server from before digest lookups
+    frames: bool = True  # serves ExtractFrames / ClassifyFrames
+    # Items whose first reply (digest-only or not) is UNAVAILABLE, by the image's digest.
+    unavailable_once: set[bytes] = field(default_factory=set)
+    # Streams that end UNAVAILABLE right after asking for an image (a node going away mid-miss).
+    cut_after_image_required: int = 0
+    never_answer_images: bool = False  # a node that hangs on every image (deadlines)
+    ask_even_with_image: bool = False  # a broken server: image_required for an item that carried its image
+    cache: dict[tuple[bytes, int], bytes] = field(default_factory=dict)
+    image_bytes: int = 0
+    items: Counter = field(default_factory=Counter)  # "digest" (digest-only), "image"
+    streams: int = 0
+
+    def answer(self, request: pb.ImageRequest, reply_type: type) -> object | None:
+        """The reply to one item, or None to end the stream (``cut_after_image_required``)."""
+        key = (fingerprint.digest(request.image), len(request.image)) if request.image else \
+            (request.digest.blake3_128, request.digest.size_bytes)
+        self.items["image" if request.image else "digest"] += 1
+        self.image_bytes += len(request.image)
+        reply = reply_type(request_id=request.request_id, status=pb.ItemStatus(code=OK))
+        if key[0] in self.unavailable_once:
+            self.unavailable_once.discard(key[0])
+            reply.status.code, reply.status.message = UNAVAILABLE, "draining"
+        elif not request.image and (self.old or not request.HasField("digest")):
+            reply.status.code = INVALID_ARGUMENT
+            reply.status.message = "bad image: empty image: the request carried no bytes"
+        elif request.image and not self.ask_even_with_image:
+            self.cache[key] = key[0]
+            self._fill(reply, key[0])
+        elif key in self.cache:
+            self._fill(reply, self.cache[key])
+        else:
+            reply.image_required = True
+        return reply
+
+    @staticmethod
+    def _fill(reply, data: bytes) -> None:
+        if isinstance(reply, pb.ExtractReply):
+            reply.feature.CopyFrom(pb.Tensor(data=np.frombuffer(data, np.uint8).astype(np.float16).tobytes(),
+                                             dtype="float16", shape=[len(data)]))
+        else:
+            reply.classes.add(index=data[0], name=f"class-{data[0]}", score=1.0)
+        reply.provenance.source = pb.SOURCE_L1
+
+    async def _replies(self, requests, reply_type, context) -> AsyncIterator[list]:
+        self.streams += 1
+        async for message in requests:
+            batch = list(message.items) if isinstance(message, pb.ItemFrame) else [message]
+            replies = []
+            for request in batch:
+                if request.image and self.never_answer_images:
+                    continue
+                replies.append(self.answer(request, reply_type))
+            yield replies
+            if self.cut_after_image_required and any(r.image_required for r in replies):
+                self.cut_after_image_required -= 1
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "node going away")
+        if self.never_answer_images:
+            await asyncio.sleep(60)  # still "working" on them: the stream ends by the caller's deadline
+
+    async def Extract(self, request_iterator, context):
+        async for replies in self._replies(request_iterator, pb.ExtractReply, context):
+            for reply in replies:
+                yield reply
+
+    async def ExtractFrames(self, request_iterator, context):
+        if not self.frames:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "no frames here")
+        async for replies in self._replies(request_iterator, pb.ExtractReply, context):
+            yield pb.ExtractFrame(items=replies)
+
+    async def ClassifyFrames(self, request_iterator, context):
+        async for replies in self._replies(request_iterator, pb.ClassifyReply, context):
+            yield pb.ClassifyFrame(items=replies)
+
+
+@asynccontextmanager
+async def serving(fake: FakeServer) -> AsyncIterator[str]:
+    server = grpc.aio.server()
+    pb_grpc.add_InferenceServicer_to_server(fake, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+IMAGES = [jpeg(900 + i) for i in range(12)]
+TOTAL = sum(len(i) for i in IMAGES)
+
+
+def client(target: str, **overrides) -> AsyncClient:
+    settings = dict(digest_first_min_bytes=0, hints=False, timeout_s=20, retries=3, backoff_s=0.01)
+    return AsyncClient(target, **{**settings, **overrides})
+
+
+def expected(images: list[bytes]) -> list[bytes]:
+    """The fake's feature of each image: its digest's bytes as float16."""
+    return [np.frombuffer(fingerprint.digest(i), np.uint8).astype(np.float16).tobytes() for i in images]
+
+
+def vectors(results) -> list[bytes]:
+    return [r.vector.tobytes() for r in results]
+
+
+@pytest.mark.parametrize("framed", [True, False])
+async def test_a_cached_image_is_answered_without_its_bytes_and_a_miss_on_the_same_stream_with_them(framed):
+    fake = FakeServer(frames=framed)
+    async with serving(fake) as target, client(target, frames=framed) as c:
+        first = await c.extract_detailed(IMAGES)
+        # every item named first, asked for, and sent once with its image, all on one stream
+        assert (fake.items["digest"], fake.items["image"], fake.image_bytes) == (12, 12, TOTAL)
+        assert fake.streams == 1
+        assert vectors(first) == expected(IMAGES)
+        fake.image_bytes, fake.items = 0, Counter()
+        again = await c.extract_detailed([*IMAGES[::-1], IMAGES[0]])  # a repeat within the call too
+    assert fake.image_bytes == 0 and fake.items == {"digest": 13}
+    assert vectors(again) == vectors(first)[::-1] + vectors(first)[:1]
+
+
+async def test_a_classify_miss_comes_back_with_its_image_and_one_answer_per_image():
+    fake = FakeServer()
+    async with serving(fake) as target, client(target) as c:
+        mixed = [IMAGES[0], IMAGES[1]]
+        await c.classify_detailed(mixed[:1])  # the first is cached, the second is not
+        results = await c.classify_detailed(mixed + mixed, top_k=1)
+    assert [r.names[0] for r in results] == [f"class-{fingerprint.digest(i)[0]}" for i in mixed + mixed]
+    assert fake.image_bytes == len(IMAGES[0]) + 2 * len(IMAGES[1])  # the second's twins, each asked for once
+
+
+async def test_an_old_server_gets_every_image_and_no_digests_after_its_first_refusal(caplog):
+    fake = FakeServer(old=True)
+    with caplog.at_level(logging.WARNING, "ringserve.client"):
+        async with serving(fake) as target, client(target, window=4) as c:
+            first = await c.extract_detailed(IMAGES)
+            sent = fake.items["digest"]
+            second = await c.extract_detailed(IMAGES)
+    assert all(not isinstance(r, Exception) for r in first + second) and vectors(first) == vectors(second)
+    assert 1 <= sent <= 4  # the window's first items at most, before the refusal came back
+    assert fake.items["digest"] == sent and fake.items["image"] == 24
+    said = [r for r in caplog.records if "digest" in r.getMessage()]
+    assert len(said) == 1 and target in said[0].getMessage()
+
+
+@pytest.mark.parametrize("framed", [True, False])
+async def test_re_sends_keep_each_items_form_and_give_one_answer(framed):
+    """A digest-only item answered UNAVAILABLE goes again digest-only; a stream cut after asking for an image
+    leaves its item to the next stream, which sends the image."""
+    fake = FakeServer(frames=framed)
+    async with serving(fake) as target, client(target, frames=framed) as c:
+        await c.extract_detailed(IMAGES[:6])  # six cached, six not
+        fake.image_bytes, fake.items = 0, Counter()
+        fake.unavailable_once = {fingerprint.digest(i) for i in IMAGES[4:8]}
+        fake.cut_after_image_required = 1
+        results = await c.extract_detailed(IMAGES)
+    assert vectors(results) == expected(IMAGES)
+    assert fake.image_bytes == sum(len(i) for i in IMAGES[6:])  # each miss's bytes once, no hit's
+    assert fake.streams >= 2
+
+
+async def test_a_deadline_ends_a_call_whose_images_are_never_answered_with_one_error_each():
+    fake = FakeServer(never_answer_images=True)
+    async with serving(fake) as target, client(target, timeout_s=0.5) as c:
+        await asyncio.sleep(0)
+        fake.cache[(fingerprint.digest(IMAGES[0]), len(IMAGES[0]))] = b"\1\2"
+        started = asyncio.get_running_loop().time()
+        results = await c.extract_detailed(IMAGES[:4])
+        took = asyncio.get_running_loop().time() - started
+    assert results[0].vector.tolist() == [1, 2]  # the hit, answered by digest
+    assert all(isinstance(r, DeadlineExceeded) for r in results[1:]), results
+    assert took < 3
+
+
+async def test_small_images_go_with_their_bytes_and_none_go_digest_first_when_it_is_off():
+    small, big = jpeg(1, size=(16, 16)), jpeg(2, size=(320, 240))
+    fake = FakeServer()
+    async with serving(fake) as target:
+        async with client(target, digest_first_min_bytes=len(small) + 1) as c:
+            await c.extract_detailed([small, big])
+        assert fake.items == {"image": 2, "digest": 1}
+        fake.items = Counter()
+        async with client(target, digest_first_min_bytes=None) as c:
+            await c.extract_detailed([small, big])
+    assert fake.items == {"image": 2}
+
+
+async def test_a_server_that_asks_for_an_image_it_was_sent_gets_no_second_copy():
+    fake = FakeServer(ask_even_with_image=True)
+    async with serving(fake) as target, client(target) as c:
+        results = await c.extract_detailed(IMAGES[:3])
+    assert all(isinstance(r, ServerError) and "asked for the image" in r.message for r in results)
+    assert fake.items == {"digest": 3, "image": 3}
+
+
+async def test_a_digest_only_item_unavailable_every_time_ends_unavailable_not_never():
+    fake = FakeServer()
+    digest = fingerprint.digest(IMAGES[0])
+
+    class Always(set):
+        def discard(self, _value) -> None:  # never forgets: UNAVAILABLE on every try
+            pass
+
+    fake.unavailable_once = Always({digest})
+    async with serving(fake) as target, client(target, retries=2) as c:
+        results = await c.extract_detailed(IMAGES[:2])
+    assert isinstance(results[0], Unavailable) and not isinstance(results[1], Exception)
+    assert fake.items["digest"] >= 3 + 1 and fake.image_bytes == len(IMAGES[1])
+
+
+async def test_batch_over_the_same_folder_into_a_new_output_sends_no_image_bytes(tmp_path):
+    from ringserve.client.batch import BatchConfig, run
+
+    root = tmp_path / "photos"
+    root.mkdir()
+    for i, data in enumerate(IMAGES):
+        (root / f"{i:02d}.jpg").write_bytes(data)
+    fake = FakeServer()
+    async with serving(fake) as target:
+        with Client(target, digest_first_min_bytes=0) as c:
+            first = await asyncio.to_thread(run, c, BatchConfig(root=root, out=tmp_path / "one", chunk=5), False)
+            sent = fake.image_bytes
+            second = await asyncio.to_thread(run, c, BatchConfig(root=root, out=tmp_path / "two", chunk=5), False)
+    assert (first.done, first.errors, second.done, second.errors) == (12, 0, 12, 0)
+    assert sent == TOTAL and fake.image_bytes == TOTAL
+    assert fake.items == {"digest": 24, "image": 12}
+
+
+def test_the_threshold_is_a_flag_with_sizes_and_empty_for_never():
+    from ringserve.client.cli import CLIENT_FLAGS, build_parser
+    from ringserve.client.config import DIGEST_FIRST_MIN_BYTES
+
+    parser = build_parser()
+    read = [CLIENT_FLAGS.read(parser, parser.parse_args(["models", *argv]), env).digest_first_min_bytes
+            for argv, env in ((["--digest-first-min-bytes", "64K"], {}), ([], {}),
+                              ([], {"RINGSERVE_DIGEST_FIRST_MIN_BYTES": ""}))]
+    assert read == [65536, DIGEST_FIRST_MIN_BYTES, None]
