@@ -21,6 +21,9 @@ from uhashring import HashRing
 
 from ringserve.contract.fingerprint import to_hex
 
+# Keys whose owner a ring remembers (about 100 bytes each).
+OWNERS_REMEMBERED = 65_536
+
 
 class Ring:
     def __init__(self, members: Mapping[str, int] | None = None, load_factor: float = 1.25, min_load: int = 1) -> None:
@@ -33,6 +36,9 @@ class Ring:
         self._weights: dict[str, int] = {}
         self._weight_sum = 0
         self._ring = HashRing(nodes={}, hash_fn="ketama")
+        # Each key's owner under the current members (a ketama lookup is about 10 us; most items of a
+        # repeated image go to their owner): forgotten whenever the members change, oldest first when full.
+        self._owners: dict[int, str] = {}
         self.set_members(members or {})
 
     @property
@@ -50,13 +56,20 @@ class Ring:
         self._weights = members
         self._weight_sum = sum(members.values())
         self._ring = HashRing(nodes={n: {"weight": w} for n, w in sorted(members.items())}, hash_fn="ketama")
+        self._owners.clear()
         return True
 
     def owner(self, key: int) -> str | None:
         """The node that owns ``key`` when loads are ignored."""
         if not self._weights:
             return None
-        return self._ring.get_node(to_hex(key))
+        found = self._owners.get(key)
+        if found is None:
+            found = self._ring.get_node(to_hex(key))
+            if len(self._owners) >= OWNERS_REMEMBERED:
+                del self._owners[next(iter(self._owners))]
+            self._owners[key] = found
+        return found
 
     def walk(self, key: int) -> Iterator[str]:
         """Distinct members clockwise from ``key``: the owner first, then the failover order."""
@@ -78,8 +91,11 @@ class Ring:
         When every remaining node is at capacity, the first remaining one takes it: bounded
         loads spreads load, it does not refuse work (the nodes' own queues do that).
         """
-        fallback = None
         total = sum(loads.get(n, 0) for n in self._weights) + 1  # once per item, not per candidate
+        owner = self.owner(key)
+        if owner is not None and owner not in exclude and loads.get(owner, 0) + 1 <= self._capacity(owner, total):
+            return owner  # the common case, without walking the ring
+        fallback = None
         for node in self.walk(key):
             if node in exclude:
                 continue

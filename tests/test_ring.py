@@ -124,3 +124,13 @@ def test_the_ring_places_fixed_keys_where_every_earlier_version_did():
     many = [rng.getrandbits(64) for _ in range(5000)]
     owners_digest = hashlib.sha256(",".join(ring.owner(k) or "" for k in many).encode()).hexdigest()
     assert owners_digest == GOLDEN_OWNERS_SHA256
+
+
+def test_the_remembered_owners_follow_the_members():
+    """Owners are remembered per key; a change of members must forget them, or keys would stay on a gone node."""
+    ring = Ring({f"n{i}": 1 for i in range(4)})
+    before = owners(ring)
+    ring.set_members({f"n{i}": 1 for i in range(4) if i != 1})
+    assert owners(ring) == owners(Ring({f"n{i}": 1 for i in range(4) if i != 1}))
+    assert "n1" not in set(owners(ring).values()) and "n1" in set(before.values())
+    assert all(ring.place(k, {}) == ring.owner(k) for k in KEYS[:200])
