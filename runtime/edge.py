@@ -71,6 +71,10 @@ class Admission:
         self._on_refuse()
         return f"{self.who} has {self.inflight} items in flight (limit {self.limit}); {self.advice}"
 
+    @property
+    def full(self) -> bool:
+        return self.inflight >= self.limit
+
     def leave(self) -> None:
         self.inflight -= 1
 
@@ -103,6 +107,10 @@ class ItemEdge(pb_grpc.InferenceServicer):
         """Answer one admitted item; raise a ``ServiceError`` (or anything, a bug) to fail it alone."""
         raise NotImplementedError
 
+    def answer_now(self, request: pb.ImageRequest, method: Method) -> Reply | None:
+        """The item's reply when it can be had without waiting (a node's L1 hit), else None; must not raise."""
+        return None
+
     def answered(self, method: Method, reply: Reply, seconds: float) -> None:
         """Told of every item's reply, refusals included, with the seconds it took (metrics)."""
 
@@ -134,6 +142,21 @@ class ItemEdge(pb_grpc.InferenceServicer):
         self.answered(method, reply, time.perf_counter() - started)
         return reply
 
+    def item_now(self, request: pb.ImageRequest, method: Method) -> Reply | None:
+        """``item``'s reply when ``answer_now`` has it: in the turn that read the item, with no task of its own
+        (a task and its scheduling are most of what an L1 hit costs a node); None, and ``item`` answers it."""
+        if self.tracing or self.admission.full:
+            return None
+        started = time.perf_counter()
+        self.admission.enter()
+        try:
+            reply = self.answer_now(request, method)
+        finally:
+            self.admission.leave()
+        if reply is not None:
+            self.answered(method, reply, time.perf_counter() - started)
+        return reply
+
     async def _traced(self, request: pb.ImageRequest, method: Method, parent: Context | None,
                       deadline: float | None) -> Reply:
         # An item multiplexed by a router carries its own trace context; a direct call's is the call's.
@@ -161,21 +184,25 @@ class ItemEdge(pb_grpc.InferenceServicer):
         return functools.partial(self.item, method=method, parent=tracecontext.extract_metadata(context),
                                  deadline=call_deadline(context))
 
+    def _now(self, method: Method) -> Any:
+        return functools.partial(self.item_now, method=method)
+
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
-        async for reply in self.streams.serve(request_iterator, context, self._handler(EXTRACT, context), EXTRACT.reply):
+        async for reply in self.streams.serve(request_iterator, context, self._handler(EXTRACT, context), EXTRACT.reply,
+                                              self._now(EXTRACT)):
             yield reply
 
     async def Classify(self, request_iterator, context) -> AsyncIterator[pb.ClassifyReply]:
         async for reply in self.streams.serve(request_iterator, context, self._handler(CLASSIFY, context),
-                                              CLASSIFY.reply):
+                                              CLASSIFY.reply, self._now(CLASSIFY)):
             yield reply
 
     async def ExtractFrames(self, request_iterator, context) -> AsyncIterator[pb.ExtractFrame]:
         async for frame in self.streams.serve_frames(request_iterator, context, self._handler(EXTRACT, context),
-                                                     EXTRACT.reply, EXTRACT.frame):
+                                                     EXTRACT.reply, EXTRACT.frame, self._now(EXTRACT)):
             yield frame
 
     async def ClassifyFrames(self, request_iterator, context) -> AsyncIterator[pb.ClassifyFrame]:
         async for frame in self.streams.serve_frames(request_iterator, context, self._handler(CLASSIFY, context),
-                                                     CLASSIFY.reply, CLASSIFY.frame):
+                                                     CLASSIFY.reply, CLASSIFY.frame, self._now(CLASSIFY)):
             yield frame

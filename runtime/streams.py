@@ -42,18 +42,23 @@ class _Stream:
         return self._reader_done and self._outstanding == 0
 
     def start(self, messages: AsyncIterator[Any], items_of: Callable[[Any], Iterable[Any]],
-              admit: Callable[[Any], Awaitable[Any]]) -> None:
-        """Read ``messages`` in a task of its own, answering each item with ``admit(item)`` concurrently."""
-        self.reader = asyncio.ensure_future(self._read(messages, items_of, admit))
+              admit: Callable[[Any], Awaitable[Any]], now: Callable[[Any], Any | None]) -> None:
+        """Read ``messages`` in a task of its own, answering each item with ``now(item)`` when it has the reply at
+        once, else with ``admit(item)``, concurrently."""
+        self.reader = asyncio.ensure_future(self._read(messages, items_of, admit, now))
         # Told however the reader ends, even cancelled by a drain before its first step (when a
         # ``finally`` inside it would never run and the stream would wait out the whole grace).
         self.reader.add_done_callback(lambda _reader: self._ready.put_nowait(_READER_DONE))
 
     async def _read(self, messages: AsyncIterator[Any], items_of: Callable[[Any], Iterable[Any]],
-                    admit: Callable[[Any], Awaitable[Any]]) -> None:
+                    admit: Callable[[Any], Awaitable[Any]], now: Callable[[Any], Any | None]) -> None:
         async for message in messages:
             for request in items_of(message):  # no await inside: a frame is admitted whole or not at all
                 self._outstanding += 1
+                reply = now(request)
+                if reply is not None:  # answered in this turn: no task, no scheduling
+                    self._ready.put_nowait(reply)
+                    continue
                 task = asyncio.ensure_future(admit(request))
                 self._answering.add(task)
                 task.add_done_callback(self._answered)
@@ -108,7 +113,8 @@ class ItemStreams:
         return len(self._streams)
 
     async def serve(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext,
-                    handle: Callable[[Any], Awaitable[Any]], reply_type: type) -> AsyncIterator[Any]:
+                    handle: Callable[[Any], Awaitable[Any]], reply_type: type,
+                    now: Callable[[Any], Any | None] | None = None) -> AsyncIterator[Any]:
         """Yield ``await handle(item)`` for every item read, as each completes.
 
         Args:
@@ -116,32 +122,36 @@ class ItemStreams:
             context: the call's context, for aborting and the final status.
             handle: answers one item; whatever it raises becomes that item's INTERNAL reply.
             reply_type: the reply message type, for those INTERNAL replies.
+            now: the item's reply if it can be had without waiting, else None (then ``handle`` answers it);
+                it must not raise.
         """
-        async for replies in self._answers(requests, context, handle, reply_type, lambda request: (request,)):
+        async for replies in self._answers(requests, context, handle, reply_type, lambda request: (request,), now):
             for reply in replies:
                 yield reply
 
     async def serve_frames(self, frames: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                            handle: Callable[[Any], Awaitable[Any]], reply_type: type,
-                           frame_type: type) -> AsyncIterator[Any]:
+                           frame_type: type, now: Callable[[Any], Any | None] | None = None) -> AsyncIterator[Any]:
         """As ``serve``, many items per message each way: every reply ready at once leaves in one frame.
 
         Args:
             frames: the call's request stream of frames, each with ``items``.
             frame_type: the reply frame message type (its ``items`` are ``reply_type``).
         """
-        async for replies in self._answers(frames, context, handle, reply_type, lambda frame: frame.items):
+        async for replies in self._answers(frames, context, handle, reply_type, lambda frame: frame.items, now):
             yield frame_type(items=replies)
 
     async def _answers(self, messages: AsyncIterator[Any], context: grpc.aio.ServicerContext,
                        handle: Callable[[Any], Awaitable[Any]], reply_type: type,
-                       items_of: Callable[[Any], Iterable[Any]]) -> AsyncIterator[list[Any]]:
+                       items_of: Callable[[Any], Iterable[Any]],
+                       now: Callable[[Any], Any | None] | None) -> AsyncIterator[list[Any]]:
         """The engine: read every message's items, answer each once, yield the replies ready at each turn."""
         if self.draining:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.who} is draining; send to another server")
         stream = _Stream()
         self._streams.add(stream)
-        stream.start(messages, items_of, lambda request: self._admit(handle, request, reply_type))
+        stream.start(messages, items_of, lambda request: self._admit(handle, request, reply_type),
+                     lambda request: self._now(now, request))
         try:
             while not stream.finished:
                 replies = await stream.turn()
@@ -160,6 +170,21 @@ class ItemStreams:
         """One item read: counted, and its answer to come."""
         self.received += 1
         return self._answer(handle, request, reply_type)
+
+    def _now(self, now: Callable[[Any], Any | None] | None, request: Any) -> Any | None:
+        """The item's reply at once, counted, or None; a ``now`` that raises (a bug) is logged, and the item
+        takes the normal path, which answers it."""
+        if now is None:
+            return None
+        try:
+            reply = now(request)
+        except Exception:
+            log.exception("%s: the immediate answer of item %r failed; answering it the normal way", self.who,
+                          getattr(request, "request_id", "?"))
+            return None
+        if reply is not None:
+            self.received += 1
+        return reply
 
     async def _answer(self, handle: Callable[[Any], Awaitable[Any]], request: Any, reply_type: type) -> Any:
         try:

@@ -126,6 +126,16 @@ class FeatureCache:
         """
         return await self._lookup_exact(slot, digest, kind="digest")
 
+    def hit_now(self, slot: ModelSlot, digest: str) -> Served | None:
+        """The L1 hit for the bytes named ``digest``, or None, without waiting: an item answered in the turn that
+        read it. A miss is not counted here: the item then takes the whole path (``get`` or ``find``), which does."""
+        try:
+            vector = self.l1.get_exact(slot.ns, digest)
+        except CacheMiss:
+            return None
+        self._count("l1", "exact", "hit")
+        return Served(vector, pb.SOURCE_L1)
+
     # ---- lookups -------------------------------------------------------------------------
 
     async def _lookup_exact(self, slot: ModelSlot, digest: str, kind: str = "exact") -> Served | None:

@@ -18,7 +18,7 @@ from opentelemetry import trace
 
 from ringserve.contract import tensor
 from ringserve.contract.errors import InvalidRequest, UnknownModel
-from ringserve.contract.fingerprint import DIGEST_BYTES
+from ringserve.contract.fingerprint import DIGEST_BYTES, INLINE_DIGEST_BYTES
 from ringserve.contract.images import check_size
 from ringserve.contract.status import Reply, code_of, source_name
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -72,6 +72,28 @@ class InferenceServicer(ItemEdge):
             span.set_attribute("ringserve.source", source_name(reply.provenance.source))
         return reply
 
+    def answer_now(self, request: pb.ImageRequest, method: Method) -> Reply | None:
+        """An Extract item whose feature is in L1, answered without waiting (most of a busy node's items, by
+        image or by digest); None for anything else, or anything that might fail: ``answer`` does all of that."""
+        if method is not EXTRACT or request.cache_policy.mode == pb.CACHE_MODE_BYPASS:
+            return None
+        slot = self.slots.get(request.model or self.default_model)
+        if slot is None or request.cache_policy.max_distance > self.policy.max_radius:
+            return None
+        image = request.image
+        if image:
+            if len(image) > self.limits.images.max_bytes or len(image) >= INLINE_DIGEST_BYTES:
+                return None  # refused, or hashed off the loop: not in this turn
+            name = keys.exact_digest(image)
+        elif request.HasField("digest") and len(request.digest.blake3_128) == DIGEST_BYTES:
+            if not self.policy.digest_lookups:
+                return None
+            name = keys.named(request.digest.blake3_128, request.digest.size_bytes)
+        else:
+            return None
+        served = self.cache.hit_now(slot, name)
+        return None if served is None else self._extract_reply(request, slot, served)
+
     def answered(self, method: Method, reply: Reply, seconds: float) -> None:
         if reply.status.code != 0:
             source = "none"
@@ -98,6 +120,9 @@ class InferenceServicer(ItemEdge):
         served = await self._feature(request, slot)
         if served is None:
             return pb.ExtractReply(request_id=request.request_id, status=pb.ItemStatus(code=0), image_required=True)
+        return self._extract_reply(request, slot, served)
+
+    def _extract_reply(self, request: pb.ImageRequest, slot: ModelSlot, served: Served) -> pb.ExtractReply:
         return pb.ExtractReply(
             request_id=request.request_id,
             status=pb.ItemStatus(code=0),

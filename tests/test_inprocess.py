@@ -554,3 +554,26 @@ async def test_a_search_call_ends_by_its_deadline_however_many_retries_it_may_us
         assert len(tries) >= 3  # it did send again while there was time
     finally:
         await server.stop(None)
+
+
+async def test_an_l1_hit_is_answered_in_the_turn_that_read_it_and_a_miss_takes_the_whole_path():
+    """A busy node's commonest item, an Extract L1 hit (by image or by digest), costs no task of its own."""
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    images = [jpeg(i) for i in range(6)]
+    async with serving(node) as target:
+        first = await extract(target, images[:4])
+        assert all(r.provenance.source == pb.SOURCE_COMPUTED for r in first.values())
+        real = node.item
+        awaited: list[str] = []
+
+        async def item(request, **kwargs):
+            awaited.append(request.request_id)
+            return await real(request, **kwargs)
+
+        node.item = item
+        again = await extract(target, images)  # four hits, two misses
+    assert [again[str(i)].provenance.source for i in range(6)] == [pb.SOURCE_L1] * 4 + [pb.SOURCE_COMPUTED] * 2
+    assert sorted(awaited) == ["4", "5"]  # only the misses went through item's task
+    assert all(again[str(i)].feature.data == first[str(i)].feature.data for i in range(4))
+    assert node.admission.inflight == 0 and node.streams.received == 10
