@@ -17,6 +17,7 @@ from pathlib import Path
 from ringserve.contract.flags import Flags, setting
 from ringserve.contract.images import ImageLimits
 from ringserve.router.health import HealthConfig
+from ringserve.router.hedging import HedgingConfig
 from ringserve.router.membership.base import Member, parse_members
 from ringserve.router.placement import PlacementPolicy
 from ringserve.router.retry import RetryConfig
@@ -102,6 +103,7 @@ class RouterConfig:
         "max_attempts": "nodes an overloaded item is offered to before RESOURCE_EXHAUSTED reaches the caller",
         "reserve_share": "share of the caller's time kept back, so the reply beats the caller's deadline",
         "reserve_max_s": "most seconds kept back"})
+    hedge: HedgingConfig = setting(HedgingConfig(), prefix="hedge-", group="per-try bound and hedging")
     health: HealthConfig = setting(HealthConfig(), group="health", about={
         "failures_to_eject": "failed forwards in a row that eject a node",
         "base_ejection_s": "seconds a failing node stays ejected, doubled per repeat",

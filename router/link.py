@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -42,8 +43,10 @@ class _MethodStream:
     copied once and never re-encoded.
     """
 
-    def __init__(self, rpc: grpc.aio.StreamStreamMultiCallable, node: str, method: str, framed: bool) -> None:
+    def __init__(self, rpc: grpc.aio.StreamStreamMultiCallable, node: str, method: str, framed: bool,
+                 heard: Callable[[], None] = lambda: None) -> None:
         self.node = node
+        self._heard = heard  # told whenever the node says anything on this call: replies, or its end
         self.method = method
         self.framed = framed
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -89,10 +92,12 @@ class _MethodStream:
         try:
             if self.framed:  # every item queued when the call can send leaves in one frame
                 async for frame in rpc(frames.pack(self._items(), ready=lambda: not self._queue.empty())):
+                    self._heard()
                     for reply in frame.items:
                         self._answered(reply)
             else:
                 async for reply in rpc(frames.singles(self._items())):
+                    self._heard()
                     self._answered(reply)
         except grpc.aio.AioRpcError as exc:
             self._reason = f"{exc.code().name}: {exc.details()}"
@@ -103,6 +108,7 @@ class _MethodStream:
     def _broken(self, task: asyncio.Task) -> None:
         """Fail every item still waiting on the ended call with LinkError, so it can go elsewhere."""
         self.closed = True
+        self._heard()  # a call that ended is news too: the next item opens a fresh one and tests the node again
         reason = self._reason
         if task.cancelled():
             reason = "link closed"
@@ -140,6 +146,28 @@ class NodeLink:
         self.placed = 0
         # Many items per message to this node, until it turns out not to serve frames.
         self.framed = True
+        # When the node last said anything (a reply on any stream, or a stream's end), on the monotonic clock.
+        self.heard_at = time.monotonic()
+        # Done when the node is found stalled (``stall``); a fresh one once it is heard again.
+        self.stall_signal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    @property
+    def stalled(self) -> bool:
+        """Found silent with items on it (``hedging.py``): no item is placed here until it is heard again."""
+        return self.stall_signal.done()
+
+    def stall(self) -> None:
+        """The node answered nothing since an item's per-try bound began: wake every item waiting on it."""
+        if not self.stalled:
+            log.warning("%s answered nothing for %.2f s with %d items on it: stalled, its items go elsewhere",
+                        self.member.name, time.monotonic() - self.heard_at, self.inflight)
+            self.stall_signal.set_result(None)
+
+    def _heard(self) -> None:
+        self.heard_at = time.monotonic()
+        if self.stalled:
+            log.info("%s answers again: no longer stalled", self.member.name)
+            self.stall_signal = asyncio.get_running_loop().create_future()
 
     @property
     def inflight(self) -> int:
@@ -158,7 +186,8 @@ class NodeLink:
             if stream is not None and stream.unimplemented and stream.framed:
                 log.warning("%s serves no frames; one item per message from now on", self.member.name)
                 self.framed = False
-            stream = _MethodStream(self._calls[method, self.framed], self.member.name, method, self.framed)
+            stream = _MethodStream(self._calls[method, self.framed], self.member.name, method, self.framed,
+                                   heard=self._heard)
             self._streams[method] = stream
         self.placed += 1
         future = stream.submit(f"r{next(self._ids)}", request, image)

@@ -76,7 +76,8 @@ class Router:
         self.pool = ThreadPoolExecutor(max_workers=config.hash_workers, thread_name_prefix="phash")
         tracer = self.tracer_provider.get_tracer("ringserve.router") if self.tracer_provider else None
         self.servicer = RouterServicer(config.router_id, self.registry, config.placement, config.retry, config.limits,
-                                       self.pool, self.metrics, tracer, fingerprint_memo=config.fingerprint_memo)
+                                       self.pool, self.metrics, tracer, fingerprint_memo=config.fingerprint_memo,
+                                       hedging=config.hedge)
         self.search: SearchServicer | None = None
         if config.search.redis_url:
             # One re-send on a broken connection: every store call is safe to repeat (a put of the same

@@ -1,4 +1,4 @@
-"""The router's metrics: placement per node, in-flight, retries, ejections, ring membership."""
+"""The router's metrics: placement per node, in-flight, retries, hedges, ejections, ring membership."""
 
 from __future__ import annotations
 
@@ -19,6 +19,13 @@ class RouterMetrics:
         self.placed = Tally(meter, "ringserve.router.placed", "Items sent to each node", {"router": router_id}, ("node",))
         self.retries = meter.create_counter("ringserve.router.retries", description="Items re-sent to another node")
         self.errors = meter.create_counter("ringserve.router.errors", description="Items the router answered with an error")
+        # Hedges (``hedging.py``): sent to a node, by why (a late try, or a stalled node); won, by the node whose
+        # answer came first; refused by the hedge budget, by the late node.
+        self.hedges = meter.create_counter("ringserve.router.hedges", description="Second tries sent to another node")
+        self.hedges_won = meter.create_counter("ringserve.router.hedges_won",
+                                               description="Items answered first by a hedged try")
+        self.hedges_denied = meter.create_counter("ringserve.router.hedges_denied",
+                                                  description="Late tries not hedged: the hedge budget was spent")
         self.ejections = meter.create_counter("ringserve.router.ejections", description="Outlier ejections per node")
         self._meter = meter
 

@@ -1,4 +1,4 @@
-"""The router's one table of nodes: for each member, its address, its health, its link and its load.
+"""The router's one table of nodes: for each member, its address, its health, its link, its load and latency.
 
 Membership reaches it through ``update`` alone (Ray Serve's request router keeps its
 replicas behind ``update_replicas`` the same way): a new member gets a link and a
@@ -8,8 +8,10 @@ entries here. The ring is derived from this table and nothing else: whenever a m
 joins, leaves, or its health puts it on or off the ring, ``_refresh`` sets the ring's
 members to the entries on the ring, in the same loop turn, so a name the ring gives
 always has an entry here. ``pick`` asks the placement policy among those entries,
-with the loads of their links. The registry also holds the items that wait for a node
-to have room: each answer from any node wakes the longest-waiting one.
+with the loads of their links, passing over a node found stalled until it answers
+again. Each entry also keeps the node's recent latency (``latency.py``). The
+registry also holds the items that wait for a node to have room: each answer from
+any node wakes the longest-waiting one.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ringserve.router import placement as placement_policies
 from ringserve.router.health import HealthConfig, HealthTracker, NodeHealth
+from ringserve.router.latency import NodeLatency
 from ringserve.router.link import NodeLink
 from ringserve.router.membership.base import Member
 from ringserve.router.placement import PlacementPolicy
@@ -37,6 +40,8 @@ class Node:
     member: Member
     health: NodeHealth
     link: NodeLink
+    # Its recent answer times by kind of item: its per-try bounds (``latency.py``).
+    latency: NodeLatency = field(default_factory=NodeLatency)
 
     @property
     def name(self) -> str:
@@ -119,8 +124,9 @@ class Registry:
 
     def pick(self, key: int, exclude: Collection[str], limit: int) -> Node | None:
         """The node for the item with placement ``key``: on the ring, not in ``exclude``, holding fewer than
-        ``limit`` of this router's items; None when there is none (``busy`` says whether waiting would help)."""
-        full = {name for name, node in self.nodes.items() if node.link.inflight >= limit}
+        ``limit`` of this router's items and not stalled (``hedging.py``); None when there is none (``busy`` says
+        whether waiting would help)."""
+        full = {name for name, node in self.nodes.items() if node.link.inflight >= limit or node.link.stalled}
         name = self.placement.pick(key, self.loads(), {*exclude, *full})
         return None if name is None else self.nodes[name]
 

@@ -2,9 +2,12 @@
 
 An item's path: its placement key (the caller's pHash hint, or the pHash the
 router computes off the event loop) -> the ring with bounded loads -> that
-node's long-lived stream -> on a broken link or UNAVAILABLE, the next distinct
-node, then new rounds over the members as they are now, with backoff, until the
-caller's deadline (``retry.py``) -> the reply, with the caller's request id.
+node's long-lived stream -> past the try's per-try bound (the node's recent
+latency for this kind of item, ``latency.py``), a hedged try on the next node,
+the first answer winning (``hedging.py``) -> on a broken link or UNAVAILABLE, the
+next distinct node, then new rounds over the members as they are now, with
+backoff, until the caller's deadline (``retry.py``) -> the reply, with the
+caller's request id.
 Every item gets exactly one reply: a node's answer, RESOURCE_EXHAUSTED when
 every node it was offered to is full, or, when time runs out, DEADLINE_EXCEEDED
 (or UNAVAILABLE after the router's retry budget) naming the nodes tried.
@@ -14,7 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 import grpc
 from opentelemetry import trace
@@ -28,6 +34,9 @@ from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.router.config import PlacementConfig
 from ringserve.router.health import HealthTracker
+from ringserve.router.hedging import HedgeBudget, HedgingConfig, Race, Try
+from ringserve.router.kinds import Kind, RecentKeys, kind_of
+from ringserve.router.latency import LatencyTracker
 from ringserve.router.link import LinkError
 from ringserve.router.metrics import RouterMetrics
 from ringserve.router.registry import Node, Registry
@@ -40,12 +49,24 @@ UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
 
 
+@dataclass(slots=True)
+class _Item:
+    """One item on its way to a node: what every try of it needs."""
+
+    key: int
+    kind: Kind
+    method: Method
+    request: pb.ImageRequest  # without its image, which travels beside it
+    image: bytes
+    deadline: float | None
+
+
 class RouterServicer(ItemEdge):
     """Places every item on a node and answers it once; see the module docstring for the path."""
 
     def __init__(self, router_id: str, registry: Registry, config: PlacementConfig, retry: RetryConfig,
                  limits: ImageLimits, pool: Executor, metrics: RouterMetrics, tracer: trace.Tracer | None = None,
-                 fingerprint_memo: int = 65_536) -> None:
+                 fingerprint_memo: int = 65_536, hedging: HedgingConfig = HedgingConfig()) -> None:
         who = f"router {router_id}"
         admission = Admission(who, config.max_inflight, "back off and retry",
                               on_refuse=lambda: metrics.errors.add(1, {"reason": "router_overloaded"}))
@@ -59,7 +80,11 @@ class RouterServicer(ItemEdge):
         self.limits = limits
         self.pool = pool
         self.metrics = metrics
+        self.hedging = hedging
         # state
+        self.latency = LatencyTracker(hedging)
+        self.budget = HedgeBudget(hedging.budget_share, hedging.budget_burst)
+        self.recent = RecentKeys(hedging.recent_keys)
         # A repeated image without a hint costs a digest here, not a decode.
         self.fingerprints = fingerprint.Memo(fingerprint_memo)
         self._fingerprinting: Group[fingerprint.Fingerprint] = Group()
@@ -134,9 +159,11 @@ class RouterServicer(ItemEdge):
     async def _forward(self, request: pb.ImageRequest, method: Method, deadline: float | None,
                        span: trace.Span | None) -> Reply:
         key = await self.key_of(request)
-        image = self._detach(request, key, span)
+        kind = kind_of(method.rpc, bool(request.image), key in self.recent)
+        item = _Item(key, kind, method, request, self._detach(request, key, span), deadline)
         attempts = Attempts(self.retry, deadline, reason=f"{self.who}: no serving node on the ring; check the "
                             "nodes' health")
+        self.budget.earn()
         reply = None
         while reply is None:
             node = self.registry.pick(key, attempts.excluded, self.config.max_node_inflight)
@@ -145,7 +172,7 @@ class RouterServicer(ItemEdge):
             elif attempts.remaining() <= 0:
                 reply = self._out_of_time(method, request, attempts, attempts.reason)
             else:
-                reply = await self._try(node, method, request, image, attempts, deadline)
+                reply = await self._race(item, node, attempts)
         if span is not None and attempts.tried:
             span.set_attribute("ringserve.node", attempts.tried[-1])
             span.set_attribute("ringserve.attempts", len(attempts.tried))
@@ -180,35 +207,111 @@ class RouterServicer(ItemEdge):
         await asyncio.sleep(pause)
         return None
 
-    async def _try(self, node: Node, method: Method, request: pb.ImageRequest, image: bytes, attempts: Attempts,
-                   deadline: float | None) -> Reply | None:
-        """Send the item to ``node``: the reply for the caller, or None to try the next node."""
-        if deadline is not None:
-            request.timeout_ms = max(1, int(attempts.remaining() * 1000))
-        if attempts.tried:
+    # ---- one round of tries: the first answer wins (``hedging.py``) -------------------------
+
+    async def _race(self, item: _Item, node: Node, attempts: Attempts) -> Reply | None:
+        """Send the item to ``node``, and on to the next node if that try is late or its node stalls: the first
+        answer for the caller, or None to try the next node (every try failed)."""
+        race = Race()
+        try:
+            self._send(item, node, attempts, race)
+            while True:
+                await race.wait(attempts.remaining())
+                finished = race.finished()
+                for done in finished:  # the first that gives the caller a reply wins; the rest are done with
+                    reply = self._settle(item, done, attempts, race)
+                    if reply is not None:
+                        return reply
+                if not race.tries:
+                    return None
+                if attempts.remaining() <= 0:
+                    late = ", ".join(sorted(race.names()))
+                    return self._out_of_time(item.method, item.request, attempts, f"{late} did not answer in time")
+                self._hedge(item, race, attempts)
+        finally:
+            race.abandon()  # the losers, and every try when the caller went away
+
+    def _send(self, item: _Item, node: Node, attempts: Attempts, race: Race, why: str = "") -> None:
+        """Put one try of the item on ``node``'s link; ``why`` names a hedge ("late", "stalled")."""
+        request = item.request
+        if why:  # a second try: its own message, as the first may not be written yet
+            request = pb.ImageRequest()
+            request.CopyFrom(item.request)
+            self.metrics.hedges.add(1, {"node": node.name, "reason": why})
+        elif attempts.tried:
             self.metrics.retries.add(1, {"node": node.name})
+        if item.deadline is not None:
+            request.timeout_ms = max(1, int(attempts.remaining() * 1000))
         attempts.sent(node.name)
         self.metrics.placed.add(node.name)
+        now = time.monotonic()
         try:
-            answer = node.link.send(method.rpc, request, image)
-            # A node that hangs (frozen, partitioned) must not hold the item past the caller's deadline.
-            reply = await (answer if deadline is None else asyncio.wait_for(answer, attempts.remaining()))
-        except TimeoutError:
-            return self._out_of_time(method, request, attempts, f"{node.name} did not answer in time")
-        except LinkError as exc:
-            self.health.failure(node.health, str(exc))
-            attempts.failed(node.name, str(exc))
+            answer = node.link.send(item.method.rpc, request, item.image)
+        except LinkError as exc:  # settled with the others: the item goes elsewhere
+            answer = asyncio.get_running_loop().create_future()
+            answer.set_exception(exc)
+        bound = self.latency.bound(node.latency, item.kind, now) if self.hedging.enabled else math.inf
+        race.add(Try(node, answer, node.link.stall_signal, now, now + bound, why=why))
+
+    def _settle(self, item: _Item, done: Try, attempts: Attempts, race: Race) -> Reply | None:
+        """A try that finished: the reply for the caller, or None when its node could not take the item."""
+        node = done.node
+        try:
+            reply = done.answer.result()
+        except (LinkError, asyncio.CancelledError) as exc:
+            reason = str(exc) or f"{node.name}: the try was cancelled"
+            self.health.failure(node.health, reason)
+            attempts.failed(node.name, reason)
             return None
         if reply.status.code == UNAVAILABLE:
             self.health.failure(node.health, reply.status.message)
             attempts.failed(node.name, reply.status.message)
             return None
         self.health.success(node.health)
-        if reply.status.code != RESOURCE_EXHAUSTED:
-            return reply
-        if attempts.shed_by(node.name, reply):  # offered to as many nodes as it may be: the caller hears it
-            return self._gave_up(reply, attempts, "overloaded")
-        return None  # the next node under bounded loads may have room
+        if reply.status.code == RESOURCE_EXHAUSTED:
+            # offered to as many nodes as it may be, and no other try out: the caller hears it
+            shed = attempts.shed_by(node.name, reply)
+            return self._gave_up(reply, attempts, "overloaded") if shed and not race.tries else None
+        if reply.status.code == 0:
+            self._learn(item, done, reply)
+        return reply
+
+    def _learn(self, item: _Item, done: Try, reply: Reply) -> None:
+        """What an answer teaches: its node's latency for its kind, that its key is answered, and who won."""
+        source = reply.provenance.source
+        self.latency.observe(done.node.latency, item.kind.rpc, item.kind.image, source, time.monotonic() - done.sent)
+        if source != pb.SOURCE_UNSPECIFIED:
+            self.recent.add(item.key)
+        if done.why:
+            self.metrics.hedges_won.add(1, {"node": done.node.name, "reason": done.why})
+
+    def _hedge(self, item: _Item, race: Race, attempts: Attempts) -> None:
+        """Act on tries whose bound passed: a silent node is stalled (its items move, free); a late try on a node
+        that answers others is hedged if the budget allows."""
+        late = []
+        for t in race.late(time.monotonic()):
+            t.handled = True
+            if t.node.link.heard_at < t.sent:  # not a word from the node since this try went out
+                t.node.link.stall()  # wakes every item on it: each moves as this one does below
+            else:
+                late.append(t)
+        for t in race.stalled():
+            t.moved = t.handled = True
+            self._hedge_to_next(item, race, attempts, "stalled")
+        for t in late:
+            if not t.moved and self._hedge_to_next(item, race, attempts, "late", budget=True) is False:
+                self.metrics.hedges_denied.add(1, {"node": t.node.name})
+
+    def _hedge_to_next(self, item: _Item, race: Race, attempts: Attempts, why: str, budget: bool = False) -> bool | None:
+        """Send a try to the next node with room; False when the budget refused it, None when no node could
+        take it (the tries out keep their chance)."""
+        node = self.registry.pick(item.key, {*attempts.excluded, *race.names()}, self.config.max_node_inflight)
+        if node is None:
+            return None
+        if budget and not self.budget.take():
+            return False
+        self._send(item, node, attempts, race, why)
+        return True
 
     def _gave_up(self, reply: Reply, attempts: Attempts, why: str) -> Reply:
         """A node's own error reply, passed on with the nodes tried."""

@@ -30,6 +30,7 @@ from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.router.config import PlacementConfig
 from ringserve.router.health import SERVICE as INFERENCE
 from ringserve.router.health import HealthConfig
+from ringserve.router.hedging import HedgingConfig
 from ringserve.router.membership.base import Member
 from ringserve.router.metrics import RouterMetrics
 from ringserve.router.registry import Registry
@@ -207,7 +208,8 @@ async def serving(servicer: InferenceServicer | RouterServicer) -> AsyncIterator
 
 
 async def router_servicer(members: dict[str, str], retry: RetryConfig = RetryConfig(),
-                          placement: PlacementConfig = PlacementConfig()) -> RouterServicer:
+                          placement: PlacementConfig = PlacementConfig(),
+                          hedging: HedgingConfig = HedgingConfig()) -> RouterServicer:
     """A router's servicer over ``members`` (name -> target of a servicer run by ``serving``), once each is on
     its ring (their health services say SERVING); close it with ``await servicer.registry.close()``.
     """
@@ -216,7 +218,7 @@ async def router_servicer(members: dict[str, str], retry: RetryConfig = RetryCon
     registry.update([Member(name, target) for name, target in members.items()])
     await wait_until(lambda: len(registry.ring) == len(members))
     return RouterServicer("fake-router", registry, placement, retry, ImageLimits(), ThreadPoolExecutor(2),
-                          RouterMetrics(meter_provider(), "fake-router"))
+                          RouterMetrics(meter_provider(), "fake-router"), hedging=hedging)
 
 
 async def extract(target: str, images: Sequence[bytes], ids: Sequence[str] | None = None,
