@@ -66,7 +66,11 @@ class InferenceServicer(ItemEdge):
                      span: trace.Span | None) -> Reply:
         """One item; a node's deadline is the item's own ``timeout_ms`` (a router sets it from its caller's)."""
         work = self._extract(request) if method is EXTRACT else self._classify(request)
-        reply = await (asyncio.wait_for(work, request.timeout_ms / 1000) if request.timeout_ms else work)
+        if request.timeout_ms:  # a timer on this item's own task, not a second task per item as wait_for makes
+            async with asyncio.timeout(request.timeout_ms / 1000):
+                reply = await work
+        else:
+            reply = await work
         if span is not None:
             span.set_attribute("ringserve.node", self.node_id)
             span.set_attribute("ringserve.source", source_name(reply.provenance.source))
