@@ -378,3 +378,28 @@ def test_avif_and_heic_are_served_end_to_end_and_a_header_that_lies_is_refused(c
         reply = extract_one(pb_grpc.InferenceStub(channel), lying, mode=pb.CACHE_MODE_EXACT)
     assert reply.status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
     assert "60000x60000 pixels is over the limit" in reply.status.message
+
+
+def test_a_node_frozen_under_load_holds_no_item_for_long_and_loses_or_duplicates_nothing(cluster):
+    import signal
+
+    from ringserve.local.load import LoadGenerator
+
+    c = cluster(3)
+    images = [jpeg(9700 + i) for i in range(90)]
+    load = LoadGenerator(c.router.target, images, streams=4, window=8).start()
+    time.sleep(4.0)  # every image computed once, then mostly hits: the router has learnt the nodes' latency
+    frozen_at = time.monotonic()
+    c.nodes["node-1"].signal(signal.SIGSTOP)  # alive to TCP and to its health watch, answering nothing
+    try:
+        time.sleep(4.0)
+    finally:
+        c.nodes["node-1"].signal(signal.SIGCONT)
+    time.sleep(1.0)
+    report = load.stop()
+    assert report.stream_errors == [] and report.lost == 0 and report.duplicates == 0
+    assert report.failed == 0, report.codes()
+    during = [o for o in report.outcomes if o.sent >= frozen_at]
+    assert during and report.latency_ms(100, frozen_at) < 1500, report.summary()  # not the 4 s freeze
+    assert c.router.metric("ringserve_router_hedges_total", reason="stalled") >= 1
+    assert any(o.node == "node-1" for o in report.outcomes if o.sent < frozen_at)  # it had its share before
