@@ -12,7 +12,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -50,16 +50,27 @@ def _count(name: str, lowest: int, highest: int | None = None, unit: str = "") -
 
 # Old spellings of the shared flags, still read (with a warning) so that scripts written for them keep working.
 RENAMED = {"--timeout": "--timeout-s", "--cache": "--cache-mode", "--no-hint": "--no-hints"}
-# The flags every subcommand shares: ClientConfig's fields, each also RINGSERVE_<FLAG> in the environment.
-CLIENT_FLAGS = Flags(ClientConfig, "RINGSERVE_", "connection and call", RENAMED)
+# The flags every subcommand shares: ClientConfig's fields, each also RINGSERVE_CLIENT_<FLAG> in the environment:
+# a prefix of its own, so that a shell's client settings never reach a node started from it, nor a node pod's
+# settings the command run inside it. RINGSERVE_TARGET, the client's one variable before, still sets --target.
+CLIENT_FLAGS = Flags(ClientConfig, "RINGSERVE_CLIENT_", "connection and call", RENAMED)
+TARGET_VARIABLE = "RINGSERVE_TARGET"
+
+
+def client_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` with RINGSERVE_TARGET read as RINGSERVE_CLIENT_TARGET where that is unset."""
+    found = dict(environ)
+    if TARGET_VARIABLE in found:
+        found.setdefault("RINGSERVE_CLIENT_TARGET", found[TARGET_VARIABLE])
+    return found
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="ringserve",
         description="Send images to a ringserve router or node. Each subcommand's shared flags (--target, "
-        "--timeout-s, ...) can also be set as RINGSERVE_<FLAG> in the environment (RINGSERVE_TARGET); the "
-        "command line wins.",
+        "--timeout-s, ...) can also be set as RINGSERVE_CLIENT_<FLAG> in the environment (--target also as "
+        "RINGSERVE_TARGET); the command line wins.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_extract, _classify, _batch_args, _index_args, _search_args, _delete_args):
@@ -144,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(CLIENT_FLAGS.upgrade(sys.argv[1:] if argv is None else argv, parser.prog))
     try:
-        return _run(a, CLIENT_FLAGS.read(parser, a, os.environ))
+        return _run(a, CLIENT_FLAGS.read(parser, a, client_environment(os.environ)))
     except InvalidArgument as exc:  # checked by the client before any call: the caller's to fix
         print(f"ringserve {a.command}: {exc.message}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """The client's settings: one dataclass, passed to every call it makes; its fields are also the ``ringserve``
-command's shared flags (``contract.flags``: ``timeout_s`` is ``--timeout-s`` and ``RINGSERVE_TIMEOUT_S``)."""
+command's shared flags (``contract.flags``: ``timeout_s`` is ``--timeout-s`` and ``RINGSERVE_CLIENT_TIMEOUT_S``)."""
 
 from __future__ import annotations
 

@@ -105,6 +105,11 @@ class Flags(Generic[T]):
         if stale := sorted(new for new in self.renamed.values() if new not in known):
             raise TypeError(f"{cls.__name__}: renamed to flags that do not exist: {stale}")
 
+    @property
+    def environment(self) -> set[str]:
+        """Every environment variable these flags read, old spellings included."""
+        return {f.env for f in self.flags} | {_env(self.env_prefix, old) for old in self.renamed}
+
     def add_to(self, parser: argparse.ArgumentParser) -> None:
         """Add every flag to ``parser``, one argument group per nested config."""
         groups: dict[str, Any] = {}

@@ -268,5 +268,5 @@ def test_the_threshold_is_a_flag_with_sizes_and_empty_for_never():
     parser = build_parser()
     read = [CLIENT_FLAGS.read(parser, parser.parse_args(["models", *argv]), env).digest_first_min_bytes
             for argv, env in ((["--digest-first-min-bytes", "64K"], {}), ([], {}),
-                              ([], {"RINGSERVE_DIGEST_FIRST_MIN_BYTES": ""}))]
+                              ([], {"RINGSERVE_CLIENT_DIGEST_FIRST_MIN_BYTES": ""}))]
     assert read == [65536, DIGEST_FIRST_MIN_BYTES, None]

@@ -172,3 +172,25 @@ def test_every_field_of_a_component_config_is_a_flag(component):
     walk(root, ())
     assert len({f.option for f in flags.flags}) == len(flags.flags)
     assert not [f.option for f in flags.flags if not f.help], "declare help with setting(help=...) or about={...}"
+
+
+def test_no_two_components_read_one_environment_variable():
+    """A shell that sets the client's variables starts nodes and routers that must not read them (and a node pod's
+    settings must not steer the client run inside it): old spellings included."""
+    from ringserve.client.cli import CLIENT_FLAGS
+    from ringserve.router.config import FLAGS as ROUTER_FLAGS
+    from ringserve.server.config import flags as node_flags
+
+    client, node, router = CLIENT_FLAGS.environment, node_flags().environment, ROUTER_FLAGS.environment
+    assert not client & node and not client & router and not node & router
+    assert "RINGSERVE_CLIENT_TARGET" in client and "RINGSERVE_CACHE_MODE" in node  # the rule sees both sides
+
+
+def test_ringserve_target_still_sets_the_clients_target():
+    from ringserve.client.cli import CLIENT_FLAGS, build_parser, client_environment
+
+    parser = build_parser()
+    args = parser.parse_args(["models"])
+    assert CLIENT_FLAGS.read(parser, args, client_environment({"RINGSERVE_TARGET": "h:1"})).target == "h:1"
+    both = {"RINGSERVE_TARGET": "h:1", "RINGSERVE_CLIENT_TARGET": "h:2"}
+    assert CLIENT_FLAGS.read(parser, args, client_environment(both)).target == "h:2"
