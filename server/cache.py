@@ -116,6 +116,9 @@ class FeatureCache:
         served, shared = await self._loads.do((slot.ns, digest), lambda: self._load(slot, digest, prepared, perceptual))
         if shared:
             self.metrics.singleflight.add(1, self.metrics.attrs())
+            if perceptual and prepared.phash is not None:
+                # The flight was another item's, which may not have asked for perceptual reuse: this one did.
+                self.l2.point(slot.ns, digest, prepared.phash)
         return replace(served, low_information=prepared.fingerprint.low_information)
 
     async def find(self, slot: ModelSlot, digest: str) -> Served | None:
@@ -126,14 +129,15 @@ class FeatureCache:
         """
         return await self._lookup_exact(slot, digest, kind="digest")
 
-    def hit_now(self, slot: ModelSlot, digest: str) -> Served | None:
+    def hit_now(self, slot: ModelSlot, digest: str, kind: str) -> Served | None:
         """The L1 hit for the bytes named ``digest``, or None, without waiting: an item answered in the turn that
-        read it. A miss is not counted here: the item then takes the whole path (``get`` or ``find``), which does."""
+        read it, counted as ``kind`` of lookup ("exact", or "digest" for a digest-only item). A miss is not counted
+        here: the item then takes the whole path (``get`` or ``find``), which does."""
         try:
             vector = self.l1.get_exact(slot.ns, digest)
         except CacheMiss:
             return None
-        self._count("l1", "exact", "hit")
+        self._count("l1", kind, "hit")
         return Served(vector, pb.SOURCE_L1)
 
     # ---- lookups -------------------------------------------------------------------------

@@ -158,10 +158,15 @@ class L2:
         """Queue a computed feature's writes: the feature once, under its exact key; and, where ``perceptual``
         (the deployment or this item uses perceptual reuse) and ``phash`` is given (an image whose pHash
         means something), its fingerprint pointing to that key, and the fingerprint's index entries."""
-        blob = codec.encode(vector, version)
+        queued = self.write([(ns.exact(digest), codec.encode(vector, version))])
         if phash is None or not perceptual:
-            return self.write([(ns.exact(digest), blob)])
-        queued = self.write([(ns.exact(digest), blob), (ns.perceptual(phash), digest.encode())])
+            return queued
+        return self.point(ns, digest, phash) and queued
+
+    def point(self, ns: Namespace, digest: str, phash: int) -> bool:
+        """Queue making the feature stored under ``digest`` findable by its fingerprint ``phash``: the pointer
+        and the fingerprint's index entries (idempotent: writing them twice changes nothing)."""
+        queued = self.write([(ns.perceptual(phash), digest.encode())])
         return self.add_fingerprint(ns, phash) and queued
 
     def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
@@ -283,6 +288,9 @@ class NoL2:
         return True
 
     def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
+        return True
+
+    def point(self, ns: Namespace, digest: str, phash: int) -> bool:
         return True
 
     def remove_fingerprint(self, ns: Namespace, phash: int) -> bool:

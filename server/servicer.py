@@ -88,14 +88,14 @@ class InferenceServicer(ItemEdge):
         if image:
             if len(image) > self.limits.images.max_bytes or len(image) >= INLINE_DIGEST_BYTES:
                 return None  # refused, or hashed off the loop: not in this turn
-            name = keys.exact_digest(image)
+            name, kind = keys.exact_digest(image), "exact"
         elif request.HasField("digest") and len(request.digest.blake3_128) == DIGEST_BYTES:
             if not self.policy.digest_lookups:
                 return None
-            name = keys.named(request.digest.blake3_128, request.digest.size_bytes)
+            name, kind = keys.named(request.digest.blake3_128, request.digest.size_bytes), "digest"
         else:
             return None
-        served = self.cache.hit_now(slot, name)
+        served = self.cache.hit_now(slot, name, kind)
         return None if served is None else self._extract_reply(request, slot, served)
 
     def answered(self, method: Method, reply: Reply, seconds: float) -> None:

@@ -159,6 +159,7 @@ class MemoryL2:
 
     # The real tier's rule for what a computed feature is written under, over this fake's write and add_fingerprint.
     store = L2.store
+    point = L2.point
 
     def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
         if not self.down:

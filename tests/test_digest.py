@@ -268,3 +268,18 @@ async def test_extract_frames_with_digest_only_items_answer_each_item_on_its_own
     assert required(replies["d3"]) and replies["bad"].status.code == INVALID_ARGUMENT
     assert replies["img"].provenance.source == pb.SOURCE_COMPUTED and cluster.computed == 4
     assert any(framed)
+
+
+async def test_an_l1_hit_answered_in_the_reading_turn_is_counted_by_its_kind():
+    """The stream engine's immediate answer (``item_now``) counts a digest-only hit as a digest lookup, as the
+    whole path does, and a hit by image as an exact one."""
+    node = node_servicer(FakeModel())
+    start_batchers(node)
+    image = jpeg(31)
+    await by_image(node, image)
+    by_name = node.item_now(pb.ImageRequest(request_id="d", digest=digest_of(image)), EXTRACT)
+    again = node.item_now(pb.ImageRequest(request_id="i", image=image), EXTRACT)
+    assert by_name is not None and again is not None and by_name.feature.data == again.feature.data
+    lookups = "ringserve.cache.lookups"
+    assert metric_total(node.metrics.provider, lookups, tier="l1", kind="digest", result="hit") == 1
+    assert metric_total(node.metrics.provider, lookups, tier="l1", kind="exact", result="hit") == 1

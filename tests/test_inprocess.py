@@ -577,3 +577,22 @@ async def test_an_l1_hit_is_answered_in_the_turn_that_read_it_and_a_miss_takes_t
     assert sorted(awaited) == ["4", "5"]  # only the misses went through item's task
     assert all(again[str(i)].feature.data == first[str(i)].feature.data for i in range(4))
     assert node.admission.inflight == 0 and node.streams.received == 10
+
+
+async def test_an_item_that_asks_for_perceptual_reuse_writes_its_fingerprint_though_another_items_flight_computed_it():
+    gate = threading.Event()
+    shared, model = MemoryL2(), FakeModel(gate=gate)
+    node = node_servicer(model, "a", l2=shared)
+    start_batchers(node)
+    image = jpeg(430)
+    try:
+        exact = asyncio.ensure_future(one(node, image))  # the default policy: its flight writes the feature only
+        await asyncio.get_running_loop().run_in_executor(None, model.started.wait, 10)
+        near = asyncio.ensure_future(one(node, image, cache_policy=pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL)))
+        await asyncio.sleep(0.05)  # it joins the flight in progress
+    finally:
+        gate.set()
+    assert (await exact).provenance.source == (await near).provenance.source == pb.SOURCE_COMPUTED
+    assert model.images == 1
+    ns, phash = Namespace(model.name, model.version), fingerprint.of_bytes(image, ImageLimits()).phash
+    assert shared.values[ns.perceptual(phash)] == exact_digest(image).encode() and phash in shared.fingerprints[ns]
