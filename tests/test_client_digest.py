@@ -270,3 +270,21 @@ def test_the_threshold_is_a_flag_with_sizes_and_empty_for_never():
             for argv, env in ((["--digest-first-min-bytes", "64K"], {}), ([], {}),
                               ([], {"RINGSERVE_CLIENT_DIGEST_FIRST_MIN_BYTES": ""}))]
     assert read == [65536, DIGEST_FIRST_MIN_BYTES, None]
+
+
+def test_a_refusal_pauses_digests_for_a_while_not_for_the_clients_life():
+    """An old node met during a roll refuses a digest; once the roll is over the client sends digests again."""
+    from ringserve.client.digests import PAUSE_S, DigestFirst
+    from ringserve.contract.images import BAD_IMAGE
+
+    now = [100.0]
+    first = DigestFirst(64 * 1024, "router:1", clock=lambda: now[0])
+    assert first.wanted(100_000) and not first.wanted(1_000)
+    first.refused("model not found")  # not about the absent image: no pause
+    assert first.wanted(100_000)
+    first.refused(f"{BAD_IMAGE}: cannot identify image file")
+    assert not first.wanted(100_000)
+    now[0] += PAUSE_S - 1
+    assert not first.wanted(100_000)
+    now[0] += 2
+    assert first.wanted(100_000)
