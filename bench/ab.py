@@ -9,7 +9,7 @@ side in a fresh process: a node's item in process, a router's item through its g
 Extract streams end to end (see that file). The sides alternate, and the order flips every
 repetition (AB, BA, AB...), so drift of a shared machine falls on both. Reports each measure's
 median with min-max and the ratio after/before of the medians. Writes
-bench/results/ab.{json,md}.
+bench/results/ab.{json,md}, or ab-NAME.{json,md} with ``--name``.
 """
 
 from __future__ import annotations
@@ -109,12 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--window", type=int, default=32)
+    p.add_argument("--name", default="", help="results go to bench/results/ab-NAME.{json,md}")
     args = p.parse_args(argv)
     meta = report.provenance(argv, module="bench.ab")
     result = run(args)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ab.json").write_text(json.dumps({**meta, **result}, indent=1))
-    (RESULTS / "ab.md").write_text(markdown(meta, result, args))
+    stem = f"ab-{args.name}" if args.name else "ab"
+    (RESULTS / f"{stem}.json").write_text(json.dumps({**meta, **result}, indent=1))
+    (RESULTS / f"{stem}.md").write_text(markdown(meta, result, args))
     print(markdown(meta, result, args))
     return 0
 
