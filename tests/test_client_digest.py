@@ -288,3 +288,23 @@ def test_a_refusal_pauses_digests_for_a_while_not_for_the_clients_life():
     assert not first.wanted(100_000)
     now[0] += 2
     assert first.wanted(100_000)
+
+
+async def test_an_image_sent_digest_first_costs_the_client_no_decode(monkeypatch):
+    """A hit by digest must not pay the decode it saves: its hint comes from the client's memo or not at all (the
+    router places it by the fingerprint it remembers); an image sent with its bytes still gets its hint."""
+    from ringserve.client import inputs
+
+    decoded = []
+    real = inputs.fingerprint.of_bytes
+    monkeypatch.setattr(inputs.fingerprint, "of_bytes", lambda data, *a: decoded.append(len(data)) or real(data, *a))
+    fake = FakeServer()
+    async with serving(fake) as target:
+        async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
+            await c.extract(IMAGES[:4])  # misses: asked for, sent with the image, no hint needed
+            assert decoded == []
+            await c.extract(IMAGES[:4])  # hits by digest
+        assert decoded == [] and fake.items["digest"] == 8 and fake.items["image"] == 4
+        async with AsyncClient(target, digest_first_min_bytes=None, hints=True) as c:
+            await c.extract(IMAGES[4:6])  # with the image: hinted as before
+    assert len(decoded) == 2
