@@ -25,7 +25,7 @@ from PIL import Image
 
 from ringserve.client import digests, errors, resend
 from ringserve.client.config import CACHE_MODES, ClientConfig, check_cache_mode
-from ringserve.client.inputs import ImageInput, identify, to_bytes
+from ringserve.client.inputs import ImageInput, hint, identify, to_bytes
 from ringserve.client.items import ItemCall
 from ringserve.client.outbox import Outbox
 from ringserve.client.results import Classification, Feature
@@ -211,7 +211,7 @@ class AsyncClient:
                 digests.name(request, key, len(datas[i]))
             requests.append(request)
         return ItemCall(requests, {str(i): data for i, data in enumerate(datas)}, self._digests,
-                        named={r.request_id for r in requests if r.HasField("digest")})
+                        named={r.request_id for r in requests if r.HasField("digest")}, hinted=use_hints)
 
     async def _run(self, method: str, images: Sequence[ImageInput], *, top_k: int, model: str | None = None,
                    cache_mode: str | None = None, radius: int | None = None, hints: bool | None = None,
@@ -246,8 +246,13 @@ class AsyncClient:
         outbox = Outbox(items, call.outgoing, self.config.window)
 
         def take(reply: Any) -> None:
-            if call.take(reply, outbox.answered(reply.request_id)):
-                outbox.again(call.pending[reply.request_id])  # asked for its image: it goes now, on this stream
+            if call.take(reply, outbox.answered(reply.request_id)):  # asked for its image: it goes now, on this stream
+                request = call.pending[reply.request_id]
+                if call.hinted and not request.HasField("phash_hint"):
+                    # Its hint was left out to spare a hit the decode; a miss pays it now, in the client's threads.
+                    outbox.again_when(request, _hinted(request, call.images[request.request_id], self._hash_pool, self._hints))
+                else:
+                    outbox.again(request)
 
         carrier: dict[str, str] = {}
         tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
@@ -265,6 +270,13 @@ class AsyncClient:
                     take(reply)
         finally:
             outbox.close()
+
+
+async def _hinted(request: pb.ImageRequest, data: bytes, pool: ThreadPoolExecutor, memo: fingerprint.Memo) -> None:
+    """Set ``request``'s routing hint from ``data`` (decoded in ``pool``, remembered in ``memo``) where it decodes."""
+    phash = await asyncio.get_running_loop().run_in_executor(pool, hint, data, memo)
+    if phash is not None:
+        request.phash_hint = phash
 
 
 def _is_single(images: Any) -> bool:

@@ -29,6 +29,8 @@ class ItemCall:
     digests: DigestFirst
     # Request ids of the items that travel digest-only (their request names their digest).
     named: set[str] = field(default_factory=set)
+    # Whether the call sends routing hints: an item sent digest-only without one gets it before its image goes.
+    hinted: bool = False
     # Request id -> request, for every item without its final answer yet.
     pending: dict[str, pb.ImageRequest] = field(init=False)
     done: dict[str, Any] = field(default_factory=dict)

@@ -9,11 +9,14 @@ for the image), and ends once none does and nothing is left to send.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from ringserve.contract import frames
 from ringserve.contract.v1 import inference_pb2 as pb
+
+log = logging.getLogger("ringserve.client")
 
 
 class Outbox:
@@ -29,6 +32,7 @@ class Outbox:
         self._outgoing = outgoing
         self._window = asyncio.Semaphore(window)
         self._named: set[str] = set()  # sent digest-only on this stream, not answered yet
+        self._preparing: set[asyncio.Task[None]] = set()  # asked for their image, readied before they go again
         self._wake = asyncio.Event()  # something to send, or nothing left to wait for
         self._closed = False
 
@@ -36,7 +40,7 @@ class Outbox:
         """Each item with what goes as its image, once the window has room; ends when nothing can follow."""
         while not self._closed:
             if not (self._again or self._fresh):
-                if not self._named:
+                if not (self._named or self._preparing):
                     return
                 self._wake.clear()
                 await self._wake.wait()
@@ -54,7 +58,7 @@ class Outbox:
         """Whether ``items`` yields its next item, or ends, without waiting (``frames.pack`` closes a frame if not)."""
         if self._again or self._fresh:
             return not self._window.locked()
-        return not self._named
+        return not (self._named or self._preparing)
 
     def answered(self, request_id: str) -> bool:
         """One reply came: its window slot is free. Returns whether its item had gone digest-only."""
@@ -69,8 +73,29 @@ class Outbox:
         self._again.append(request)
         self._wake.set()
 
+    def again_when(self, request: pb.ImageRequest, readied: Awaitable[None]) -> None:
+        """As ``again``, once ``readied`` is done (its hint computed): the stream stays open meanwhile."""
+        async def ready_then_again() -> None:
+            try:
+                await readied
+            finally:  # readied or not (a failure is logged below), the item goes, and is answered
+                if not self._closed:
+                    self.again(request)
+
+        task = asyncio.ensure_future(ready_then_again())
+        self._preparing.add(task)
+        task.add_done_callback(self._prepared)
+
+    def _prepared(self, task: asyncio.Task[None]) -> None:
+        self._preparing.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("readying an item to go again failed; it went as it was", exc_info=task.exception())
+
     def close(self) -> None:
         """The stream ended: stop ``items`` wherever it waits."""
+        for task in list(self._preparing):
+            task.cancel()
         self._closed = True
         self._wake.set()
         self._window.release()

@@ -45,12 +45,14 @@ class FakeServer(pb_grpc.InferenceServicer):
     image_bytes: int = 0
     items: Counter = field(default_factory=Counter)  # "digest" (digest-only), "image"
     streams: int = 0
+    hinted: int = 0  # items that carried a routing hint
 
     def answer(self, request: pb.ImageRequest, reply_type: type) -> object | None:
         """The reply to one item, or None to end the stream (``cut_after_image_required``)."""
         key = (fingerprint.digest(request.image), len(request.image)) if request.image else \
             (request.digest.blake3_128, request.digest.size_bytes)
         self.items["image" if request.image else "digest"] += 1
+        self.hinted += request.HasField("phash_hint")
         self.image_bytes += len(request.image)
         reply = reply_type(request_id=request.request_id, status=pb.ItemStatus(code=OK))
         if key[0] in self.unavailable_once:
@@ -292,7 +294,8 @@ def test_a_refusal_pauses_digests_for_a_while_not_for_the_clients_life():
 
 async def test_an_image_sent_digest_first_costs_the_client_no_decode(monkeypatch):
     """A hit by digest must not pay the decode it saves: its hint comes from the client's memo or not at all (the
-    router places it by the fingerprint it remembers); an image sent with its bytes still gets its hint."""
+    router places it by the fingerprint it remembers); a miss is decoded for its hint when its image is asked for,
+    before the image goes, and an image sent with its bytes gets its hint as before."""
     from ringserve.client import inputs
 
     decoded = []
@@ -301,10 +304,13 @@ async def test_an_image_sent_digest_first_costs_the_client_no_decode(monkeypatch
     fake = FakeServer()
     async with serving(fake) as target:
         async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
-            await c.extract(IMAGES[:4])  # misses: asked for, sent with the image, no hint needed
-            assert decoded == []
-            await c.extract(IMAGES[:4])  # hits by digest
-        assert decoded == [] and fake.items["digest"] == 8 and fake.items["image"] == 4
+            await c.extract(IMAGES[:4])  # misses: each decoded for its hint only once its image is asked for
+            assert len(decoded) == 4 and fake.hinted == 4
+            await c.extract(IMAGES[:4])  # hits by digest, hinted from the memo the misses filled
+            assert len(decoded) == 4 and fake.hinted == 8
+        async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
+            await c.extract(IMAGES[:4])  # hits by a fresh client: no decode, no hint (the router places them)
+        assert len(decoded) == 4 and fake.hinted == 8 and fake.items["digest"] == 12 and fake.items["image"] == 4
         async with AsyncClient(target, digest_first_min_bytes=None, hints=True) as c:
             await c.extract(IMAGES[4:6])  # with the image: hinted as before
-    assert len(decoded) == 2
+    assert len(decoded) == 6
