@@ -87,6 +87,9 @@ class RouterServicer(ItemEdge):
         self.recent = RecentKeys(hedging.recent_keys)
         # A repeated image without a hint costs a digest here, not a decode.
         self.fingerprints = fingerprint.Memo(fingerprint_memo)
+        # Where a caller's hinted item of a digest went: placement only, never a fingerprint (a caller's hint is
+        # never stored, and the Search service stores what ``fingerprints`` says), so a separate memo.
+        self.placements = fingerprint.Memo(fingerprint_memo)
         self._fingerprinting: Group[fingerprint.Fingerprint] = Group()
         self.fingerprinted = 0  # images digested, ever (the Search service's too)
 
@@ -115,14 +118,17 @@ class RouterServicer(ItemEdge):
         those bytes, else by its digest; the node answers it from L2 or with ``image_required``.
         """
         if request.HasField("phash_hint"):
+            if request.HasField("digest"):  # where this digest's later items, sent without a hint, are to go
+                self.placements.remember(request.digest.blake3_128, fingerprint.Fingerprint(request.phash_hint, 0))
             return request.phash_hint
         if not request.image and request.HasField("digest"):
             return self._digest_key(request.digest.blake3_128)
         return (await self.fingerprint_of(request.image)).phash
 
     def _digest_key(self, digest: bytes) -> int:
-        """The key of bytes known only by their BLAKE3-128: the memo's pHash, else one made of the digest."""
-        found = self.fingerprints.get(digest)  # keyed by the same BLAKE3-128 as fingerprint_of's
+        """The key of bytes known only by their BLAKE3-128: where a hinted item of that digest went, else the pHash
+        this router computed for those bytes, else one made of the digest."""
+        found = self.placements.get(digest) or self.fingerprints.get(digest)  # both keyed by the BLAKE3-128
         return found.phash if found is not None else int.from_bytes(digest[:8], "big")
 
     async def fingerprint_of(self, data: bytes) -> fingerprint.Fingerprint:

@@ -250,6 +250,22 @@ async def test_a_digest_only_item_without_a_hint_follows_the_routers_memo_of_the
     assert (sent, resent) == (3, 0)  # image_required is no failure: each item sent once, none again
 
 
+async def test_a_digest_only_item_without_a_hint_goes_where_a_hinted_item_of_that_digest_went():
+    """A client that sent an image with its hint and its digest (a miss it was asked to send) teaches the router
+    where that digest's later items, sent by digest alone and without a hint, are to go; for placement only."""
+    async with Cluster() as cluster:
+        image = placed_apart(cluster.router, phash, range(300, 400))
+        hint = phash(image)
+        owner = cluster.router.registry.ring.owner(hint)
+        first = (await call(cluster.target, [pb.ImageRequest(request_id="i", image=image, phash_hint=hint,
+                                                              digest=digest_of(image))]))["i"]
+        assert first.provenance.node == owner
+        again = (await call(cluster.target, [pb.ImageRequest(request_id="d", digest=digest_of(image))]))["d"]
+        assert cluster.router.fingerprints.get(fingerprint.digest(image)) is None  # a hint is never a fingerprint
+    assert again.provenance.source == pb.SOURCE_L1 and again.provenance.node == owner
+    assert again.feature.data == first.feature.data and cluster.computed == 1
+
+
 async def test_extract_frames_with_digest_only_items_answer_each_item_on_its_own():
     images = [jpeg(400 + i) for i in range(4)]
     async with Cluster() as cluster:
