@@ -67,6 +67,8 @@ class AsyncClient:
         self._search = SearchCalls(self._channel, self.config)
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
         self._hints = fingerprint.Memo(4096)  # a repeated image's hint costs a digest, not a decode
+        # Hints being computed for images the cluster asked for, by digest: one decode however many items wait.
+        self._hinting: dict[bytes, asyncio.Future[int | None]] = {}
         self._framed = self.config.frames  # until the server turns out to serve no frames
         self._digests = digests.DigestFirst(self.config.digest_first_min_bytes, self.config.target)
 
@@ -239,6 +241,19 @@ class AsyncClient:
         time_left = None if deadline is None else max(0.001, deadline - loop.time())  # what the framed try left
         await self._stream_once(method, items, call, time_left, framed=False)
 
+    async def _hint_into(self, request: pb.ImageRequest, data: bytes) -> None:
+        """Set ``request``'s routing hint from ``data`` where it decodes: in the client's threads, remembered, and
+        decoded once however many items of the same bytes wait for it (a call may repeat an image many times)."""
+        key = request.digest.blake3_128
+        pending = self._hinting.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().run_in_executor(self._hash_pool, hint, data, self._hints)
+            self._hinting[key] = pending
+            pending.add_done_callback(lambda _done: self._hinting.pop(key, None))
+        phash = await asyncio.shield(pending)  # one waiter going away must not cancel the others' decode
+        if phash is not None:
+            request.phash_hint = phash
+
     async def _stream_once(self, method: str, items: list[pb.ImageRequest], call: ItemCall, time_left: float | None,
                            framed: bool) -> None:
         if not items:
@@ -250,7 +265,7 @@ class AsyncClient:
                 request = call.pending[reply.request_id]
                 if call.hinted and not request.HasField("phash_hint"):
                     # Its hint was left out to spare a hit the decode; a miss pays it now, in the client's threads.
-                    outbox.again_when(request, _hinted(request, call.images[request.request_id], self._hash_pool, self._hints))
+                    outbox.again_when(request, self._hint_into(request, call.images[request.request_id]))
                 else:
                     outbox.again(request)
 
@@ -272,11 +287,6 @@ class AsyncClient:
             outbox.close()
 
 
-async def _hinted(request: pb.ImageRequest, data: bytes, pool: ThreadPoolExecutor, memo: fingerprint.Memo) -> None:
-    """Set ``request``'s routing hint from ``data`` (decoded in ``pool``, remembered in ``memo``) where it decodes."""
-    phash = await asyncio.get_running_loop().run_in_executor(pool, hint, data, memo)
-    if phash is not None:
-        request.phash_hint = phash
 
 
 def _is_single(images: Any) -> bool:

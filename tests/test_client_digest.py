@@ -314,3 +314,16 @@ async def test_an_image_sent_digest_first_costs_the_client_no_decode(monkeypatch
         async with AsyncClient(target, digest_first_min_bytes=None, hints=True) as c:
             await c.extract(IMAGES[4:6])  # with the image: hinted as before
     assert len(decoded) == 6
+
+
+async def test_many_items_of_one_image_asked_for_at_once_are_decoded_once_for_their_hint(monkeypatch):
+    from ringserve.client import inputs
+
+    decoded = []
+    real = inputs.fingerprint.of_bytes
+    monkeypatch.setattr(inputs.fingerprint, "of_bytes", lambda data, *a: decoded.append(len(data)) or real(data, *a))
+    fake = FakeServer()
+    async with serving(fake) as target:
+        async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
+            results = await c.extract([IMAGES[7]] * 6)
+    assert len(results) == 6 and len(decoded) == 1 and fake.hinted == fake.items["image"] == 6
