@@ -161,10 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="torch threads in every process (OMP_NUM_THREADS)")
     a = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
-    started = time.perf_counter()
-
-    def progress(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+    progress = report.progress_printer()
 
     work = scratch_dir("ringserve-digest-first-")
     result: dict = {**report.provenance(argv, "bench.digest_first"), "sizes": []}

@@ -301,10 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-peers", action="store_true", help="no Ray Serve and Triton (they need the bench extra)")
     a = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
-    started = time.perf_counter()
-
-    def progress(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+    progress = report.progress_printer()
 
     work = scratch_dir("ringserve-hotpath-")
     result: dict = {**report.provenance(argv, "bench.hotpath"), "sizes": []}

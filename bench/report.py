@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from importlib import metadata
 
 PACKAGES = ("torch", "torchvision", "grpcio", "protobuf", "pillow", "numpy", "redis", "ray", "nvidia-pytriton")
@@ -51,6 +52,16 @@ def header(meta: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in meta["versions"].items())
     return (f"`{meta['command']}` at commit {meta['commit']}, {meta['date']}.\n\n"
             f"Machine: {meta['machine']}. Versions: {versions}.\n")
+
+
+def progress_printer() -> Callable[[str], None]:
+    """A function that prints a line with the seconds since it was made: how a long run shows where it is."""
+    started = time.perf_counter()
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+
+    return progress
 
 
 def spread(values: list[float]) -> dict:

@@ -236,10 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--index-images", type=int, default=300, help="real images for the index rate")
     p.add_argument("--skip-real", action="store_true", help="no index rate or near-duplicate study (no model)")
     a = p.parse_args(argv)
-    started = time.perf_counter()
-
-    def progress(message: str) -> None:
-        print(f"[{time.perf_counter() - started:6.0f}s] {message}", flush=True)
+    progress = report.progress_printer()
 
     work = scratch_dir("ringserve-search-bench-")
     result: dict = {**report.provenance(argv, "bench.search"),

@@ -292,15 +292,21 @@ def test_a_refusal_pauses_digests_for_a_while_not_for_the_clients_life():
     assert first.wanted(100_000)
 
 
-async def test_an_image_sent_digest_first_costs_the_client_no_decode(monkeypatch):
+@pytest.fixture
+def decoded(monkeypatch) -> list[int]:
+    """The sizes of the images the client decodes (for their hints), in order."""
+    from ringserve.client import inputs
+
+    sizes: list[int] = []
+    real = inputs.fingerprint.of_bytes
+    monkeypatch.setattr(inputs.fingerprint, "of_bytes", lambda data, *a: sizes.append(len(data)) or real(data, *a))
+    return sizes
+
+
+async def test_an_image_sent_digest_first_costs_the_client_no_decode(decoded):
     """A hit by digest must not pay the decode it saves: its hint comes from the client's memo or not at all (the
     router places it by the fingerprint it remembers); a miss is decoded for its hint when its image is asked for,
     before the image goes, and an image sent with its bytes gets its hint as before."""
-    from ringserve.client import inputs
-
-    decoded = []
-    real = inputs.fingerprint.of_bytes
-    monkeypatch.setattr(inputs.fingerprint, "of_bytes", lambda data, *a: decoded.append(len(data)) or real(data, *a))
     fake = FakeServer()
     async with serving(fake) as target:
         async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
@@ -316,12 +322,7 @@ async def test_an_image_sent_digest_first_costs_the_client_no_decode(monkeypatch
     assert len(decoded) == 6
 
 
-async def test_many_items_of_one_image_asked_for_at_once_are_decoded_once_for_their_hint(monkeypatch):
-    from ringserve.client import inputs
-
-    decoded = []
-    real = inputs.fingerprint.of_bytes
-    monkeypatch.setattr(inputs.fingerprint, "of_bytes", lambda data, *a: decoded.append(len(data)) or real(data, *a))
+async def test_many_items_of_one_image_asked_for_at_once_are_decoded_once_for_their_hint(decoded):
     fake = FakeServer()
     async with serving(fake) as target:
         async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
