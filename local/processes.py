@@ -381,13 +381,18 @@ class RedisClusterProcess:
         if out.returncode != 0:
             raise LocalError(f"redis-cli --cluster create failed: {out.stdout[-500:]} {out.stderr[-500:]}")
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            info = subprocess.run([redis_binary("redis-cli"), "-p", str(self.nodes[0].port), "cluster", "info"],
+        waiting = list(self.nodes)  # every node: one that still says fail answers CLUSTERDOWN to a client
+        while waiting and time.monotonic() < deadline:
+            info = subprocess.run([redis_binary("redis-cli"), "-p", str(waiting[0].port), "cluster", "info"],
                                   capture_output=True, text=True, timeout=5)
             if "cluster_state:ok" in info.stdout:
-                return self
-            time.sleep(0.1)
-        raise LocalError("Redis Cluster did not reach cluster_state:ok")
+                waiting.pop(0)
+            else:
+                time.sleep(0.1)
+        if waiting:
+            raise LocalError(f"Redis Cluster node on port {waiting[0].port} did not reach cluster_state:ok in "
+                             f"{timeout_s:g} s; see {waiting[0].log_path}")
+        return self
 
     def stop(self) -> None:
         for node in self.nodes:
