@@ -24,6 +24,12 @@ class ServiceError(Exception):
         return str(self)
 
 
+class DeadlineExceeded(ServiceError):
+    """The item's own deadline (``ImageRequest.timeout_ms``, set by a router from its caller's) passed."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class CallerError(ServiceError):
     """The request cannot be served as sent; the message says what to change."""
 

@@ -23,8 +23,12 @@ FRAME_BYTES = 4 * 1024 * 1024
 # gRPC's message limit on the item channels of client and router (one image is at most the server's image
 # limit, 20 MB by default; a frame, FRAME_BYTES or one image alone).
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-# What a message holds besides its images: ids, hints, policies (a frame of 4 MB of 2 KB images: ~100 KB).
+# What a message holds besides its images: ids, hints, digests, policies, trace context (a frame of 4 MB of
+# 2 KB images: ~100 KB).
 MESSAGE_OVERHEAD_BYTES = 1024 * 1024
+# Items per frame at most, so that what they hold besides images stays within MESSAGE_OVERHEAD_BYTES (256 bytes
+# an item) however small the items are: digest-only items carry no image at all.
+FRAME_ITEMS = 4096
 
 
 def receive_limit(max_image_bytes: int) -> int:
@@ -52,7 +56,7 @@ async def pack(items: AsyncIterator[Item], ready: Callable[[], bool]) -> AsyncIt
             frame, size = [], 0
         frame.append(item)
         size += len(item[1])
-        if size >= FRAME_BYTES or not ready():
+        if size >= FRAME_BYTES or len(frame) >= FRAME_ITEMS or not ready():
             yield wire.encode_frame(frame)
             frame, size = [], 0
     if frame:

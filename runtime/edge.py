@@ -167,17 +167,13 @@ class ItemEdge(pb_grpc.InferenceServicer):
 
     def _failed(self, request: pb.ImageRequest, method: Method, exc: Exception) -> Reply:
         """The item's reply for ``exc``: the caller's mistake as it is, the server's own condition or bug named."""
-        if isinstance(exc, TimeoutError):
-            code, message = grpc.StatusCode.DEADLINE_EXCEEDED, (
-                f"{self.who}: the caller's deadline ({request.timeout_ms} ms) passed")
-        else:
-            code, message = status_of(exc)
-            if code == grpc.StatusCode.INTERNAL:
-                log.error("%s: item %r failed", self.who, request.request_id, exc_info=exc)
-                self._on_internal(type(exc).__name__)
-                message = f"{self.who} failed on this item: {message}"
-            elif not isinstance(exc, CallerError):
-                message = f"{self.who}: {message}"
+        code, message = status_of(exc)
+        if code == grpc.StatusCode.INTERNAL:
+            log.error("%s: item %r failed", self.who, request.request_id, exc_info=exc)
+            self._on_internal(type(exc).__name__)
+            message = f"{self.who} failed on this item: {message}"
+        elif not isinstance(exc, CallerError):
+            message = f"{self.who}: {message}"
         return error_reply(method.reply, request, code, message)
 
     def _handler(self, method: Method, context: grpc.aio.ServicerContext) -> Any:

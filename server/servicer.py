@@ -17,7 +17,7 @@ import numpy as np
 from opentelemetry import trace
 
 from ringserve.contract import tensor
-from ringserve.contract.errors import InvalidRequest, UnknownModel
+from ringserve.contract.errors import DeadlineExceeded, InvalidRequest, UnknownModel
 from ringserve.contract.fingerprint import DIGEST_BYTES, INLINE_DIGEST_BYTES
 from ringserve.contract.images import check_size
 from ringserve.contract.status import Reply, code_of, source_name
@@ -67,8 +67,13 @@ class InferenceServicer(ItemEdge):
         """One item; a node's deadline is the item's own ``timeout_ms`` (a router sets it from its caller's)."""
         work = self._extract(request) if method is EXTRACT else self._classify(request)
         if request.timeout_ms:  # a timer on this item's own task, not a second task per item as wait_for makes
-            async with asyncio.timeout(request.timeout_ms / 1000):
-                reply = await work
+            try:
+                async with asyncio.timeout(request.timeout_ms / 1000) as deadline_timer:
+                    reply = await work
+            except TimeoutError:
+                if not deadline_timer.expired():
+                    raise  # not the deadline's: a failure of the node, answered INTERNAL
+                raise DeadlineExceeded(f"the caller's deadline ({request.timeout_ms} ms) passed") from None
         else:
             reply = await work
         if span is not None:

@@ -181,6 +181,15 @@ async def test_an_internal_value_error_is_internal_not_the_callers_fault():
     assert reply.status.code == INTERNAL and "ValueError: operands could not" in reply.status.message
 
 
+@pytest.mark.parametrize("timeout_ms", [0, 60_000])
+async def test_a_timeout_error_that_is_not_the_items_deadline_is_the_nodes_failure(timeout_ms):
+    """Only the item's own deadline is DEADLINE_EXCEEDED; a TimeoutError from inside the node is INTERNAL."""
+    node = node_servicer(FakeModel(fail=TimeoutError("a socket inside the model timed out")))
+    start_batchers(node)
+    reply = await one(node, jpeg(1), timeout_ms=timeout_ms)
+    assert reply.status.code == INTERNAL and "TimeoutError: a socket inside" in reply.status.message
+
+
 async def test_caller_mistakes_map_to_their_own_codes():
     node = node_servicer(FakeModel())
     start_batchers(node)

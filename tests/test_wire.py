@@ -95,6 +95,12 @@ def test_frames_hold_what_is_ready_up_to_frame_bytes(sizes, not_ready_after, exp
     assert _packed(sizes, not_ready_after) == expected
 
 
+def test_a_frame_of_items_without_images_closes_at_frame_items() -> None:
+    """Digest-only items carry no image: their count, not their bytes, bounds the frame."""
+    packed = _packed([0] * (2 * frames.FRAME_ITEMS + 1))
+    assert [len(frame) for frame in packed] == [frames.FRAME_ITEMS, frames.FRAME_ITEMS, 1]
+
+
 def test_a_server_accepts_a_whole_frame_and_its_largest_image_alone() -> None:
     """A frame of small images before a near-limit one once reached FRAME_BYTES + one image, over the servers'
     receive limit (image limit + 1 MiB): the whole frame was refused, not the one item."""
