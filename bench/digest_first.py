@@ -24,13 +24,12 @@ import json
 import os
 import statistics
 import sys
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from bench import report
-from bench.hotpath import IN_FLIGHT, STREAMS, Images, cluster, cpu_seconds
+from bench.hotpath import IN_FLIGHT, Images, cluster, cpu_seconds, streams
 from bench.workload import repeats_workload
 from ringserve.client import AsyncClient
 from ringserve.local.processes import scratch_dir
@@ -58,16 +57,7 @@ async def load(target: str, images: list[bytes], order: list[int], way: str) -> 
     sent: Counter = Counter()
     async with AsyncClient(target, window=IN_FLIGHT, digest_first_min_bytes=WAYS[way]) as client:
         counting(client, sent)
-
-        async def stream(part: list[int]) -> None:
-            for r in await client.extract_detailed([images[i] for i in part]):
-                if isinstance(r, Exception):
-                    raise r
-                tiers[r.provenance.source] += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(stream(order[s::STREAMS]) for s in range(STREAMS)))
-        elapsed = time.perf_counter() - started
+        elapsed = await streams(client, images, order, tiers)
         if WAYS[way] is not None and not client._digests.taken:
             raise SystemExit("the cluster refused digest-only items: its nodes are older than digest lookups")
     return {"items_per_s": len(order) / elapsed, "bytes_per_item": sent["bytes"] / len(order), **tiers}

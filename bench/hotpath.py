@@ -63,19 +63,25 @@ class Images:
         return out
 
 
+async def streams(client: AsyncClient, images: list[bytes], order: list[int], tiers: Counter) -> float:
+    """``order`` over ``STREAMS`` concurrent calls of ``client``, counting the tiers that answered into ``tiers``;
+    the seconds it took. Raises the first item's error."""
+    async def stream(part: list[int]) -> None:
+        for r in await client.extract_detailed([images[i] for i in part]):
+            if isinstance(r, Exception):
+                raise r
+            tiers[r.provenance.source] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(stream(order[s::STREAMS]) for s in range(STREAMS)))
+    return time.perf_counter() - started
+
+
 async def load(target: str, images: list[bytes], order: list[int], **options) -> dict:
     """``STREAMS`` streams of ``IN_FLIGHT`` items each over ``order``; items/s and the tiers that answered."""
     tiers: Counter = Counter()
     async with AsyncClient(target, window=IN_FLIGHT, **options) as client:
-        async def stream(part: list[int]) -> None:
-            for r in await client.extract_detailed([images[i] for i in part]):
-                if isinstance(r, Exception):
-                    raise r
-                tiers[r.provenance.source] += 1
-
-        started = time.perf_counter()
-        await asyncio.gather(*(stream(order[s::STREAMS]) for s in range(STREAMS)))
-        elapsed = time.perf_counter() - started
+        elapsed = await streams(client, images, order, tiers)
     return {"items_per_s": len(order) / elapsed, "seconds": elapsed, **tiers}
 
 

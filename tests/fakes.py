@@ -193,7 +193,7 @@ def start_batchers(servicer: InferenceServicer) -> None:
 
 
 @asynccontextmanager
-async def serving(servicer: InferenceServicer | RouterServicer) -> AsyncIterator[str]:
+async def serving(servicer: pb_grpc.InferenceServicer) -> AsyncIterator[str]:
     """Serve an Inference servicer on a free loopback port; yields its target."""
     server = grpc.aio.server()
     pb_grpc.add_InferenceServicer_to_server(servicer, server)

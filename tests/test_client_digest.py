@@ -13,7 +13,6 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -25,6 +24,7 @@ from ringserve.contract import fingerprint
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.imagegen import jpeg
+from tests.fakes import serving
 
 OK, INVALID_ARGUMENT, UNAVAILABLE = 0, grpc.StatusCode.INVALID_ARGUMENT.value[0], grpc.StatusCode.UNAVAILABLE.value[0]
 
@@ -109,18 +109,6 @@ class FakeServer(pb_grpc.InferenceServicer):
     async def ClassifyFrames(self, request_iterator, context):
         async for replies in self._replies(request_iterator, pb.ClassifyReply, context):
             yield pb.ClassifyFrame(items=replies)
-
-
-@asynccontextmanager
-async def serving(fake: FakeServer) -> AsyncIterator[str]:
-    server = grpc.aio.server()
-    pb_grpc.add_InferenceServicer_to_server(fake, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        await server.stop(None)
 
 
 IMAGES = [jpeg(900 + i) for i in range(12)]
