@@ -145,12 +145,10 @@ class FeatureCache:
     async def _lookup_exact(self, slot: ModelSlot, digest: str, kind: str = "exact") -> Served | None:
         """These very bytes, in L1 then L2; counted as ``kind`` of lookup."""
         ns = slot.ns
-        try:
-            vector = self.l1.get_exact(ns, digest)
-            self._count("l1", kind, "hit")
-            return Served(vector, pb.SOURCE_L1)
-        except CacheMiss:
-            self._count("l1", kind, "miss")
+        served = self.hit_now(slot, digest, kind)
+        if served is not None:
+            return served
+        self._count("l1", kind, "miss")
         try:
             vector = await self._l2_value(slot, ns.exact(digest))
             self._count("l2", kind, "hit")
