@@ -181,6 +181,10 @@ class ItemEdge(pb_grpc.InferenceServicer):
                                  deadline=call_deadline(context))
 
     def _now(self, method: Method) -> Any:
+        """``item_now`` for the stream engine, or None where the servicer never answers at once (the router): its
+        items then cost no admission, timing and call of a fast path that cannot take them."""
+        if type(self).answer_now is ItemEdge.answer_now:
+            return None
         return functools.partial(self.item_now, method=method)
 
     async def Extract(self, request_iterator, context) -> AsyncIterator[pb.ExtractReply]:
