@@ -31,11 +31,16 @@ from ringserve.contract.errors import ModelMismatch, ServiceError, UnknownCollec
 COLLECTIONS_KEY = "rs:search:collections"
 # The log keeps about this many changes; a view further behind rebuilds from the entries.
 LOG_MAXLEN = 1_000_000
-# An entry's bytes: its pHash, a flag byte (1: a low-information image, never anyone's near-duplicate), then
-# the feature in the codec's format. Entries written before the flag (the codec's magic right after the
-# pHash, never a flag's 0 or 1) read as flag 0.
+# An entry's bytes: its pHash, then a format byte, then the feature in the codec's format. The byte after the
+# pHash tells the format: the codec's magic (format 0, the first: no flags), 0 or 1 (format 1: that byte is the
+# low-information flag), or FORMAT (2: a flags byte, then, where FLAG_DIGEST is set, the BLAKE3-128 and length of
+# the image bytes the entry was made from, which a digest-only Index item is matched against).
 _PHASH = struct.Struct("<Q")
 _FLAG = struct.Struct("<B")
+_DIGEST = struct.Struct("<16sQ")
+FORMAT = 2
+FLAG_LOW_INFORMATION = 1
+FLAG_DIGEST = 2
 
 # KEYS: meta, entries, log. ARGV: model, version, dim, maxlen, then id, entry pairs.
 # Binds the collection to its model version on first write; refuses another version.
@@ -52,6 +57,12 @@ for i = 5, #ARGV, 2 do
   last = redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'op', 'put', 'id', ARGV[i], 'entry', ARGV[i + 1])
 end
 return {1, last}
+"""
+# KEYS: meta, entries. ARGV: id. The collection's model, version and dim, and the id's entry, read together.
+_HELD = """
+local meta = redis.call('HMGET', KEYS[1], 'model', 'model_version', 'dim')
+meta[4] = redis.call('HGET', KEYS[2], ARGV[1])
+return meta
 """
 # KEYS: meta, entries, log. ARGV: maxlen, then ids. Returns 1/0 per id (deleted / was not there).
 _DELETE = """
@@ -97,12 +108,22 @@ class Meta:
 
 
 @dataclass(frozen=True)
+class Digest:
+    """The exact identity of the image bytes an entry was made from: BLAKE3-128 and length (ImageDigest)."""
+
+    blake3_128: bytes
+    size_bytes: int
+
+
+@dataclass(frozen=True)
 class Entry:
     id: str
     phash: int
     feature: np.ndarray
     # Too little structure for its pHash to mean anything: kept out of near-duplicate search.
     low_information: bool = False
+    # The bytes it was made from, as the router digested them; None in entries written before digests.
+    digest: Digest | None = None
 
 
 @dataclass(frozen=True)
@@ -119,17 +140,39 @@ class Change:
 
 
 def encode_entry(entry: Entry, model_version: str) -> bytes:
-    return _PHASH.pack(entry.phash) + _FLAG.pack(entry.low_information) + codec.encode(entry.feature, model_version)
+    flags = FLAG_LOW_INFORMATION * entry.low_information | FLAG_DIGEST * (entry.digest is not None)
+    head = _PHASH.pack(entry.phash) + _FLAG.pack(FORMAT) + _FLAG.pack(flags)
+    if entry.digest is not None:
+        head += _DIGEST.pack(entry.digest.blake3_128, entry.digest.size_bytes)
+    return head + codec.encode(entry.feature, model_version)
+
+
+def _header(blob: bytes) -> tuple[int, bool, Digest | None, int]:
+    """(pHash, low-information flag, digest, where the feature begins) of an entry of any format."""
+    (phash,) = _PHASH.unpack_from(blob)
+    at = _PHASH.size
+    if blob[at:at + len(codec.MAGIC)] == codec.MAGIC:  # format 0
+        return phash, False, None, at
+    (first,) = _FLAG.unpack_from(blob, at)
+    if first != FORMAT:  # format 1: the low-information flag
+        return phash, bool(first), None, at + _FLAG.size
+    (flags,) = _FLAG.unpack_from(blob, at + _FLAG.size)
+    at += 2 * _FLAG.size
+    digest = None
+    if flags & FLAG_DIGEST:
+        digest = Digest(*_DIGEST.unpack_from(blob, at))
+        at += _DIGEST.size
+    return phash, bool(flags & FLAG_LOW_INFORMATION), digest, at
 
 
 def decode_entry(item_id: str, blob: bytes, model_version: str) -> Entry:
-    (phash,) = _PHASH.unpack_from(blob)
-    at = _PHASH.size
-    low_information = False
-    if blob[at:at + len(codec.MAGIC)] != codec.MAGIC:  # the flag byte is there
-        low_information = bool(_FLAG.unpack_from(blob, at)[0])
-        at += _FLAG.size
-    return Entry(item_id, phash, codec.decode(blob[at:], model_version), low_information)
+    phash, low_information, digest, at = _header(blob)
+    return Entry(item_id, phash, codec.decode(blob[at:], model_version), low_information, digest)
+
+
+def digest_of(blob: bytes) -> Digest | None:
+    """The digest an entry's bytes record, without decoding its feature; None for an entry written without one."""
+    return _header(blob)[2]
 
 
 class Store:
@@ -144,6 +187,7 @@ class Store:
         self._put = redis.register_script(_PUT)
         self._delete = redis.register_script(_DELETE)
         self._drop = redis.register_script(_DROP)
+        self._held = redis.register_script(_HELD)
 
     @staticmethod
     def keys(collection: str) -> list[str]:
@@ -279,3 +323,13 @@ class Store:
         blob = await self._call(self.redis.hget(self.keys(collection)[1], item_id),
                                 self._read(f"id {item_id!r} of collection {collection!r}"))
         return None if blob is None else decode_entry(item_id, blob, meta.model_version)
+
+    async def held(self, collection: str, item_id: str) -> tuple[Meta, Digest | None] | None:
+        """The collection's meta and the digest of the bytes ``item_id``'s entry was made from (None: an entry
+        written without one), read at once; None when the collection does not hold the id. Raises StoreUnavailable."""
+        model, version, dim, blob = await self._call(
+            self._held(keys=self.keys(collection)[:2], args=[item_id]),
+            self._read(f"id {item_id!r} of collection {collection!r}"))
+        if version is None or blob is None:
+            return None
+        return Meta(model.decode(), version.decode(), int(dim)), digest_of(blob)

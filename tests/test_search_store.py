@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ringserve.contract import codec
 from ringserve.contract.errors import ModelMismatch
 from ringserve.local.processes import RedisProcess
 from ringserve.runtime.redisconn import connect
 from ringserve.search.follower import Follower, FollowerConfig
-from ringserve.search.store import Entry, Meta, Store, StoreUnavailable
+from ringserve.search.store import Digest, Entry, Meta, Store, StoreUnavailable, decode_entry, encode_entry
 
 DIM = 32
 META = Meta("m", "v1", DIM)
@@ -193,4 +194,31 @@ def test_a_view_whose_log_was_trimmed_past_it_is_rebuilt_from_the_entries(redis_
         assert view.nearest(entry(300).feature, 1)[0].id == "id-300"
         await again.close()
 
+    run(go())
+
+
+def test_an_entry_keeps_the_digest_of_its_bytes_and_entries_of_older_formats_still_decode() -> None:
+    made = Entry("a", 2**64 - 3, np.arange(DIM, dtype=np.float16), low_information=True,
+                 digest=Digest(bytes(range(16)), 123_456))
+    back = decode_entry("a", encode_entry(made, "v1"), "v1")
+    assert (back.phash, back.low_information, back.digest) == (made.phash, True, made.digest)
+    assert np.array_equal(back.feature, made.feature)
+    assert decode_entry("a", encode_entry(Entry("a", 5, made.feature), "v1"), "v1").digest is None
+    feature = codec.encode(made.feature, "v1")
+    # Format 0 (the pHash, then the feature) and format 1 (the pHash, the low-information flag, the feature).
+    for old, low in ((made.phash.to_bytes(8, "little") + feature, False),
+                     (made.phash.to_bytes(8, "little") + b"\x01" + feature, True)):
+        entry_ = decode_entry("a", old, "v1")
+        assert (entry_.phash, entry_.low_information, entry_.digest) == (made.phash, low, None)
+        assert np.array_equal(entry_.feature, made.feature)
+
+
+def test_held_reads_the_meta_and_the_digest_an_id_was_made_from(store: Store) -> None:
+    async def go() -> None:
+        assert await store.held("d", "id-0") is None  # no collection
+        await store.add("d", META, [Entry("id-0", 1, entry(0).feature, digest=Digest(b"\x07" * 16, 99)),
+                                    entry(1)])
+        assert await store.held("d", "id-0") == (META, Digest(b"\x07" * 16, 99))
+        assert await store.held("d", "id-1") == (META, None)  # written without a digest
+        assert await store.held("d", "nope") is None
     run(go())

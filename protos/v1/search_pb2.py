@@ -25,31 +25,31 @@ _sym_db = _symbol_database.Default()
 from ringserve.contract.v1 import inference_pb2 as ringserve_dot_v1_dot_inference__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ringserve/v1/search.proto\x12\x0cringserve.v1\x1a\x1cringserve/v1/inference.proto\"`\n\x0cIndexRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\x0c\x12\r\n\x05model\x18\x05 \x01(\t\"m\n\nIndexReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0b\x32\x18.ringserve.v1.ItemStatus\x12\x15\n\rmodel_version\x18\x04 \x01(\t\"\x91\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0c\n\x02id\x18\x03 \x01(\tH\x00\x12\t\n\x01k\x18\x04 \x01(\r\x12\x19\n\x0cmax_distance\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\r\n\x05model\x18\x06 \x01(\tB\x07\n\x05queryB\x0f\n\r_max_distance\"2\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x64istance\x18\x03 \x01(\r\"\xa0\x01\n\x0bSearchReply\x12\"\n\x07nearest\x18\x01 \x03(\x0b\x32\x11.ringserve.v1.Hit\x12%\n\nduplicates\x18\x02 \x03(\x0b\x32\x11.ringserve.v1.Hit\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08stale_ms\x18\x04 \x01(\x04\x12\x1d\n\x15query_low_information\x18\x05 \x01(\x08\"=\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"/\n\x0b\x44\x65leteReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0f\n\x07missing\x18\x02 \x03(\t\"/\n\x19\x44\x65scribeCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"z\n\x0e\x43ollectionInfo\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x0f\n\x07\x65ntries\x18\x05 \x01(\x04\x12\x10\n\x08stale_ms\x18\x06 \x01(\x04\x32\xac\x02\n\x06Search\x12\x41\n\x05Index\x12\x1a.ringserve.v1.IndexRequest\x1a\x18.ringserve.v1.IndexReply(\x01\x30\x01\x12@\n\x06Search\x12\x1b.ringserve.v1.SearchRequest\x1a\x19.ringserve.v1.SearchReply\x12@\n\x06\x44\x65lete\x12\x1b.ringserve.v1.DeleteRequest\x1a\x19.ringserve.v1.DeleteReply\x12[\n\x12\x44\x65scribeCollection\x12\'.ringserve.v1.DescribeCollectionRequest\x1a\x1c.ringserve.v1.CollectionInfob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19ringserve/v1/search.proto\x12\x0cringserve.v1\x1a\x1cringserve/v1/inference.proto\"\x8b\x01\n\x0cIndexRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\ncollection\x18\x02 \x01(\t\x12\n\n\x02id\x18\x03 \x01(\t\x12\r\n\x05image\x18\x04 \x01(\x0c\x12\r\n\x05model\x18\x05 \x01(\t\x12)\n\x06\x64igest\x18\x06 \x01(\x0b\x32\x19.ringserve.v1.ImageDigest\"\x85\x01\n\nIndexReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12(\n\x06status\x18\x03 \x01(\x0b\x32\x18.ringserve.v1.ItemStatus\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x16\n\x0eimage_required\x18\x05 \x01(\x08\"\x91\x01\n\rSearchRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0f\n\x05image\x18\x02 \x01(\x0cH\x00\x12\x0c\n\x02id\x18\x03 \x01(\tH\x00\x12\t\n\x01k\x18\x04 \x01(\r\x12\x19\n\x0cmax_distance\x18\x05 \x01(\rH\x01\x88\x01\x01\x12\r\n\x05model\x18\x06 \x01(\tB\x07\n\x05queryB\x0f\n\r_max_distance\"2\n\x03Hit\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x10\n\x08\x64istance\x18\x03 \x01(\r\"\xa0\x01\n\x0bSearchReply\x12\"\n\x07nearest\x18\x01 \x03(\x0b\x32\x11.ringserve.v1.Hit\x12%\n\nduplicates\x18\x02 \x03(\x0b\x32\x11.ringserve.v1.Hit\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08stale_ms\x18\x04 \x01(\x04\x12\x1d\n\x15query_low_information\x18\x05 \x01(\x08\"=\n\rDeleteRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\x0b\n\x03ids\x18\x02 \x03(\t\x12\x0b\n\x03\x61ll\x18\x03 \x01(\x08\"/\n\x0b\x44\x65leteReply\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\r\x12\x0f\n\x07missing\x18\x02 \x03(\t\"/\n\x19\x44\x65scribeCollectionRequest\x12\x12\n\ncollection\x18\x01 \x01(\t\"z\n\x0e\x43ollectionInfo\x12\x12\n\ncollection\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0b\n\x03\x64im\x18\x04 \x01(\r\x12\x0f\n\x07\x65ntries\x18\x05 \x01(\x04\x12\x10\n\x08stale_ms\x18\x06 \x01(\x04\x32\xac\x02\n\x06Search\x12\x41\n\x05Index\x12\x1a.ringserve.v1.IndexRequest\x1a\x18.ringserve.v1.IndexReply(\x01\x30\x01\x12@\n\x06Search\x12\x1b.ringserve.v1.SearchRequest\x1a\x19.ringserve.v1.SearchReply\x12@\n\x06\x44\x65lete\x12\x1b.ringserve.v1.DeleteRequest\x1a\x19.ringserve.v1.DeleteReply\x12[\n\x12\x44\x65scribeCollection\x12\'.ringserve.v1.DescribeCollectionRequest\x1a\x1c.ringserve.v1.CollectionInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ringserve.contract.v1.search_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INDEXREQUEST']._serialized_start=73
-  _globals['_INDEXREQUEST']._serialized_end=169
-  _globals['_INDEXREPLY']._serialized_start=171
-  _globals['_INDEXREPLY']._serialized_end=280
-  _globals['_SEARCHREQUEST']._serialized_start=283
-  _globals['_SEARCHREQUEST']._serialized_end=428
-  _globals['_HIT']._serialized_start=430
-  _globals['_HIT']._serialized_end=480
-  _globals['_SEARCHREPLY']._serialized_start=483
-  _globals['_SEARCHREPLY']._serialized_end=643
-  _globals['_DELETEREQUEST']._serialized_start=645
-  _globals['_DELETEREQUEST']._serialized_end=706
-  _globals['_DELETEREPLY']._serialized_start=708
-  _globals['_DELETEREPLY']._serialized_end=755
-  _globals['_DESCRIBECOLLECTIONREQUEST']._serialized_start=757
-  _globals['_DESCRIBECOLLECTIONREQUEST']._serialized_end=804
-  _globals['_COLLECTIONINFO']._serialized_start=806
-  _globals['_COLLECTIONINFO']._serialized_end=928
-  _globals['_SEARCH']._serialized_start=931
-  _globals['_SEARCH']._serialized_end=1231
+  _globals['_INDEXREQUEST']._serialized_start=74
+  _globals['_INDEXREQUEST']._serialized_end=213
+  _globals['_INDEXREPLY']._serialized_start=216
+  _globals['_INDEXREPLY']._serialized_end=349
+  _globals['_SEARCHREQUEST']._serialized_start=352
+  _globals['_SEARCHREQUEST']._serialized_end=497
+  _globals['_HIT']._serialized_start=499
+  _globals['_HIT']._serialized_end=549
+  _globals['_SEARCHREPLY']._serialized_start=552
+  _globals['_SEARCHREPLY']._serialized_end=712
+  _globals['_DELETEREQUEST']._serialized_start=714
+  _globals['_DELETEREQUEST']._serialized_end=775
+  _globals['_DELETEREPLY']._serialized_start=777
+  _globals['_DELETEREPLY']._serialized_end=824
+  _globals['_DESCRIBECOLLECTIONREQUEST']._serialized_start=826
+  _globals['_DESCRIBECOLLECTIONREQUEST']._serialized_end=873
+  _globals['_COLLECTIONINFO']._serialized_start=875
+  _globals['_COLLECTIONINFO']._serialized_end=997
+  _globals['_SEARCH']._serialized_start=1000
+  _globals['_SEARCH']._serialized_end=1300
 # @@protoc_insertion_point(module_scope)

@@ -8,30 +8,34 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class IndexRequest(_message.Message):
-    __slots__ = ("request_id", "collection", "id", "image", "model")
+    __slots__ = ("request_id", "collection", "id", "image", "model", "digest")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     COLLECTION_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     collection: str
     id: str
     image: bytes
     model: str
-    def __init__(self, request_id: _Optional[str] = ..., collection: _Optional[str] = ..., id: _Optional[str] = ..., image: _Optional[bytes] = ..., model: _Optional[str] = ...) -> None: ...
+    digest: _inference_pb2.ImageDigest
+    def __init__(self, request_id: _Optional[str] = ..., collection: _Optional[str] = ..., id: _Optional[str] = ..., image: _Optional[bytes] = ..., model: _Optional[str] = ..., digest: _Optional[_Union[_inference_pb2.ImageDigest, _Mapping]] = ...) -> None: ...
 
 class IndexReply(_message.Message):
-    __slots__ = ("request_id", "id", "status", "model_version")
+    __slots__ = ("request_id", "id", "status", "model_version", "image_required")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_REQUIRED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     id: str
     status: _inference_pb2.ItemStatus
     model_version: str
-    def __init__(self, request_id: _Optional[str] = ..., id: _Optional[str] = ..., status: _Optional[_Union[_inference_pb2.ItemStatus, _Mapping]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    image_required: bool
+    def __init__(self, request_id: _Optional[str] = ..., id: _Optional[str] = ..., status: _Optional[_Union[_inference_pb2.ItemStatus, _Mapping]] = ..., model_version: _Optional[str] = ..., image_required: _Optional[bool] = ...) -> None: ...
 
 class SearchRequest(_message.Message):
     __slots__ = ("collection", "image", "id", "k", "max_distance", "model")
