@@ -21,6 +21,12 @@ class SearchConfig:
     # How long an Index item waits for this router's view to show it before answering anyway.
     read_your_writes_s: float = setting(5.0, help="seconds an Index item waits for this router's view to show it "
                                         "before it is answered anyway")
+    # Answer digest-only Index items (IndexRequest.digest, no image) from the store: a caller who knows an id and
+    # a digest learns whether that id holds an image with it. Off, every such item is answered image_required.
+    digest_lookups: bool = setting(True, help="answer Index items that name their image by digest (no image) OK "
+                                   "when the id already holds an entry made from those bytes; a caller who knows an "
+                                   "id and a digest learns whether they match. Off: every such item is answered "
+                                   "image_required")
     follower: FollowerConfig = setting(FollowerConfig(), group="search views", about={
         "poll_s": "seconds between reads of a quiet log",
         "collections_every_s": "seconds between reads of the set of collections",

@@ -17,7 +17,7 @@ import numpy as np
 
 from ringserve.contract.errors import UnknownCollection
 from ringserve.search.follower import Follower
-from ringserve.search.store import Entry, Meta, Store, StoreUnavailable
+from ringserve.search.store import Digest, Entry, Meta, Store, StoreUnavailable
 from ringserve.search.view import CollectionView, Hit
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ class SearchIndex(Protocol):
 
     async def entry(self, collection: str, item_id: str) -> Entry | None:
         """The entry stored under ``item_id``, or None."""
+
+    async def held(self, collection: str, item_id: str) -> tuple[Meta, Digest | None] | None:
+        """From the store of record: the collection's meta and the digest of the bytes ``item_id``'s entry was
+        made from (None: written without one), or None when it does not hold the id."""
 
     async def nearest(self, collection: str, vector: np.ndarray, k: int, phash: int | None) -> list[Hit]: ...
 
@@ -119,6 +123,10 @@ class EmbeddedIndex:
 
     async def entry(self, collection: str, item_id: str) -> Entry | None:
         return (await self._view(collection)).entry(item_id)
+
+    async def held(self, collection: str, item_id: str) -> tuple[Meta, Digest | None] | None:
+        # The store, not the view: a view a moment behind another router's write would match bytes replaced since.
+        return await self.store.held(collection, item_id)
 
     async def nearest(self, collection: str, vector: np.ndarray, k: int, phash: int | None) -> list[Hit]:
         view = await self._view(collection)

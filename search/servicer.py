@@ -3,19 +3,24 @@
 Hosted by the router. An Index item's feature comes through the normal path
 (``FeatureSource``, the router's own placement, so a cached image costs no model
 run), its pHash from the same fingerprint as placement; then the index
-(``index.py``) stores it durably and shows it to this router's searches before
-the item is answered. Searches need a node only to compute a query image's feature.
+(``index.py``) stores it durably, with the digest of the bytes it was made from,
+and shows it to this router's searches before the item is answered. A re-run
+names each image by its digest first: an id that already holds an entry of
+exactly those bytes is answered from one store read, with no image sent.
+Searches need a node only to compute a query image's feature.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
+from ringserve.contract import fingerprint
 from ringserve.contract.arguments import InvalidArgument, check_collection, check_delete, check_id, check_search
 from ringserve.contract.errors import InvalidRequest, ModelMismatch, ServiceError, UnknownId
 from ringserve.contract.status import status_of
@@ -25,7 +30,7 @@ from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.runtime.streams import ItemStreams
 from ringserve.search.config import SearchConfig
 from ringserve.search.index import SearchIndex
-from ringserve.search.store import Entry, Meta
+from ringserve.search.store import Digest, Entry, Meta
 from ringserve.search.view import Hit
 
 log = logging.getLogger(__name__)
@@ -54,11 +59,13 @@ FeatureSource = Callable[[bytes, str], Awaitable[Feature]]
 
 class SearchServicer(spb_grpc.SearchServicer):
     def __init__(self, index: SearchIndex, features: FeatureSource, config: SearchConfig,
-                 streams: ItemStreams) -> None:
+                 streams: ItemStreams, pool: Executor | None = None) -> None:
+        """``pool`` digests large images off the event loop (None: asyncio's default executor)."""
         self.index = index
         self.features = features
         self.config = config
         self.streams = streams
+        self.pool = pool
 
     # ---- Index -----------------------------------------------------------------------------
 
@@ -71,16 +78,36 @@ class SearchServicer(spb_grpc.SearchServicer):
         try:
             check_collection(request.collection)
             check_id(request.id)
+            if not request.image and request.HasField("digest"):
+                return await self._index_named(request, reply)
+            # Digested here, from the bytes received: what an entry records is never the caller's word.
+            digest = Digest(await fingerprint.digest_off_loop(request.image, self.pool), len(request.image))
             feature = await self.features(request.image, request.model)
             meta = Meta(feature.model, feature.model_version, int(feature.vector.shape[-1]))
             await self.index.add(request.collection, meta, [Entry(request.id, feature.phash, feature.vector,
-                                                                             feature.low_information)])
+                                                                  feature.low_information, digest)])
         except ServiceError as exc:  # the caller's mistake, a node's answer, Redis away: the item's status
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
                 raise  # a failure of the service: the stream engine logs it and answers INTERNAL
             return _failed(reply, code, message)
         reply.model_version = feature.model_version
+        reply.status.code = grpc.StatusCode.OK.value[0]
+        return reply
+
+    async def _index_named(self, request: spb.IndexRequest, reply: spb.IndexReply) -> spb.IndexReply:
+        """A digest-only item (a re-run): OK, writing nothing, when the id already holds an entry made from exactly
+        these bytes under the collection's model; else ``image_required`` (also with digest lookups off)."""
+        named = request.digest
+        if len(named.blake3_128) != fingerprint.DIGEST_BYTES:
+            raise InvalidRequest(f"digest.blake3_128 has {len(named.blake3_128)} bytes; it must be the "
+                                 f"{fingerprint.DIGEST_BYTES}-byte BLAKE3-128 of the image (or send the image)")
+        held = await self.index.held(request.collection, request.id) if self.config.digest_lookups else None
+        if (held is None or held[1] != Digest(named.blake3_128, named.size_bytes)
+                or request.model not in ("", held[0].model)):
+            reply.image_required = True
+        else:
+            reply.model_version = held[0].model_version
         reply.status.code = grpc.StatusCode.OK.value[0]
         return reply
 
