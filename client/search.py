@@ -8,17 +8,18 @@ Reached through ``AsyncClient``/``Client`` (``index``, ``search``, ``delete``,
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
-from ringserve.client import errors, resend
+from ringserve.client import digests, errors, resend
 from ringserve.client.config import ClientConfig
 from ringserve.client.inputs import ImageInput, to_bytes
-from ringserve.contract import arguments
-from ringserve.contract.status import code_of
+from ringserve.client.items import ItemCall
+from ringserve.client.outbox import Outbox
+from ringserve.contract import arguments, fingerprint
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 
@@ -72,51 +73,58 @@ class SearchCalls:
     def __init__(self, channel: grpc.aio.Channel, config: ClientConfig) -> None:
         self._stub = spb_grpc.SearchStub(channel)
         self._config = config
+        # Its own: a router from before digest-first Index pauses digests for Index items, not for Extract's.
+        self._digests = digests.DigestFirst(config.digest_first_min_bytes, config.target)
 
     async def index(self, ids: Sequence[str], images: Sequence[ImageInput], collection: str,
                     model: str = "") -> list[Indexed | errors.RingserveError]:
-        """Store each image under its id; one result per item, in order (an error for an item that failed)."""
+        """Store each image under its id; one result per item, in order (an error for an item that failed).
+
+        An image of at least ``digest_first_min_bytes`` goes first as its digest alone: an id that already holds
+        an entry of exactly those bytes (a re-run) is answered without them; otherwise the router asks for them
+        and they follow on the same stream."""
         if len(ids) != len(images):
             raise errors.InvalidArgument(f"{len(ids)} ids for {len(images)} images: give one id per image",
                                          argument="ids")
         errors.checked(arguments.check_collection, collection)
         for item_id in ids:
             errors.checked(arguments.check_id, item_id)
-        requests = {str(i): spb.IndexRequest(request_id=str(i), collection=collection, id=item_id,
-                                             image=to_bytes(image), model=model or "")
-                    for i, (item_id, image) in enumerate(zip(ids, images, strict=True))}
-        done: dict[str, Indexed | errors.RingserveError] = {}
-        pending = dict(requests)
-        unavailable: dict[str, str] = {}  # the server's last word on each item it could not take
+        datas = [to_bytes(image) for image in images]
+        named = [self._digests.wanted(len(d)) for d in datas]
+        keys = await asyncio.to_thread(lambda: [fingerprint.digest(d) if n else None for d, n in zip(datas, named,
+                                                                                                      strict=True)])
+        requests = [spb.IndexRequest(request_id=str(i), collection=collection, id=item_id, model=model or "")
+                    for i, item_id in enumerate(ids)]
+        for request, key, data in zip(requests, keys, datas, strict=True):
+            if key is not None:
+                request.digest.blake3_128, request.digest.size_bytes = key, len(data)
+        call = ItemCall(requests, {str(i): d for i, d in enumerate(datas)}, self._digests,
+                        named={r.request_id for r in requests if r.HasField("digest")})
 
         async def stream(items: list[spb.IndexRequest], time_left: float | None) -> None:
-            await self._index_stream(items, time_left, done, pending, unavailable)
+            await self._index_stream(items, time_left, call)
 
-        outcome = await resend.items(self._config, self._config.timeout_s, pending, stream)
-        for rid in pending:
-            done[rid] = outcome.error(requests[rid].id, unavailable.get(rid))
-        return [done[str(i)] for i in range(len(ids))]
+        outcome = await resend.items(self._config, self._config.timeout_s, call.pending, stream)
+        results = call.results(lambda rid, reason: outcome.error(ids[int(rid)], reason))
+        return [Indexed(r.id, r.model_version) if isinstance(r, spb.IndexReply) else r for r in results]
 
-    async def _index_stream(self, items: list[spb.IndexRequest], time_left: float | None, done: dict[str, Any],
-                            pending: dict[str, spb.IndexRequest], unavailable: dict[str, str]) -> None:
-        window = asyncio.Semaphore(self._config.window)
+    async def _index_stream(self, items: list[spb.IndexRequest], time_left: float | None, call: ItemCall) -> None:
+        """One Index stream over ``items``: each goes as its digest or with its image (``ItemCall.outgoing``), and
+        again with its image, ahead of the rest, when the router answers ``image_required``."""
+        outbox = Outbox(items, call.outgoing, self._config.window)
 
-        async def send():
-            for item in items:
-                await window.acquire()
-                yield item
+        async def send() -> AsyncIterator[spb.IndexRequest]:
+            async for request, image in outbox.items():
+                if image:
+                    request.image = image  # kept: from now on it goes with its image, on any re-send too
+                yield request
 
-        async for reply in self._stub.Index(send(), timeout=time_left):
-            window.release()
-            if reply.request_id not in pending:
-                continue
-            code = code_of(reply.status.code)
-            if code == grpc.StatusCode.UNAVAILABLE:
-                unavailable[reply.request_id] = reply.status.message
-                continue  # stays pending: sent again on the next attempt
-            del pending[reply.request_id]
-            done[reply.request_id] = (Indexed(reply.id, reply.model_version) if code == grpc.StatusCode.OK
-                                      else errors.from_status(code, reply.status.message, reply.id))
+        try:
+            async for reply in self._stub.Index(send(), timeout=time_left):
+                if call.take(reply, outbox.answered(reply.request_id)):
+                    outbox.again(call.pending[reply.request_id])
+        finally:
+            outbox.close()
 
     async def search(self, collection: str, image: ImageInput | None = None, id: str | None = None, k: int = 10,
                      max_distance: int | None = None, model: str = "") -> SearchResult:

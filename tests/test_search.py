@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -14,6 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ringserve.client import Client, InvalidArgument, InvalidImage, NotFound, RingserveError, Unavailable
 from ringserve.client.search import Indexed
 from ringserve.contract import fingerprint
+from ringserve.contract.status import code_of
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.local.cluster import LocalCluster
@@ -327,3 +329,123 @@ def test_a_collection_of_an_older_model_version_says_so_and_can_be_indexed_again
         assert all(isinstance(r, Indexed) for r in new) and new[0].model_version != old
         assert client.search(collection="versions", image=PICTURES[2], k=1).nearest[0].id == IDS[2]
         assert client.describe_collection("versions").model_version == new[0].model_version
+
+
+def sent_to_index(client: Client) -> Counter:
+    """From now on, what ``client``'s Index streams send: items, image bytes and serialised bytes of the requests."""
+    sent: Counter = Counter()
+    stub = client._client._search._stub
+    call = stub.Index
+
+    def counting(source, **kwargs):
+        async def requests():
+            async for request in source:
+                sent["items"] += 1
+                sent["images"] += len(request.image)
+                sent["bytes"] += request.ByteSize()
+                yield request
+
+        return call(requests(), **kwargs)
+
+    stub.Index = counting
+    return sent
+
+
+def test_a_rerun_of_index_over_a_folder_sends_no_image_bytes_and_a_changed_file_goes_again(tmp_path, durable_redis,
+                                                                                            made):
+    from ringserve.client import indexing
+
+    c = search_cluster(tmp_path / "c", durable_redis, nodes=1)
+    made.append(c)
+    folder = tmp_path / "catalogue"
+    folder.mkdir()
+    for i, data in enumerate(PICTURES[:6]):
+        (folder / f"{i}.jpg").write_bytes(data)
+
+    def index(journal: str) -> indexing.IndexSummary:
+        job = indexing.IndexJobConfig(root=folder, collection="rerun", journal=tmp_path / journal, chunk=4)
+        return indexing.run(client, job, progress=False)
+
+    with Client(c.router.target, digest_first_min_bytes=0) as client:
+        sent = sent_to_index(client)
+        assert index("first.jsonl").indexed == 6
+        assert sent["images"] == sum(map(len, PICTURES[:6])) and sent["items"] == 12  # each named, then its image
+        sent.clear()
+        again = index("again.jsonl")  # a fresh journal: every image is looked at again
+        assert (again.indexed, again.refused, again.retry_later) == (6, 0, 0)
+        assert sent["images"] == 0 and sent["items"] == 6 and sent["bytes"] < 100 * 6, sent
+        (folder / "3.jpg").write_bytes(PICTURES[9])  # a changed file under the same id
+        sent.clear()
+        assert index("changed.jsonl").indexed == 6
+        assert sent["images"] == len(PICTURES[9]) and sent["items"] == 7
+        found = client.search(collection="rerun", image=PICTURES[9], k=1).nearest[0]
+        assert found.id == "3.jpg" and found.score == pytest.approx(1.0, abs=1e-2)
+        assert client.describe_collection("rerun").entries == 6
+
+
+def _named(stub, collection: str, item_id: str, blake3_128: bytes, size: int, model: str = "") -> spb.IndexReply:
+    request = spb.IndexRequest(request_id="1", collection=collection, id=item_id, model=model)
+    request.digest.blake3_128, request.digest.size_bytes = blake3_128, size
+    return next(iter(stub.Index(iter([request]), timeout=30)))
+
+
+def test_a_digest_only_index_item_is_answered_only_for_exactly_the_bytes_held_and_never_writes(tmp_path,
+                                                                                               durable_redis, made):
+    import redis
+
+    c = search_cluster(tmp_path / "c", durable_redis, nodes=1)
+    made.append(c)
+    off = RouterProcess(tmp_path / "off", "router-off", members_file=c.members_file,
+                        args=["--members-interval-s", "0.1", "--search-redis-url", durable_redis.url,
+                              "--no-search-digest-lookups"])
+    store = redis.Redis.from_url(durable_redis.url)
+    log = "rs:search:{named}:log"
+    try:
+        off.start()
+        off.wait_members(len(c.nodes))
+        with Client(c.router.target) as client:
+            version = client.index(IDS[:3], PICTURES[:3], collection="named")[0].model_version
+        with grpc.insecure_channel(c.router.target) as channel, grpc.insecure_channel(off.target) as other:
+            stub, switched_off = spb_grpc.SearchStub(channel), spb_grpc.SearchStub(other)
+            key, size = fingerprint.digest(PICTURES[1]), len(PICTURES[1])
+            writes = store.xlen(log)
+            held = _named(stub, "named", IDS[1], key, size)
+            assert held.status.code == 0 and not held.image_required and held.model_version == version
+            for asked in (_named(stub, "named", IDS[1], bytes(16), size),  # a made-up digest
+                          _named(stub, "named", IDS[1], key, size + 1),  # the right hash of another length
+                          _named(stub, "named", IDS[2], key, size),  # another id's bytes
+                          _named(stub, "named", "sku-new", key, size),  # an id not held
+                          _named(stub, "nowhere", IDS[1], key, size),  # a collection not held
+                          _named(stub, "named", IDS[1], key, size, model="another-model"),
+                          _named(switched_off, "named", IDS[1], key, size)):  # --no-search-digest-lookups
+                assert asked.status.code == 0 and asked.image_required and not asked.model_version, asked
+            short = _named(stub, "named", IDS[1], key[:8], size)
+            assert code_of(short.status.code) == grpc.StatusCode.INVALID_ARGUMENT and "16-byte" in short.status.message
+            assert store.xlen(log) == writes and store.hlen("rs:search:{named}:entries") == 3  # nothing written
+            assert not store.exists("rs:search:{nowhere}:meta")
+    finally:
+        off.stop()
+
+
+def test_after_a_collection_is_indexed_again_under_a_new_model_version_its_old_ids_miss(tmp_path, durable_redis,
+                                                                                        made):
+    c = search_cluster(tmp_path / "c", durable_redis, nodes=1)
+    made.append(c)
+    with Client(c.router.target, digest_first_min_bytes=0) as client:
+        old = client.index(IDS[:3], PICTURES[:3], collection="versions")[0].model_version
+    c.nodes["node-0"].args.append("--full-decode")  # the decode rule is part of the model version
+    c.restart("node-0")
+    with Client(c.router.target, digest_first_min_bytes=0) as client, \
+            grpc.insecure_channel(c.router.target) as channel:
+        stub = spb_grpc.SearchStub(channel)
+        assert client.delete("versions", everything=True)[0] == 3
+        new = client.index(IDS[:1], PICTURES[:1], collection="versions")[0].model_version
+        assert new != old
+        kept = _named(stub, "versions", IDS[0], fingerprint.digest(PICTURES[0]), len(PICTURES[0]))
+        assert not kept.image_required and kept.model_version == new  # made from these bytes under the new one
+        gone = _named(stub, "versions", IDS[1], fingerprint.digest(PICTURES[1]), len(PICTURES[1]))
+        assert gone.image_required  # its entry of the old version went with the collection
+        sent = sent_to_index(client)
+        assert all(isinstance(r, Indexed) and r.model_version == new
+                   for r in client.index(IDS[:3], PICTURES[:3], collection="versions"))
+        assert sent["images"] == len(PICTURES[1]) + len(PICTURES[2])  # only those not made under the new version
