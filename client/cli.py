@@ -112,12 +112,17 @@ def _index_args(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     ix = sub.add_parser("index", help="every image under a folder into a search collection, resumably",
                         description="Walk DIR and index every image under its path relative to DIR as id, in "
                         "COLLECTION (made by the first image; an id indexed again is replaced). Progress is kept in "
-                        "a journal: re-run the same command to resume. Needs ringserve[batch] for the progress bar.")
+                        "a journal: re-run the same command to resume; with --again, to take in what changed in DIR. "
+                        "Needs ringserve[batch] for the progress bar.")
     ix.add_argument("root", type=Path, metavar="DIR")
     ix.add_argument("--collection", required=True, help="collection name: [A-Za-z0-9_.-], 1 to 128 characters")
     ix.add_argument("--journal", type=Path, default=None,
                     help="progress journal (default: ./.ringserve-index-COLLECTION.jsonl)")
     ix.add_argument("--chunk", type=_count("chunk", 1), default=256, help="images per stream and per journal write")
+    ix.add_argument("--again", action="store_true",
+                    help="look at every image again, the journal's answers set aside (it is started anew), to bring "
+                    "the collection up to date with a changed folder: an image it holds as it is costs only its "
+                    "digest (images of at least --digest-first-min-bytes), new and changed files are sent")
     ix.add_argument("--no-progress", action="store_true")
     return ix
 
@@ -274,11 +279,12 @@ def _index(a: argparse.Namespace, c: Client) -> int:
         return 2
     journal = a.journal or Path(f".ringserve-index-{a.collection}.jsonl")
     job = indexing.IndexJobConfig(root=a.root, collection=a.collection, journal=journal, chunk=a.chunk,
-                                  model=c.config.model or None)
+                                  model=c.config.model or None, again=a.again)
     try:
         s = indexing.run(c, job, progress=not a.no_progress)
     except KeyboardInterrupt:
-        print(f"interrupted: progress is in {journal}; run the same command again to resume", file=sys.stderr)
+        same = "the same command without --again" if a.again else "the same command again"
+        print(f"interrupted: progress is in {journal}; run {same} to resume", file=sys.stderr)
         return 130
     rate = s.indexed / s.seconds if s.seconds else 0.0
     print(f"{s.found} images: {s.indexed} indexed now ({rate:.1f}/s), {s.skipped} already answered, "

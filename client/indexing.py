@@ -3,8 +3,12 @@
 Progress is journalled in a JSON-lines file (one line per image, written and
 fsynced after each chunk), so an interrupted job re-run with the same command
 sends only what was not answered: images indexed or refused (a bad file) are
-skipped, images the cluster could not take (UNAVAILABLE) are sent again. Needs
-the ``batch`` extra for the progress bar (tqdm).
+skipped, images the cluster could not take (UNAVAILABLE) are sent again. To
+bring a collection up to date with a folder that changed, ``again`` looks at
+every image anew: images of at least ``digest_first_min_bytes`` go as their
+digest first, so one the collection holds as it is costs a digest and a small
+message, and only new or changed files send their bytes. Needs the ``batch``
+extra for the progress bar (tqdm).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ class IndexJobConfig:
     # Images per stream and per journal flush: the unit of progress that survives an interrupt.
     chunk: int = 256
     model: str | None = None
+    # Look at every image again, the journal's answers set aside (it is started anew): an image indexed as it is
+    # costs its digest (digest-first), a new or changed file is sent.
+    again: bool = False
 
 
 @dataclass
@@ -63,14 +70,14 @@ def run(client: Client, config: IndexJobConfig, progress: bool = True) -> IndexS
 
     started = time.perf_counter()
     found = find_images(config.root)
-    done = answered(config.journal)
+    done = set() if config.again else answered(config.journal)
     todo = [p for p in found if p not in done]
     summary = IndexSummary(found=len(found), skipped=len(found) - len(todo))
     config.journal.parent.mkdir(parents=True, exist_ok=True)
     bar = tqdm(total=len(found), initial=summary.skipped, unit="img", disable=not progress, file=sys.stderr,
                desc=f"index {config.collection}", smoothing=0.1)
     try:
-        with open(config.journal, "a") as journal:
+        with open(config.journal, "w" if config.again else "a") as journal:
             for i in range(0, len(todo), config.chunk):
                 chunk = todo[i : i + config.chunk]
                 lines = []

@@ -352,7 +352,7 @@ def sent_to_index(client: Client) -> Counter:
 
 
 def test_a_rerun_of_index_over_a_folder_sends_no_image_bytes_and_a_changed_file_goes_again(tmp_path, durable_redis,
-                                                                                            made):
+                                                                                            made, capsys):
     from ringserve.client import indexing
 
     c = search_cluster(tmp_path / "c", durable_redis, nodes=1)
@@ -362,25 +362,36 @@ def test_a_rerun_of_index_over_a_folder_sends_no_image_bytes_and_a_changed_file_
     for i, data in enumerate(PICTURES[:6]):
         (folder / f"{i}.jpg").write_bytes(data)
 
-    def index(journal: str) -> indexing.IndexSummary:
-        job = indexing.IndexJobConfig(root=folder, collection="rerun", journal=tmp_path / journal, chunk=4)
+    journal = tmp_path / "journal.jsonl"
+
+    def index(again: bool) -> indexing.IndexSummary:
+        job = indexing.IndexJobConfig(root=folder, collection="rerun", journal=journal, chunk=4, again=again)
         return indexing.run(client, job, progress=False)
 
     with Client(c.router.target, digest_first_min_bytes=0) as client:
         sent = sent_to_index(client)
-        assert index("first.jsonl").indexed == 6
+        assert index(again=False).indexed == 6
         assert sent["images"] == sum(map(len, PICTURES[:6])) and sent["items"] == 12  # each named, then its image
+        assert index(again=False).skipped == 6  # resumed: all answered
         sent.clear()
-        again = index("again.jsonl")  # a fresh journal: every image is looked at again
-        assert (again.indexed, again.refused, again.retry_later) == (6, 0, 0)
+        again = index(again=True)  # every image looked at again, the journal's answers set aside
+        assert (again.indexed, again.skipped, again.refused, again.retry_later) == (6, 0, 0, 0)
         assert sent["images"] == 0 and sent["items"] == 6 and sent["bytes"] < 100 * 6, sent
         (folder / "3.jpg").write_bytes(PICTURES[9])  # a changed file under the same id
         sent.clear()
-        assert index("changed.jsonl").indexed == 6
+        assert index(again=True).indexed == 6
         assert sent["images"] == len(PICTURES[9]) and sent["items"] == 7
         found = client.search(collection="rerun", image=PICTURES[9], k=1).nearest[0]
         assert found.id == "3.jpg" and found.score == pytest.approx(1.0, abs=1e-2)
         assert client.describe_collection("rerun").entries == 6
+    assert len(journal.read_text().splitlines()) == 6  # started anew by each pass that looked again
+
+    from ringserve.client import cli
+
+    args = ["index", str(folder), "--collection", "rerun", "--journal", str(journal), "--no-progress", "--again",
+            "--target", c.router.target, "--digest-first-min-bytes", "0"]
+    assert cli.main(args) == 0
+    assert "6 indexed now" in capsys.readouterr().err
 
 
 def _named(stub, collection: str, item_id: str, blake3_128: bytes, size: int, model: str = "") -> spb.IndexReply:
