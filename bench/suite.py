@@ -148,7 +148,7 @@ def system_cost(work: Path, model: str = "mobilenet_v3_small", count: int = 160)
 
 
 def ring_properties() -> dict:
-    from ringserve.router.ring import Ring
+    from ringserve.contract.ring import Ring
 
     rng = random.Random(2)
     keys = [rng.getrandbits(64) for _ in range(20_000)]

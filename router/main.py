@@ -16,6 +16,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from ringserve.contract import frames
+from ringserve.contract.ring import Ring
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -31,7 +32,6 @@ from ringserve.router.membership.file import FileSource
 from ringserve.router.membership.static import StaticSource
 from ringserve.router.metrics import RouterMetrics
 from ringserve.router.registry import Registry
-from ringserve.router.ring import Ring
 from ringserve.router.servicer import ClusterServicer, RouterServicer
 from ringserve.runtime import process, telemetry
 from ringserve.runtime.redisconn import connect

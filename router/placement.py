@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import Protocol
 
-from ringserve.router.ring import Ring
+from ringserve.contract.ring import Ring
 
 
 class PlacementPolicy(StrEnum):

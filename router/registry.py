@@ -22,13 +22,13 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
+from ringserve.contract.ring import Ring
 from ringserve.router import placement as placement_policies
 from ringserve.router.health import HealthConfig, HealthTracker, NodeHealth
 from ringserve.router.latency import NodeLatency
 from ringserve.router.link import NodeLink
 from ringserve.router.membership.base import Member
 from ringserve.router.placement import PlacementPolicy
-from ringserve.router.ring import Ring
 
 log = logging.getLogger(__name__)
 

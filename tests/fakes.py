@@ -25,6 +25,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from PIL import Image
 
 from ringserve.contract.images import ImageLimits
+from ringserve.contract.ring import Ring
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.router.config import PlacementConfig
@@ -35,7 +36,6 @@ from ringserve.router.membership.base import Member
 from ringserve.router.metrics import RouterMetrics
 from ringserve.router.registry import Registry
 from ringserve.router.retry import RetryConfig
-from ringserve.router.ring import Ring
 from ringserve.router.servicer import RouterServicer
 from ringserve.server import mih
 from ringserve.server.batcher import Batcher, BatcherConfig

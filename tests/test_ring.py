@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from ringserve.router.ring import Ring
+from ringserve.contract.ring import Ring
 
 _RNG = random.Random(7)
 KEYS = [_RNG.getrandbits(64) for _ in range(20_000)]

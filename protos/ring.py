@@ -1,5 +1,8 @@
 """Placement: a consistent-hash ring over node identities, with bounded loads.
 
+In the contract because two sides place items with it: the router, and the client that places its
+own items (``client/placement.py``); both must give every key the same owner.
+
 The ring is uhashring's ketama continuum over stable names (StatefulSet pod
 names, never addresses), so every router that sees the same members places
 every key the same way, and adding one node to N moves about 1/(N+1) of the
