@@ -1,4 +1,4 @@
-"""The router's metrics: placement per node, in-flight, retries, hedges, ejections, ring membership."""
+"""The router's metrics: placement per node, answers by tier, in-flight, retries, hedges, ejections, ring membership."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ class RouterMetrics:
         meter = provider.get_meter("ringserve.router")
         # Counted per item on the hit path: a dict increment, read at scrape time.
         self.placed = Tally(meter, "ringserve.router.placed", "Items sent to each node", {"router": router_id}, ("node",))
+        # Items answered OK, by the node, tier and model version of the answer: the hit ratio per model version,
+        # which the nodes cannot tell (``Cluster.Members`` serves the same counts to ``ringserve status``).
+        self.answered = Tally(meter, "ringserve.router.answered", "Items answered OK, by node, tier and model version",
+                              {"router": router_id}, ("node", "tier", "model_version"))
         self.retries = meter.create_counter("ringserve.router.retries", description="Items re-sent to another node")
         self.errors = meter.create_counter("ringserve.router.errors", description="Items the router answered with an error")
         # Hedges (``hedging.py``): sent to a node, by why (a late try, or a stalled node); won, by the node whose

@@ -27,7 +27,7 @@ from opentelemetry import trace
 
 from ringserve.contract import fingerprint, tracecontext
 from ringserve.contract.images import ImageError, ImageLimits
-from ringserve.contract.status import Reply, error_reply
+from ringserve.contract.status import Reply, error_reply, source_name
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -47,6 +47,8 @@ from ringserve.runtime.singleflight import Group
 log = logging.getLogger(__name__)
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
 RESOURCE_EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+# A reply's Provenance.source as the tier label of ``answered`` (once here, not per item).
+TIERS = {value: source_name(value) for value in pb.Source.values()}
 
 
 @dataclass(slots=True)
@@ -286,6 +288,7 @@ class RouterServicer(ItemEdge):
         """What an answer teaches: its node's latency for its kind, that its key is answered, and who won."""
         source = reply.provenance.source
         self.latency.observe(done.node.latency, item.kind.rpc, item.kind.image, source, time.monotonic() - done.sent)
+        self.metrics.answered.add(done.node.name, TIERS[source], reply.provenance.model_version)
         if source != pb.SOURCE_UNSPECIFIED:
             self.recent.add(item.key)
         if done.why:
@@ -356,7 +359,10 @@ class ClusterServicer(cpb_grpc.ClusterServicer):
             members.append(cpb.Member(name=name, address=h.member.address, weight=h.member.weight, state=state,
                                       inflight=link.inflight, placed=link.placed,
                                       ejections=h.ejections, reason="" if h.on_ring else h.reason))
-        return cpb.MembersReply(members=members, router=r.router_id, load_factor=r.registry.ring.load_factor)
+        answered = [cpb.Answered(node=node, tier=tier, model_version=version, items=count)
+                    for (node, tier, version), count in sorted(r.metrics.answered.counts.items())]
+        return cpb.MembersReply(members=members, router=r.router_id, load_factor=r.registry.ring.load_factor,
+                                answered=answered)
 
     async def Owner(self, request, context) -> cpb.OwnerReply:
         r = self.router

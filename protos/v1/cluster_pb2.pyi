@@ -43,14 +43,28 @@ class Member(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[int] = ..., state: _Optional[_Union[MemberState, str]] = ..., inflight: _Optional[int] = ..., placed: _Optional[int] = ..., ejections: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class MembersReply(_message.Message):
-    __slots__ = ("members", "router", "load_factor")
+    __slots__ = ("members", "router", "load_factor", "answered")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ROUTER_FIELD_NUMBER: _ClassVar[int]
     LOAD_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    ANSWERED_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[Member]
     router: str
     load_factor: float
-    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., router: _Optional[str] = ..., load_factor: _Optional[float] = ...) -> None: ...
+    answered: _containers.RepeatedCompositeFieldContainer[Answered]
+    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., router: _Optional[str] = ..., load_factor: _Optional[float] = ..., answered: _Optional[_Iterable[_Union[Answered, _Mapping]]] = ...) -> None: ...
+
+class Answered(_message.Message):
+    __slots__ = ("node", "tier", "model_version", "items")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    tier: str
+    model_version: str
+    items: int
+    def __init__(self, node: _Optional[str] = ..., tier: _Optional[str] = ..., model_version: _Optional[str] = ..., items: _Optional[int] = ...) -> None: ...
 
 class OwnerRequest(_message.Message):
     __slots__ = ("image", "phash")
