@@ -39,6 +39,8 @@ class HedgingConfig:
     initial_s: float = setting(1.0, help="per-try bound of a kind of item no node has answered enough of yet")
     min_samples: int = setting(20, help="answers of a kind a node needs before its own latency bounds it")
     window: int = setting(2000, help="answers after which older ones weigh half, per node and kind")
+    stall_grace_s: float = setting(0.02, help="a node silent past an item's bound is found stalled only after "
+                                   "this long with the router running on time (its answers may wait unread)")
     budget_share: float = setting(0.05, help="hedges allowed per item sent (a token bucket's rate)")
     budget_burst: float = setting(20.0, help="most hedges saved up in the bucket")
     recent_keys: int = setting(65_536, help="placement keys remembered as answered lately (their items are "
@@ -54,6 +56,8 @@ class HedgingConfig:
         if self.min_samples < 1 or self.window < 2 * self.min_samples:
             raise ValueError(f"need 1 <= --hedge-min-samples ({self.min_samples}) <= --hedge-window "
                              f"({self.window}) / 2")
+        if self.stall_grace_s <= 0:
+            raise ValueError(f"--hedge-stall-grace-s {self.stall_grace_s} must be > 0")
         if self.budget_share < 0 or self.budget_burst < 1:
             raise ValueError("need --hedge-budget-share >= 0 and --hedge-budget-burst >= 1")
 

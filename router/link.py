@@ -150,11 +150,36 @@ class NodeLink:
         self.heard_at = time.monotonic()
         # Done when the node is found stalled (``stall``); a fresh one once it is heard again.
         self.stall_signal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._suspicion: asyncio.TimerHandle | None = None  # a stall verdict to come (``suspect``)
 
     @property
     def stalled(self) -> bool:
         """Found silent with items on it (``hedging.py``): no item is placed here until it is heard again."""
         return self.stall_signal.done()
+
+    def suspect(self, since: float, grace_s: float) -> None:
+        """An item's per-try bound passed with no word from the node since ``since``: stalled, unless a word
+        comes within ``grace_s`` of this router running on time.
+
+        Silence is only evidence while this process runs: a router that was descheduled, or whose loop was
+        busy, wakes with its timers due and the node's answers still unread in its sockets. So the verdict
+        waits ``grace_s`` (the answers, if any, are read meanwhile) and is put off again when that wait itself
+        ran late (the router was not running through it); a node that is truly frozen stays silent and is
+        found stalled ``grace_s`` after its bound.
+        """
+        if self.stalled or self._suspicion is not None:
+            return
+        asked = time.monotonic()
+        self._suspicion = asyncio.get_running_loop().call_later(grace_s, self._verdict, since, asked, grace_s)
+
+    def _verdict(self, since: float, asked: float, grace_s: float) -> None:
+        self._suspicion = None
+        if self.heard_at >= since:
+            return  # it spoke: late on that item perhaps, but not stalled
+        if time.monotonic() - asked > 2 * grace_s:  # the router itself was not running through the grace
+            self.suspect(since, grace_s)
+            return
+        self.stall()
 
     def stall(self) -> None:
         """The node answered nothing since an item's per-try bound began: wake every item waiting on it."""
@@ -195,6 +220,8 @@ class NodeLink:
         return future
 
     async def close(self) -> None:
+        if self._suspicion is not None:
+            self._suspicion.cancel()
         for stream in self._streams.values():
             await stream.close()
         await self.channel.close()

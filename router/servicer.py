@@ -297,13 +297,16 @@ class RouterServicer(ItemEdge):
     def _hedge(self, item: _Item, race: Race, attempts: Attempts) -> None:
         """Act on tries whose bound passed: a silent node is stalled (its items move, free); a late try on a node
         that answers others is hedged if the budget allows."""
-        late = []
-        for t in race.late(time.monotonic()):
-            t.handled = True
+        late, now, grace = [], time.monotonic(), self.hedging.stall_grace_s
+        for t in race.late(now):
             if t.node.link.heard_at < t.sent:  # not a word from the node since this try went out
-                t.node.link.stall()  # wakes every item on it: each moves as this one does below
-            else:
-                late.append(t)
+                # stalled once the router has listened on time (``NodeLink.suspect``): that wakes every item
+                # on it, and each moves as this one does below; heard by then, the try is looked at again
+                t.node.link.suspect(t.sent, grace)
+                t.late_at = now + 2 * grace
+                continue
+            t.handled = True
+            late.append(t)
         for t in race.stalled():
             t.moved = t.handled = True
             self._hedge_to_next(item, race, attempts, "stalled")

@@ -4,14 +4,20 @@ that is slow by nature, which must keep its items."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+from grpc_health.v1 import health as health_sync
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.imagegen import jpeg
+from ringserve.router.health import SERVICE as INFERENCE
 from ringserve.router.hedging import HedgeBudget, HedgingConfig
 from ringserve.router.kinds import RecentKeys, kind_of
 from ringserve.router.latency import Histogram, LatencyTracker, NodeLatency
@@ -197,3 +203,59 @@ async def test_a_slow_node_keeps_its_misses_when_its_latency_says_they_are_norma
     # the same misses under a fixed 100 ms bound: the node, silent while it computes a batch, is taken for
     # stalled and its items are moved (computed twice): the test can tell
     assert hedged["fixed"] >= 1
+
+
+class _ThreadedNode(pb_grpc.InferenceServicer):
+    """A node that answers every item at once from gRPC's own threads: it keeps answering while the router's
+    event loop is blocked, as a real node does while the router's process is descheduled."""
+
+    def __init__(self, name: str, received: threading.Event) -> None:
+        self.name = name
+        self.received = received
+
+    def Extract(self, requests, context):
+        for request in requests:
+            self.received.set()
+            yield pb.ExtractReply(request_id=request.request_id,
+                                  provenance=pb.Provenance(source=pb.SOURCE_L1, node=self.name))
+
+
+@contextlib.contextmanager
+def _threaded_serving(node: _ThreadedNode):
+    server = grpc.server(ThreadPoolExecutor(4))
+    pb_grpc.add_InferenceServicer_to_server(node, server)
+    health = health_sync.HealthServicer()
+    health.set(INFERENCE, health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(grace=0.5).wait()
+
+
+async def test_a_router_that_wakes_late_listens_before_it_calls_a_node_stalled():
+    # The router's process is off the CPU (busy cores) past an item's bound while its nodes answered: the
+    # answers wait unread in the router's sockets. Found silent, a node must not be called stalled (its
+    # items would all move off their owner): the router listens first. A node that says nothing is still
+    # stalled (test_items_on_a_node_that_never_answers_... above).
+    received = threading.Event()
+    with _threaded_serving(_ThreadedNode("a", received)) as a, _threaded_serving(_ThreadedNode("b", received)) as b:
+        router = await router_servicer({"a": a, "b": b}, hedging=HedgingConfig(initial_s=0.05, min_s=0.05))
+        keys = _keys_of(router, "a", 8) + _keys_of(router, "b", 8)
+        async with serving(router) as target:
+            for round_ in range(5):  # each round: items go out, then the loop is blocked for 4 bounds
+                received.clear()
+                requests = [pb.ImageRequest(request_id=f"{round_}-{i}", image=jpeg(35_000 + i), phash_hint=key)
+                            for i, key in enumerate(keys)]
+                sending = asyncio.ensure_future(_send(target, requests))
+                await wait_until(received.is_set)
+                time.sleep(0.2)  # noqa: ASYNC251 (on purpose: the router descheduled, its loop does nothing)
+                replies, _ = await sending
+                owners = {r.request_id: router.registry.ring.owner(r.phash_hint) for r in requests}
+                assert {i: r.provenance.node for i, r in replies.items()} == owners
+        stalled = metric_total(router.metrics.provider, "ringserve.router.hedges", reason="stalled")
+        assert not any(node.link.stalled for node in router.registry.nodes.values())
+        await router.registry.close()
+    assert stalled == 0
