@@ -30,7 +30,7 @@ from ringserve.client.items import ItemCall
 from ringserve.client.outbox import Outbox
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
-from ringserve.contract import arguments, fingerprint, frames, tracecontext, wire
+from ringserve.contract import arguments, fingerprint, frames, tls, tracecontext, wire
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 
@@ -50,17 +50,21 @@ class AsyncClient:
             **overrides: single ``ClientConfig`` fields to change, e.g. ``timeout_s=10, window=128``.
 
         Raises:
-            InvalidArgument: an unknown ``cache_mode``, or a radius out of range.
+            InvalidArgument: an unknown ``cache_mode``, a radius out of range, or a TLS file that cannot be read.
         """
         config = config or ClientConfig()
         if target is not None:
             overrides["target"] = target
         self.config = replace(config, **overrides)
-        self._channel = grpc.aio.insecure_channel(
-            self.config.target,
-            options=[("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
-                     ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES)],
-        )
+        try:
+            self._channel = tls.aio_channel(
+                self.config.target,
+                options=[("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
+                         ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES)],
+                tls=self.config.tls,
+            )
+        except tls.TlsError as exc:
+            raise errors.InvalidArgument(str(exc), argument="tls") from exc
         self._stub = pb_grpc.InferenceStub(self._channel)
         # Item streams send bytes written by ``contract.wire``: an image is copied once, never re-encoded.
         self._calls = wire.item_calls(self._channel)

@@ -9,6 +9,7 @@ from ringserve.client import errors
 from ringserve.contract import arguments
 from ringserve.contract.backoff import backoff_s
 from ringserve.contract.flags import setting
+from ringserve.contract.tls import ClientTls
 from ringserve.contract.v1 import inference_pb2 as pb
 
 # The default of ``digest_first_min_bytes`` (bench/results/digest_first.md, through a cluster on loopback): from
@@ -22,6 +23,7 @@ CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPT
 @dataclass(frozen=True)
 class ClientConfig:
     target: str = setting("localhost:50051", help="host:port of a router or a node")
+    tls: ClientTls = setting(ClientTls(), prefix="tls-", group="TLS (docs/deploy.md)")
     # Deadline of one call (all its images, every re-send included), in seconds; None for none.
     timeout_s: float | None = setting(120.0, help="deadline of one call, all its images and re-sends, in seconds")
     # Items sent and not yet answered, per stream.

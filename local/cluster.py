@@ -21,15 +21,39 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-
+from ringserve.contract.tls import ClientTls
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.local.processes import NodeProcess, RedisProcess, RouterProcess, stop_on_signals
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalTls:
+    """Mutual TLS on every hop of a local cluster: one CA, and one certificate (serverAuth and clientAuth) that
+    every node and the router serve with and the router and this harness call with."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    def server_args(self) -> list[str]:
+        """A node's flags: serve with the certificate, accept only callers with one from the CA."""
+        return ["--tls-cert-file", str(self.cert_file), "--tls-key-file", str(self.key_file),
+                "--tls-client-ca-file", str(self.ca_file), "--tls-require-client-cert"]
+
+    def router_args(self) -> list[str]:
+        """The router's flags: serve as a node does, and reach the nodes with the same certificate."""
+        return [*self.server_args(), "--node-tls-ca-file", str(self.ca_file), "--node-tls-cert-file",
+                str(self.cert_file), "--node-tls-key-file", str(self.key_file)]
+
+    def client(self) -> ClientTls:
+        """How this harness (and a test's client) reaches any of them."""
+        return ClientTls(ca_file=self.ca_file, cert_file=self.cert_file, key_file=self.key_file)
 
 
 class LocalCluster:
@@ -39,14 +63,20 @@ class LocalCluster:
     ``processes.Stopped`` (a ``SystemExit`` with status 128 + the signal) in the main thread, so the
     ``with`` block or the caller's ``finally`` stops the cluster and an uncaught one exits as a shell
     expects (see ``processes.stop_on_signals``). Off by default: tests and benchmarks keep their own.
+
+    ``tls``: mutual TLS on every hop (nodes, router, the router's links and health checks, this harness's own
+    calls); None, plaintext.
     """
 
     def __init__(self, workdir: Path, redis_url: str | None = None, node_args: Sequence[str] = (),
-                 router_args: Sequence[str] = (), embedded_redis: bool = False, handle_signals: bool = False) -> None:
+                 router_args: Sequence[str] = (), embedded_redis: bool = False, handle_signals: bool = False,
+                 tls: LocalTls | None = None) -> None:
         self._signals = contextlib.ExitStack()
         if handle_signals:
             self._signals.enter_context(stop_on_signals())
         self.workdir = workdir
+        self.tls = tls
+        self.client_tls = tls.client() if tls is not None else None
         self.redis: RedisProcess | None = None
         self.redis_url = redis_url
         self.node_args = list(node_args)
@@ -75,13 +105,14 @@ class LocalCluster:
 
     def node_cmd(self, extra: Sequence[str] = ()) -> list[str]:
         redis = ["--redis-url", self.redis_url] if self.redis_url else []
-        return [*redis, *self.node_args, *extra]
+        tls = self.tls.server_args() if self.tls is not None else []
+        return [*redis, *tls, *self.node_args, *extra]
 
     def add(self, *names: str, extra: Sequence[str] = ()) -> None:
         """Start nodes, wait until healthy, then publish them (a pod becomes a ready endpoint)."""
         started = []
         for name in names:
-            node = NodeProcess(self.workdir, name, self.node_cmd(extra))
+            node = NodeProcess(self.workdir, name, self.node_cmd(extra), tls=self.client_tls)
             node.start(wait=False)
             self.nodes[name] = node
             started.append(node)
@@ -103,9 +134,10 @@ class LocalCluster:
         os.replace(staged, self.members_file)
 
     def start_router(self, *args: str, port: int | None = None, metrics_port: int | None = None) -> RouterProcess:
+        tls = self.tls.router_args() if self.tls is not None else []
         self.router = RouterProcess(self.workdir, members_file=self.members_file, port=port, metrics_port=metrics_port,
-                                    args=["--members-interval-s", "0.1", "--drain-delay-s", "0.2", *self.router_args,
-                                          *args])
+                                    args=["--members-interval-s", "0.1", "--drain-delay-s", "0.2", *tls,
+                                          *self.router_args, *args], tls=self.client_tls)
         self.router.start()
         self.router.wait_members(len(self.nodes))
         return self.router
@@ -113,12 +145,12 @@ class LocalCluster:
     # ---- asking the router ---------------------------------------------------------------
 
     def owner(self, keys: list[int]) -> dict[int, str]:
-        with grpc.insecure_channel(self.router.target) as channel:
+        with self.router.channel() as channel:
             stub = cpb_grpc.ClusterStub(channel)
             return {k: stub.Owner(cpb.OwnerRequest(phash=k), timeout=10).owner for k in keys}
 
     def members(self) -> dict[str, cpb.Member]:
-        with grpc.insecure_channel(self.router.target) as channel:
+        with self.router.channel() as channel:
             reply = cpb_grpc.ClusterStub(channel).Members(cpb.MembersRequest(), timeout=10)
         return {m.name: m for m in reply.members}
 
@@ -142,7 +174,7 @@ class LocalCluster:
         self.on_event(f"{name}: drained and exited in {time.monotonic() - began:.1f}s; starting it again under "
                       "the same name")
         began = time.monotonic()
-        fresh = NodeProcess(self.workdir, name, old.args).start(timeout_s=timeout_s)  # a new port: the pod's new IP
+        fresh = NodeProcess(self.workdir, name, old.args, tls=old.tls).start(timeout_s=timeout_s)  # a new port: the pod's new IP
         self.nodes[name] = fresh
         self.write_members()
         self.router.wait_members(len(self.nodes))

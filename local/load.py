@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 
 from ringserve.contract.status import source_name
+from ringserve.contract.tls import ClientTls, channel
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 
@@ -67,11 +68,12 @@ class LoadReport:
 
 
 class LoadGenerator:
-    """``start()`` opens ``streams`` calls that send random images until ``stop()``."""
+    """``start()`` opens ``streams`` calls that send random images until ``stop()``; over TLS per ``tls``."""
 
     def __init__(self, target: str, images: Sequence[bytes], streams: int = 4, window: int = 8,
-                 hints: Sequence[int] | None = None, seed: int = 0) -> None:
+                 hints: Sequence[int] | None = None, seed: int = 0, tls: ClientTls | None = None) -> None:
         self.target = target
+        self.tls = tls
         self.images = list(images)
         self.hints = list(hints) if hints is not None else None
         self.streams = streams
@@ -133,9 +135,9 @@ class LoadGenerator:
                     self.report.sent += 1
                 yield request
 
-        with grpc.insecure_channel(self.target) as channel:
+        with channel(self.target, tls=self.tls) as open_channel:
             try:
-                for reply in pb_grpc.InferenceStub(channel).Extract(requests()):
+                for reply in pb_grpc.InferenceStub(open_channel).Extract(requests()):
                     now = time.monotonic()
                     window.release()
                     with self._lock:

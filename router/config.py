@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ringserve.contract.flags import Flags, setting
 from ringserve.contract.images import ImageLimits
+from ringserve.contract.tls import ClientTls, ServerTls
 from ringserve.router.health import HealthConfig
 from ringserve.router.hedging import HedgingConfig
 from ringserve.router.membership.base import Member, parse_members
@@ -94,6 +95,9 @@ class RouterConfig:
     host: str = setting("0.0.0.0", help="address to listen on")
     port: int = setting(50050, help="gRPC port (0 picks a free one)")
     metrics_port: int = setting(0, help="Prometheus /metrics port, 0 for none")
+    tls: ServerTls = setting(ServerTls(), prefix="tls-", group="TLS of this router's port (docs/deploy.md)")
+    # The router's links and health checks to the nodes: their CA, and the router's client certificate.
+    node_tls: ClientTls = setting(ClientTls(), prefix="node-tls-", group="TLS to the nodes (links, health checks)")
     membership: MembershipConfig = setting(MembershipConfig(), prefix="members-", group="membership (exactly one)")
     placement: PlacementConfig = setting(PlacementConfig(), group="placement")
     retry: RetryConfig = setting(RetryConfig(), prefix="retry-", group="retries", about={

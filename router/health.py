@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ringserve.contract.tls import ClientTls, aio_channel
 from ringserve.router.membership.base import Member
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,10 @@ class HealthTracker:
     """Health policy over ``NodeHealth`` records it is handed: watches, failures, ejections."""
 
     def __init__(self, config: HealthConfig, on_change: Callable[[], None],
-                 on_eject: Callable[[str], None] | None = None) -> None:
+                 on_eject: Callable[[str], None] | None = None, tls: ClientTls | None = None) -> None:
+        """``tls``: the watches' TLS and client certificate, the links' own (None: plaintext)."""
         self.config = config
+        self.tls = tls
         self.on_change = on_change
         self._on_eject = on_eject or (lambda _name: None)
 
@@ -127,7 +130,7 @@ class HealthTracker:
     async def _watch(self, health: NodeHealth) -> None:
         member = health.member
         while True:
-            async with grpc.aio.insecure_channel(member.address) as channel:
+            async with aio_channel(member.address, tls=self.tls) as channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 try:
                     async for reply in stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE)):

@@ -21,6 +21,7 @@ import grpc
 
 from ringserve.contract import frames, wire
 from ringserve.contract.errors import ServiceError
+from ringserve.contract.tls import ClientTls, aio_channel
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.router.membership.base import Member
 
@@ -132,10 +133,11 @@ class NodeLink:
 
     _ids = itertools.count()
 
-    def __init__(self, member: Member, on_done: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, member: Member, on_done: Callable[[], None] = lambda: None, tls: ClientTls | None = None) -> None:
+        """``tls``: the channel's TLS and the router's client certificate, read now (None: plaintext)."""
         self.member = member
         self._on_done = on_done  # told when an item leaves this link, answered or not
-        self.channel = grpc.aio.insecure_channel(member.address, options=[
+        self.channel = aio_channel(member.address, tls=tls, options=[
             ("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 10_000),

@@ -15,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from ringserve.contract import frames
+from ringserve.contract import frames, tls
 from ringserve.contract.ring import Ring
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
@@ -72,6 +72,7 @@ class Router:
         self.source = source or make_source(config.membership)
         ring = Ring(load_factor=config.placement.load_factor, min_load=config.placement.min_load)
         self.registry = Registry(config.health, ring, config.placement.policy, on_ring_change=self._ring_changed,
+                                 tls=config.node_tls,
                                  on_eject=lambda node: self.metrics.ejections.add(1, {"node": node}))
         self.pool = ThreadPoolExecutor(max_workers=config.hash_workers, thread_name_prefix="phash")
         tracer = self.tracer_provider.get_tracer("ringserve.router") if self.tracer_provider else None
@@ -137,7 +138,7 @@ class Router:
         reflection.enable_server_reflection(
             (*self.services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server)
-        self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        self.port = tls.add_port(self.server, f"{cfg.host}:{cfg.port}", cfg.tls)
         if self.port == 0:
             raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
         await self.server.start()
@@ -150,7 +151,7 @@ class Router:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         await self._publish_readiness()
-        log.info("router %s serving on %s:%d", cfg.router_id, cfg.host, self.port)
+        log.info("router %s serving on %s:%d (%s)", cfg.router_id, cfg.host, self.port, cfg.tls.describe())
         return self.port
 
     async def stop(self) -> None:

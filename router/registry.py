@@ -23,6 +23,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from ringserve.contract.ring import Ring
+from ringserve.contract.tls import ClientTls
 from ringserve.router import placement as placement_policies
 from ringserve.router.health import HealthConfig, HealthTracker, NodeHealth
 from ringserve.router.latency import NodeLatency
@@ -58,12 +59,14 @@ class Registry:
         on_ring_change: told after the ring's members changed (the router publishes its readiness).
         on_eject: told the name of every node ejected (a metric).
         close_after_s: how long a removed member's link may finish its items before it is closed.
+        tls: TLS (and the router's client certificate) of its links and health checks to the nodes; None: plaintext.
     """
 
     def __init__(self, health: HealthConfig, ring: Ring, policy: PlacementPolicy = PlacementPolicy.RING,
                  on_ring_change: Callable[[], None] | None = None, on_eject: Callable[[str], None] | None = None,
-                 close_after_s: float = 30.0) -> None:
-        self.health = HealthTracker(health, on_change=self._refresh, on_eject=on_eject)
+                 close_after_s: float = 30.0, tls: ClientTls | None = None) -> None:
+        self.health = HealthTracker(health, on_change=self._refresh, on_eject=on_eject, tls=tls)
+        self.tls = tls
         self.ring = ring
         self.ring.set_members({})
         self.placement = placement_policies.make(policy, ring)
@@ -86,7 +89,7 @@ class Registry:
                 self._let_go(self.nodes.pop(name))
         for name, member in wanted.items():
             if name not in self.nodes:
-                node = Node(member, NodeHealth(member), NodeLink(member, on_done=self._released))
+                node = Node(member, NodeHealth(member), NodeLink(member, on_done=self._released, tls=self.tls))
                 self.nodes[name] = node
                 self.health.watch(node.health)
         self._refresh()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ringserve.contract.flags import Flags, Setting, setting
+from ringserve.contract.tls import ServerTls
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.l1 import L1Config
 from ringserve.server.l2 import L2Config
@@ -39,6 +40,7 @@ class ServerConfig:
     host: str = setting("0.0.0.0", help="address to listen on")
     port: int = setting(50051, help="gRPC port (0 picks a free one)")
     metrics_port: int = setting(0, help="Prometheus /metrics port, 0 for none")
+    tls: ServerTls = setting(ServerTls(), prefix="tls-", group="TLS (docs/deploy.md)")
     models: tuple[ModelConfig, ...] = setting(
         (ModelConfig(),), each=parse_model, fills=("name", "weights"), metavar="NAME[=WEIGHTS]", group="model",
         help="model to serve, optionally with a weights file or folder; repeat for several, the first is the "

@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
-from ringserve.contract import frames
+from ringserve.contract import frames, tls
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.runtime import process, telemetry
@@ -104,13 +104,14 @@ class Node:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self.server,
         )
-        self.port = self.server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        self.port = tls.add_port(self.server, f"{cfg.host}:{cfg.port}", cfg.tls)
         if self.port == 0:
             raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
         await self.server.start()
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        log.info("node %s serving %s on %s:%d", cfg.node_id, ", ".join(self.slots), cfg.host, self.port)
+        log.info("node %s serving %s on %s:%d (%s)", cfg.node_id, ", ".join(self.slots), cfg.host, self.port,
+                 cfg.tls.describe())
         return self.port
 
     def _tracer(self):

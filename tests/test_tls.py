@@ -1,0 +1,140 @@
+"""TLS and mutual TLS on every gRPC hop, with real processes and certificates made here (tests/certs.py).
+
+The nodes of these clusters require a client certificate, so the router's health checks and links reach them
+only over mutual TLS: a router that showed its nodes as serving and answered an item proves both.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ringserve.client import Client
+from ringserve.contract.tls import ClientTls, channel
+from ringserve.contract.v1 import cluster_pb2 as cpb
+from ringserve.local.cluster import LocalCluster, LocalTls
+from ringserve.local.imagegen import jpeg
+from ringserve.local.load import LoadGenerator
+from ringserve.local.processes import NodeProcess
+from tests import certs
+from tests.conftest import SMALL_MODEL
+from tests.test_search import wait_until
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> dict[str, certs.Cert]:
+    """A CA, the cluster's own certificate, a caller's, one from another CA, and an expired one."""
+    root = tmp_path_factory.mktemp("pki")
+    ca, other = certs.make_ca(root, "ca"), certs.make_ca(root, "other-ca")
+    return {"cluster": certs.make_cert(ca, root, "cluster"),
+            "alice": certs.make_cert(ca, root, "alice", client=True),
+            "stranger": certs.make_cert(other, root, "stranger", client=True),
+            "late": certs.make_cert(ca, root, "late", client=True, expired=True)}
+
+
+def caller(cert: certs.Cert, ca: certs.CA | None = None) -> ClientTls:
+    """A channel's TLS that trusts ``ca`` (default: the certificate's own) and presents ``cert``."""
+    return ClientTls(ca_file=(ca or cert.ca).cert, cert_file=cert.cert, key_file=cert.key)
+
+
+def health_code(target: str, tls: ClientTls | None) -> grpc.StatusCode:
+    """What one health check over ``tls`` (None: plaintext) is answered: OK, or the refusal's code."""
+    try:
+        with channel(target, tls=tls) as open_channel:
+            health_pb2_grpc.HealthStub(open_channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.fixture(scope="module")
+def mtls_cluster(pki, tmp_path_factory):
+    cluster = pki["cluster"]
+    c = LocalCluster(tmp_path_factory.mktemp("mtls"), node_args=SMALL_MODEL,
+                     tls=LocalTls(cluster.ca.cert, cluster.cert, cluster.key))
+    try:
+        c.add("node-0", "node-1")
+        c.start_router()  # waits for both nodes SERVING on the ring: the health checks went over mutual TLS
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.mark.parametrize("who", ["router", "node-0"])
+def test_callers_without_the_right_certificate_are_refused_and_the_right_one_is_served(pki, mtls_cluster, who):
+    target = mtls_cluster.router.target if who == "router" else mtls_cluster.nodes[who].target
+    alice = pki["alice"]
+    refused = {"plaintext": health_code(target, None),
+               "no client certificate": health_code(target, ClientTls(ca_file=alice.ca.cert)),
+               "another CA's certificate": health_code(target, caller(pki["stranger"], alice.ca)),
+               "an expired certificate": health_code(target, caller(pki["late"]))}
+    assert refused == dict.fromkeys(refused, grpc.StatusCode.UNAVAILABLE)
+    assert health_code(target, caller(alice)) == grpc.StatusCode.OK
+    with Client(target, tls=caller(alice), retries=0) as client:
+        features = client.extract_detailed([jpeg(31_000), jpeg(31_001)])
+    # Through the router, the items crossed its links to the nodes, which take only mutual TLS.
+    assert [f.vector.shape for f in features] == [features[0].vector.shape] * 2
+    assert not np.array_equal(features[0].vector, features[1].vector)
+    assert all(f.provenance.node.startswith("node-") for f in features)
+
+
+def test_the_router_reaches_nodes_that_require_client_certificates_only_with_its_own(pki, mtls_cluster):
+    members = mtls_cluster.members()
+    assert {name: m.state for name, m in members.items()} == dict.fromkeys(["node-0", "node-1"],
+                                                                           cpb.MEMBER_STATE_SERVING)
+    log = mtls_cluster.router.log_path.read_text()
+    assert "(mutual TLS)" in log  # the router's own port
+    assert all("(mutual TLS)" in node.log_path.read_text() for node in mtls_cluster.nodes.values())
+
+
+def _swap_in(folder: Path, cert: certs.Cert) -> None:
+    """Replace the files under ``folder`` as Kubernetes updates a mounted Secret: a new directory, then one
+    atomic rename of the ``..data`` link the files point through."""
+    fresh = folder / f"..{cert.name}-{time.monotonic_ns()}"
+    fresh.mkdir()
+    (fresh / "tls.crt").write_bytes(cert.cert.read_bytes())
+    (fresh / "tls.key").write_bytes(cert.key.read_bytes())
+    (fresh / "ca.crt").write_bytes(cert.ca.cert.read_bytes())
+    staged = folder / "..data_tmp"
+    staged.symlink_to(fresh.name)
+    os.replace(staged, folder / "..data")
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        if not (folder / name).is_symlink():
+            (folder / name).symlink_to(f"..data/{name}")
+
+
+def test_a_certificate_replaced_on_disk_is_served_to_new_callers_and_items_in_flight_are_all_answered(
+        pki, tmp_path):
+    first = pki["cluster"]
+    renewed_ca = certs.make_ca(tmp_path / "renewed", "renewed-ca")
+    renewed = certs.make_cert(renewed_ca, tmp_path / "renewed", "renewed")
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    _swap_in(secret, first)
+    node = NodeProcess(tmp_path, "node-0", [*SMALL_MODEL, "--tls-cert-file", str(secret / "tls.crt"),
+                                            "--tls-key-file", str(secret / "tls.key")],
+                       tls=ClientTls(ca_file=first.ca.cert))
+    try:
+        node.start()
+        load = LoadGenerator(node.target, [jpeg(32_000 + i) for i in range(20)], streams=2, window=4,
+                             tls=ClientTls(ca_file=first.ca.cert)).start()
+        wait_until(lambda: load.report.answered >= 20, 60)
+        assert health_code(node.target, ClientTls(ca_file=renewed_ca.cert)) == grpc.StatusCode.UNAVAILABLE
+        _swap_in(secret, renewed)
+        answered_at_swap = load.report.answered
+        # The next connection's handshake reads the new files: a caller that trusts only the new CA is served.
+        wait_until(lambda: health_code(node.target, ClientTls(ca_file=renewed_ca.cert)) == grpc.StatusCode.OK, 60)
+        assert health_code(node.target, ClientTls(ca_file=first.ca.cert)) == grpc.StatusCode.UNAVAILABLE
+        wait_until(lambda: load.report.answered >= answered_at_swap + 40, 60)  # the streams opened before go on
+        report = load.stop()
+    finally:
+        node.stop(15)
+    assert report.stream_errors == [] and report.lost == 0 and report.duplicates == 0, report.summary()
+    assert report.failed == 0, report.codes()
+    assert "TLS certificate files changed" in node.log_path.read_text()
