@@ -18,6 +18,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from ringserve.client import status
 from ringserve.client.config import ClientConfig
 from ringserve.client.errors import InvalidArgument, RingserveError
 from ringserve.client.sync import Client
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "RINGSERVE_TARGET); the command line wins.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_extract, _classify, _batch_args, _index_args, _search_args, _delete_args):
+    for add in (_extract, _classify, _batch_args, _index_args, _search_args, _delete_args, status.add_parser):
         CLIENT_FLAGS.add_to(add(sub))
     CLIENT_FLAGS.add_to(sub.add_parser("models", help="list the models served"))
     return parser
@@ -177,6 +178,8 @@ def _run(a: argparse.Namespace, config: ClientConfig) -> int:
         return 0
     if a.command == "batch":
         return _batch(a, config)
+    if a.command == "status":
+        return status.run(a, config)
     if a.command in ("index", "search", "delete"):
         return _search_commands(a, config)
     missing = [str(f) for f in a.files if not f.is_file()]

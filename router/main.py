@@ -97,6 +97,8 @@ class Router:
         m.observe("ringserve.router.members", "Nodes on the ring", lambda: len(self.registry.ring))
         m.observe("ringserve.router.waiting", "Items waiting for a node to have room", lambda: self.registry.waiting)
         m.observe("ringserve.router.known", "Nodes known from membership", lambda: len(self.registry.nodes))
+        m.observe("ringserve.router.arc_share", "Share of the key space each node on the ring owns",
+                  lambda: self.registry.ring.shares())
         if self.search is not None:  # alerted on past a minute (monitoring/rules.yaml, RingserveSearchStale)
             m.observe("ringserve.search.stale_seconds", "Seconds the search views have not heard from their store "
                       "(0 while in step)", lambda: self.search.index.stale_ms() / 1000)
