@@ -39,8 +39,9 @@ class HedgingConfig:
     initial_s: float = setting(1.0, help="per-try bound of a kind of item no node has answered enough of yet")
     min_samples: int = setting(20, help="answers of a kind a node needs before its own latency bounds it")
     window: int = setting(2000, help="answers after which older ones weigh half, per node and kind")
-    stall_grace_s: float = setting(0.02, help="a node silent past an item's bound is found stalled only after "
-                                   "this long with the router running on time (its answers may wait unread)")
+    stall_grace_s: float = setting(0.1, help="a node silent past an item's bound is found stalled only after "
+                                   "this long more with the router running on time (its answers may wait unread, "
+                                   "or it was briefly off the CPU)")
     budget_share: float = setting(0.05, help="hedges allowed per item sent (a token bucket's rate)")
     budget_burst: float = setting(20.0, help="most hedges saved up in the bucket")
     recent_keys: int = setting(65_536, help="placement keys remembered as answered lately (their items are "

@@ -178,7 +178,7 @@ class NodeLink:
         self._suspicion = None
         if self.heard_at >= since:
             return  # it spoke: late on that item perhaps, but not stalled
-        if time.monotonic() - asked > 2 * grace_s:  # the router itself was not running through the grace
+        if time.monotonic() - asked > 1.5 * grace_s:  # the router itself was not running through the grace
             self.suspect(since, grace_s)
             return
         self.stall()
