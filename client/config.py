@@ -4,6 +4,7 @@ command's shared flags (``contract.flags``: ``timeout_s`` is ``--timeout-s`` and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from ringserve.client import errors
 from ringserve.contract import arguments
@@ -20,10 +21,21 @@ DIGEST_FIRST_MIN_BYTES = 64 * 1024
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
 
 
+class Secret(str):
+    """A string that is never shown: a config's repr, a log line or an error message prints ``***``."""
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     target: str = setting("localhost:50051", help="host:port of a router or a node")
     tls: ClientTls = setting(ClientTls(), prefix="tls-", group="TLS (docs/deploy.md)")
+    # Who this caller is to a router that limits search writes (or searches) by bearer token (docs/deploy.md).
+    token: Secret | None = setting(None, parse=Secret, help="bearer token sent with search calls; prefer the "
+                                   "environment or --token-file, since a flag shows in the process list")
+    token_file: Path | None = setting(None, help="file holding the bearer token sent with search calls")
     # Deadline of one call (all its images, every re-send included), in seconds; None for none.
     timeout_s: float | None = setting(120.0, help="deadline of one call, all its images and re-sends, in seconds")
     # Items sent and not yet answered, per stream.
@@ -57,9 +69,29 @@ class ClientConfig:
         errors.checked(arguments.check_count, "retries", self.retries, 0)
         if self.digest_first_min_bytes is not None:
             errors.checked(arguments.check_count, "digest_first_min_bytes", self.digest_first_min_bytes, 0, 2**63)
+        if self.token is not None and self.token_file is not None:
+            raise errors.InvalidArgument("give the bearer token once: token or token_file, not both", argument="token")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise errors.InvalidArgument(f"timeout_s must be a number of seconds above 0, or none; got {self.timeout_s}",
                                          argument="timeout_s")
+
+    def bearer_token(self) -> str | None:
+        """The token to send, read from ``token_file`` at each call (so a rotated file is used); None: none.
+
+        Raises:
+            InvalidArgument: ``token_file`` cannot be read or is empty.
+        """
+        if self.token_file is None:
+            return self.token or None
+        try:
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise errors.InvalidArgument(f"token_file {self.token_file}: cannot read it ({exc.strerror}); correct "
+                                         "--token-file", argument="token_file") from exc
+        if not token:
+            raise errors.InvalidArgument(f"token_file {self.token_file} is empty: write the token into it",
+                                         argument="token_file")
+        return token
 
     def backoff(self, retry: int) -> float:
         """Seconds to wait before re-send number ``retry`` (1, 2, ...): ``contract.backoff`` from ``backoff_s``

@@ -8,6 +8,7 @@ Reached through ``AsyncClient``/``Client`` (``index``, ``search``, ``delete``,
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,7 +123,7 @@ class SearchCalls:
                 yield request
 
         try:
-            async for reply in self._stub.Index(send(), timeout=time_left):
+            async for reply in self._stub.Index(send(), timeout=time_left, metadata=self._metadata()):
                 if call.take(reply, outbox.answered(reply.request_id)):
                     outbox.again(call.pending[reply.request_id])
         finally:
@@ -170,4 +171,11 @@ class SearchCalls:
 
     async def _unary(self, method: Any, request: Any) -> Any:
         """One call under the call's deadline, sent again on UNAVAILABLE (a router restarting, a view loading)."""
-        return await resend.unary(self._config, method, request, self._config.timeout_s)
+        return await resend.unary(self._config, functools.partial(method, metadata=self._metadata()), request,
+                                  self._config.timeout_s)
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        """The caller's bearer token, for a router that limits who may write or search (read at each call, so a
+        rotated token file is used)."""
+        token = self._config.bearer_token()
+        return (("authorization", f"Bearer {token}"),) if token else ()

@@ -48,8 +48,12 @@ class LocalTls:
 
     def router_args(self) -> list[str]:
         """The router's flags: serve as a node does, and reach the nodes with the same certificate."""
-        return [*self.server_args(), "--node-tls-ca-file", str(self.ca_file), "--node-tls-cert-file",
-                str(self.cert_file), "--node-tls-key-file", str(self.key_file)]
+        return [*self.server_args(), *self.link_args()]
+
+    def link_args(self) -> list[str]:
+        """A router's flags to reach the nodes (links, health checks) with the certificate, whatever its own port."""
+        return ["--node-tls-ca-file", str(self.ca_file), "--node-tls-cert-file", str(self.cert_file),
+                "--node-tls-key-file", str(self.key_file)]
 
     def client(self) -> ClientTls:
         """How this harness (and a test's client) reaches any of them."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ringserve.contract.flags import setting
+from ringserve.search.access import AccessConfig
 from ringserve.search.follower import FollowerConfig
 
 
@@ -27,6 +28,8 @@ class SearchConfig:
                                    "when the id already holds an entry made from those bytes; a caller who knows an "
                                    "id and a digest learns whether they match. Off: every such item is answered "
                                    "image_required")
+    # Who may write (Index, Delete) and search: everyone unless the operator names callers (docs/deploy.md).
+    access: AccessConfig = setting(AccessConfig(), group="search access (docs/deploy.md)")
     follower: FollowerConfig = setting(FollowerConfig(), group="search views", about={
         "poll_s": "seconds between reads of a quiet log",
         "collections_every_s": "seconds between reads of the set of collections",

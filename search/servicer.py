@@ -13,7 +13,7 @@ Searches need a node only to compute a query image's feature.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -28,6 +28,7 @@ from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import search_pb2 as spb
 from ringserve.contract.v1 import search_pb2_grpc as spb_grpc
 from ringserve.runtime.streams import ItemStreams
+from ringserve.search.access import Access, Action, Caller, audit
 from ringserve.search.config import SearchConfig
 from ringserve.search.index import SearchIndex
 from ringserve.search.store import Digest, Entry, Meta
@@ -66,14 +67,23 @@ class SearchServicer(spb_grpc.SearchServicer):
         self.config = config
         self.streams = streams
         self.pool = pool
+        self.access = Access(config.access)  # who may write and search
 
     # ---- Index -----------------------------------------------------------------------------
 
     async def Index(self, request_iterator, context) -> AsyncIterator[spb.IndexReply]:
-        async for reply in self.streams.serve(request_iterator, context, self._index, spb.IndexReply):
+        try:
+            caller = self.access.check(context, Action.WRITE)
+        except ServiceError as exc:  # refused before any item is read
+            await context.abort(*status_of(exc))
+
+        async def index(request: spb.IndexRequest) -> spb.IndexReply:
+            return await self._index(request, caller)
+
+        async for reply in self.streams.serve(request_iterator, context, index, spb.IndexReply):
             yield reply
 
-    async def _index(self, request: spb.IndexRequest) -> spb.IndexReply:
+    async def _index(self, request: spb.IndexRequest, caller: Caller) -> spb.IndexReply:
         reply = spb.IndexReply(request_id=request.request_id, id=request.id)
         try:
             check_collection(request.collection)
@@ -86,6 +96,7 @@ class SearchServicer(spb_grpc.SearchServicer):
             meta = Meta(feature.model, feature.model_version, int(feature.vector.shape[-1]))
             await self.index.add(request.collection, meta, [Entry(request.id, feature.phash, feature.vector,
                                                                   feature.low_information, digest)])
+            audit.info("indexed %s in %s for %s", request.id, request.collection, caller)
         except ServiceError as exc:  # the caller's mistake, a node's answer, Redis away: the item's status
             code, message = status_of(exc)
             if code == grpc.StatusCode.INTERNAL:
@@ -114,18 +125,23 @@ class SearchServicer(spb_grpc.SearchServicer):
     # ---- unary calls -------------------------------------------------------------------------
 
     async def Search(self, request: spb.SearchRequest, context) -> spb.SearchReply:
-        return await self._unary(self._search(request), context)
+        return await self._unary(self._search(request), context, Action.READ)
 
     async def Delete(self, request: spb.DeleteRequest, context) -> spb.DeleteReply:
-        return await self._unary(self._delete(request), context)
+        return await self._unary(self._delete(request, context), context, Action.WRITE)
 
     async def DescribeCollection(self, request: spb.DescribeCollectionRequest, context) -> spb.CollectionInfo:
-        return await self._unary(self._describe(request), context)
+        return await self._unary(self._describe(request), context, Action.READ)
 
-    @staticmethod
-    async def _unary(work: Awaitable, context):
-        """The answer, or the gRPC status that says what went wrong and what to do."""
+    async def _unary(self, work: Coroutine, context, action: Action):
+        """The answer, if the caller may do ``action``; else, or on failure, the gRPC status that says what went
+        wrong and what to do."""
         try:
+            try:
+                self.access.check(context, action)
+            except ServiceError:
+                work.close()  # never started
+                raise
             return await work
         except ServiceError as exc:
             code, message = status_of(exc)
@@ -164,11 +180,16 @@ class SearchServicer(spb_grpc.SearchServicer):
                                model_version=meta.model_version, stale_ms=self.index.stale_ms(),
                                query_low_information=low_information)
 
-    async def _delete(self, request: spb.DeleteRequest) -> spb.DeleteReply:
+    async def _delete(self, request: spb.DeleteRequest, context) -> spb.DeleteReply:
         check_delete(request.collection, list(request.ids), request.all)
+        caller = self.access.caller(context)[0]
         if request.all:
-            return spb.DeleteReply(deleted=await self.index.drop(request.collection))
+            reply = spb.DeleteReply(deleted=await self.index.drop(request.collection))
+            audit.info("dropped collection %s (%d entries) for %s", request.collection, reply.deleted, caller)
+            return reply
         deleted, missing = await self.index.delete(request.collection, list(request.ids))
+        audit.info("deleted %d ids of %s (%s) for %s", len(deleted), request.collection, ", ".join(deleted)[:200],
+                   caller)
         return spb.DeleteReply(deleted=len(deleted), missing=missing)
 
     async def _describe(self, request: spb.DescribeCollectionRequest) -> spb.CollectionInfo:
