@@ -6,14 +6,16 @@ caller's order. Items the server could not take (per-item UNAVAILABLE, or a stre
 cut by a draining node) are re-sent with exponential backoff; nothing else is
 retried. An image of at least ``digest_first_min_bytes`` goes first as its digest alone, and its
 bytes follow on the same stream only if the server asks for them (``digests``, ``items``,
-``outbox``). Works against a node or the router alike.
+``outbox``). Works against a node or the router alike. With ``placement="client"`` an item with a
+hint goes straight to the node that owns it on the router's ring (``placement``, ``lanes``), the
+router taking every other item and any item its node failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import EllipsisType
@@ -27,7 +29,9 @@ from ringserve.client import digests, errors, resend
 from ringserve.client.config import CACHE_MODES, ClientConfig, check_cache_mode
 from ringserve.client.inputs import ImageInput, hint, identify, to_bytes
 from ringserve.client.items import ItemCall
+from ringserve.client.lanes import Lanes
 from ringserve.client.outbox import Outbox
+from ringserve.client.placement import Membership
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
 from ringserve.contract import arguments, fingerprint, frames, tls, tracecontext, wire
@@ -56,15 +60,7 @@ class AsyncClient:
         if target is not None:
             overrides["target"] = target
         self.config = replace(config, **overrides)
-        try:
-            self._channel = tls.aio_channel(
-                self.config.target,
-                options=[("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
-                         ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES)],
-                tls=self.config.tls,
-            )
-        except tls.TlsError as exc:
-            raise errors.InvalidArgument(str(exc), argument="tls") from exc
+        self._channel = self._open_channel(self.config.target)
         self._stub = pb_grpc.InferenceStub(self._channel)
         # Item streams send bytes written by ``contract.wire``: an image is copied once, never re-encoded.
         self._calls = wire.item_calls(self._channel)
@@ -75,6 +71,18 @@ class AsyncClient:
         self._hinting: dict[bytes, asyncio.Future[int | None]] = {}
         self._framed = self.config.frames  # until the server turns out to serve no frames
         self._digests = digests.DigestFirst(self.config.digest_first_min_bytes, self.config.target)
+        # The router's members, read from the target, with placement="client": hinted items go to their owners.
+        self._membership = (Membership(self._channel, self._open_channel, self.config.members_interval_s)
+                            if self.config.placement == "client" else None)
+
+    def _open_channel(self, target: str) -> grpc.aio.Channel:
+        """A channel for this client's calls to ``target``: its router or node, and each node with client placement."""
+        try:
+            return tls.aio_channel(target, options=[("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
+                                                    ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES)],
+                                   tls=self.config.tls)
+        except tls.TlsError as exc:
+            raise errors.InvalidArgument(str(exc), argument="tls") from exc
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -83,6 +91,8 @@ class AsyncClient:
         await self.close()
 
     async def close(self) -> None:
+        if self._membership is not None:
+            await self._membership.close()
         await self._channel.close()
         self._hash_pool.shutdown(wait=False)
 
@@ -224,26 +234,31 @@ class AsyncClient:
                    timeout_s: float | EllipsisType | None = ...) -> list[Any]:
         call = await self._requests(images, top_k, model, cache_mode, radius, hints)
         timeout = self.config.timeout_s if timeout_s is ... else timeout_s
+        via_router: set[str] = set()  # items a node failed (client placement): the router takes them from then on
 
         async def stream(items: list[pb.ImageRequest], time_left: float | None) -> None:
-            await self._stream(method, items, call, time_left)
+            await self._stream(method, items, call, time_left, via_router)
 
         outcome = await resend.items(self.config, timeout, call.pending, stream)
         return call.results(outcome.error)
 
-    async def _stream(self, method: str, items: list[pb.ImageRequest], call: ItemCall, time_left: float | None) -> None:
-        """One stream over ``items``: framed, unless the server turns out to serve no frames."""
+    async def _stream(self, method: str, items: list[pb.ImageRequest], call: ItemCall, time_left: float | None,
+                      via_router: set[str]) -> None:
+        """One try over ``items``: framed, unless the server turns out to serve no frames."""
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
+        if self._membership is not None:
+            await self._membership.current()
         if self._framed:
             try:
-                return await self._stream_once(method, items, call, time_left, framed=True)
+                return await self._stream_once(method, items, call, time_left, True, via_router)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() != grpc.StatusCode.UNIMPLEMENTED:
                     raise
                 self._framed = False  # a server from before frames: the same items, one per message
         time_left = None if deadline is None else max(0.001, deadline - loop.time())  # what the framed try left
-        await self._stream_once(method, items, call, time_left, framed=False)
+        items = [r for r in items if r.request_id in call.pending]  # a node may have answered some meanwhile
+        await self._stream_once(method, items, call, time_left, False, via_router)
 
     async def _hint_into(self, request: pb.ImageRequest, data: bytes) -> None:
         """Set ``request``'s routing hint from ``data`` where it decodes: in the client's threads, remembered, and
@@ -259,7 +274,8 @@ class AsyncClient:
             request.phash_hint = phash
 
     async def _stream_once(self, method: str, items: list[pb.ImageRequest], call: ItemCall, time_left: float | None,
-                           framed: bool) -> None:
+                           framed: bool, via_router: set[str]) -> None:
+        """One try: one stream to the target, or with client placement a stream to each owner beside it."""
         if not items:
             return
         outbox = Outbox(items, call.outgoing, self.config.window)
@@ -276,21 +292,32 @@ class AsyncClient:
         carrier: dict[str, str] = {}
         tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
         metadata = tuple(carrier.items()) or None
+
+        def stream(calls: dict[tuple[str, bool], Any], sent: AsyncIterator[frames.Item],
+                   ready: Callable[[], bool]) -> AsyncIterator[Any]:
+            return _replies(calls[method, framed], framed, sent, ready, time_left, metadata)
+
         try:
-            if framed:
-                # Every item the window lets go at once leaves in one frame (``contract.frames``).
-                sent = frames.pack(outbox.items(), ready=outbox.ready)
-                async for frame in self._calls[method, True](sent, timeout=time_left, metadata=metadata):
-                    for reply in frame.items:
-                        take(reply)
+            if self._membership is not None and len(self._membership.ring):
+                await Lanes(outbox, self._membership, self._calls, stream, take, call.pending, via_router).run()
             else:
-                async for reply in self._calls[method, False](frames.singles(outbox.items()), timeout=time_left,
-                                                               metadata=metadata):
+                async for reply in stream(self._calls, outbox.items(), outbox.ready):
                     take(reply)
         finally:
             outbox.close()
 
 
+async def _replies(call: Any, framed: bool, sent: AsyncIterator[frames.Item], ready: Callable[[], bool],
+                   time_left: float | None, metadata: tuple | None) -> AsyncIterator[Any]:
+    """The replies of one item stream over ``sent``: many items per message (``contract.frames``: every item the
+    window lets go at once leaves in one frame), or one per message for a server without frames."""
+    if framed:
+        async for frame in call(frames.pack(sent, ready=ready), timeout=time_left, metadata=metadata):
+            for reply in frame.items:
+                yield reply
+    else:
+        async for reply in call(frames.singles(sent), timeout=time_left, metadata=metadata):
+            yield reply
 
 
 def _is_single(images: Any) -> bool:

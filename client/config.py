@@ -18,6 +18,10 @@ from ringserve.contract.v1 import inference_pb2 as pb
 # while all-distinct images lose 1-12 % (their extra round trip); at 27 KB and below hits gain 1.01-1.18x and
 # all-distinct images lose 7-20 %.
 DIGEST_FIRST_MIN_BYTES = 64 * 1024
+# Who places an item on the ring: the router (every item goes through it), or the client itself, which sends an
+# item with a hint straight to its owner among the router's members (client/placement.py). "router" by default:
+# client placement needs every node's address reachable from the caller.
+PLACEMENTS = ("router", "client")
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
 
 
@@ -55,6 +59,12 @@ class ClientConfig:
     digest_first_min_bytes: int | None = setting(DIGEST_FIRST_MIN_BYTES, help="images of at least this size (bytes, "
                                                  "or 64K, 1M) are sent as their digest first and their bytes only "
                                                  "if the server lacks them; empty: never")
+    # "router" or "client" (PLACEMENTS above: why the router by default).
+    placement: str = setting("router", choices=PLACEMENTS, help="who places an item on the ring: the router, or this "
+                             "client, which sends an item with a hint straight to its node (the target must be a "
+                             "router, and every node reachable from here)")
+    members_interval_s: float = setting(5.0, help="seconds between reads of the router's members, for --placement "
+                                        "client")
     model: str = setting("", help="model name; empty: the server's default")
     # "exact", "perceptual" or "bypass"; None leaves it to the server.
     cache_mode: str | None = setting(None, choices=tuple(CACHE_MODES), help="cache policy; none: the server's")
@@ -71,6 +81,12 @@ class ClientConfig:
             errors.checked(arguments.check_count, "digest_first_min_bytes", self.digest_first_min_bytes, 0, 2**63)
         if self.token is not None and self.token_file is not None:
             raise errors.InvalidArgument("give the bearer token once: token or token_file, not both", argument="token")
+        if self.placement not in PLACEMENTS:
+            raise errors.InvalidArgument(f"placement must be one of {', '.join(PLACEMENTS)}; got {self.placement!r}",
+                                         argument="placement")
+        if not self.members_interval_s > 0:
+            raise errors.InvalidArgument(f"members_interval_s must be a number of seconds above 0; got "
+                                         f"{self.members_interval_s}", argument="members_interval_s")
         if self.timeout_s is not None and not self.timeout_s > 0:
             raise errors.InvalidArgument(f"timeout_s must be a number of seconds above 0, or none; got {self.timeout_s}",
                                          argument="timeout_s")

@@ -28,6 +28,10 @@ from ringserve.contract.fingerprint import to_hex
 OWNERS_REMEMBERED = 65_536
 # Keys ``Ring.shares`` looks up to tell each member's share of the key space (about 40 ms).
 SHARE_SAMPLES = 4096
+# The router's defaults (``--load-factor``, ``--min-load``); a client that places its own items uses the router's
+# load factor (``Cluster.Members`` says it) and this floor.
+DEFAULT_LOAD_FACTOR = 1.25
+DEFAULT_MIN_LOAD = 8
 
 
 class Ring:

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ringserve.contract import ring
 from ringserve.contract.flags import Flags, setting
 from ringserve.contract.images import ImageLimits
 from ringserve.contract.tls import ClientTls, ServerTls
@@ -68,10 +69,11 @@ class MembershipConfig:
 class PlacementConfig:
     # Consistent hashing with bounded loads, or round-robin (for comparison only).
     policy: PlacementPolicy = setting(PlacementPolicy.RING, help="how a node is picked for an item")
-    load_factor: float = setting(1.25, help="bounded loads c: pass over a node above c x the mean in-flight load")
+    load_factor: float = setting(ring.DEFAULT_LOAD_FACTOR,
+                                 help="bounded loads c: pass over a node above c x the mean in-flight load")
     # Below this many items in flight a node is never passed over (bounded loads apply above it).
-    min_load: int = setting(8, help="in-flight items below which a node keeps its own keys whatever the mean "
-                            "(1: no floor)")
+    min_load: int = setting(ring.DEFAULT_MIN_LOAD, help="in-flight items below which a node keeps its own keys "
+                            "whatever the mean (1: no floor)")
     # Items in flight through the router, all callers together; past it RESOURCE_EXHAUSTED.
     max_inflight: int = setting(4096, help="items in flight through this router; past it RESOURCE_EXHAUSTED")
     # Items this router has in flight on one node; more wait here for room (Ray Serve's
@@ -96,6 +98,8 @@ class RouterConfig:
     port: int = setting(50050, help="gRPC port (0 picks a free one)")
     metrics_port: int = setting(0, help="Prometheus /metrics port, 0 for none")
     tls: ServerTls = setting(ServerTls(), prefix="tls-", group="TLS of this router's port (docs/deploy.md)")
+    health_port: int = setting(0, help="plaintext port serving grpc.health.v1 alone, for kubelet gRPC probes when "
+                               "--tls-cert-file puts TLS on the gRPC port (probes speak no TLS); 0: none")
     # The router's links and health checks to the nodes: their CA, and the router's client certificate.
     node_tls: ClientTls = setting(ClientTls(), prefix="node-tls-", group="TLS to the nodes (links, health checks)")
     membership: MembershipConfig = setting(MembershipConfig(), prefix="members-", group="membership (exactly one)")

@@ -1,0 +1,144 @@
+"""Client-side placement (``placement="client"``) against real nodes, a real router and Redis: the client sends a
+hinted item straight to the node the router's ring names for it, and the router takes everything else, including
+every item whose node failed, each item answered exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+from collections.abc import Iterator
+
+import pytest
+
+from ringserve.client import AsyncClient, Client, Feature
+from ringserve.contract import fingerprint
+from ringserve.local.cluster import LocalCluster
+from ringserve.local.imagegen import jpeg
+from tests.conftest import SMALL_MODEL
+
+
+@pytest.fixture
+def cluster(workdir, request, redis_db) -> Iterator:
+    """Factory: ``cluster(node_args)`` starts Redis' nodes node-0..2 and a router; all stopped after the test."""
+    made: list[LocalCluster] = []
+
+    def make(node_args: tuple[str, ...] = ()) -> LocalCluster:
+        c = LocalCluster(workdir / request.node.name, redis_db.url, [*SMALL_MODEL, *node_args], ["--drain-delay-s", "0"])
+        made.append(c)
+        c.add("node-0", "node-1", "node-2")
+        c.start_router()
+        return c
+
+    yield make
+    for c in made:
+        c.stop()
+
+
+def placed(c: LocalCluster) -> int:
+    """Items the router has placed on any node since it started."""
+    return sum(m.placed for m in c.members().values())
+
+
+def test_the_client_picks_the_owner_the_router_names(cluster):
+    c = cluster()
+    rng = random.Random(17)
+    keys = [rng.getrandbits(64) for _ in range(300)] + [fingerprint.phash_bytes(jpeg(40_000 + i)) for i in range(40)]
+
+    async def picks() -> dict[int, str]:
+        async with AsyncClient(c.router.target, placement="client") as client:
+            await client._membership.current()
+            return {k: client._membership.place(k).name for k in keys}
+
+    mine = asyncio.run(picks())
+    assert mine == c.owner(keys)
+    assert len(set(mine.values())) == 3  # the keys spread over every node: the comparison covers each
+
+
+def test_hinted_items_go_straight_to_their_owners_with_the_routers_answers(cluster):
+    c = cluster()
+    images = [jpeg(41_000 + i) for i in range(24)]
+    with Client(c.router.target) as routed:  # placement="router": the reference answers, computed on the owners
+        reference = routed.extract_detailed(images)
+    before = placed(c)
+    with Client(c.router.target, placement="client") as direct:
+        answers = direct.extract_detailed(images)
+        unhinted = direct.extract_detailed(images, hints=False)  # no hint: through the router
+    assert all(isinstance(r, Feature) for r in reference + answers + unhinted), reference + answers + unhinted
+    assert placed(c) == before + len(images)  # the hinted call placed none; the unhinted one placed each
+    # Straight to the node that computed each image: an L1 hit there, the same feature as through the router.
+    assert [r.provenance.source for r in answers] == ["l1"] * len(images)
+    assert [r.provenance.node for r in answers] == [r.provenance.node for r in reference]
+    assert [r.vector.tobytes() for r in answers] == [r.vector.tobytes() for r in reference]
+    assert [r.vector.tobytes() for r in unhinted] == [r.vector.tobytes() for r in reference]
+    assert len({r.vector.tobytes() for r in answers}) == len(images)  # features tell the images apart
+
+
+def test_a_client_whose_target_is_a_node_sends_everything_there(nodes):
+    node = nodes("solo")
+    images = [jpeg(42_000 + i) for i in range(6)]
+
+    async def run() -> tuple[list, int]:
+        async with AsyncClient(node.target, placement="client") as client:
+            answers = await client.extract_detailed(images)
+            return answers, len(client._membership.ring)  # a node serves no Members: no view, no ring
+
+    answers, ring = asyncio.run(run())
+    assert ring == 0
+    assert [r.provenance.node for r in answers] == ["solo"] * len(images)
+    assert len({r.vector.tobytes() for r in answers}) == len(images)
+
+
+def _fail_a_node_mid_call(c: LocalCluster, victim: str, fail, images: list[bytes]) -> tuple[list, int]:
+    """One call over ``images`` with client placement; ``fail(node)`` once the client holds items on ``victim``
+    and some are answered. Returns the answers and how many items the client had on the victim then."""
+    held = {}
+
+    async def run() -> list:
+        async with AsyncClient(c.router.target, placement="client", window=12, timeout_s=180) as client:
+            await client._membership.current()
+            call = asyncio.ensure_future(client.extract_detailed(images))
+            while not call.done() and "items" not in held:
+                if client._membership.inflight.get(victim, 0) >= 2:
+                    held["items"] = client._membership.inflight[victim]
+                    fail(c.nodes[victim])
+                await asyncio.sleep(0.005)
+            return await call
+
+    return asyncio.run(run()), held.get("items", 0)
+
+
+def _assert_each_answered_once_with_its_own_feature(c: LocalCluster, images: list[bytes], answers: list) -> None:
+    """Every item has a feature, and it is its own image's (no answer lost, none given to another item)."""
+    assert len(answers) == len(images)
+    failed = [r for r in answers if not isinstance(r, Feature)]
+    assert not failed, failed[:3]
+    with Client(c.router.target) as routed:  # the same model on every node: the same features, wherever computed
+        reference = routed.extract_detailed(images)
+    assert [r.vector.tobytes() for r in answers] == [r.vector.tobytes() for r in reference]
+    assert len({r.vector.tobytes() for r in answers}) == len(images)
+
+
+def _gave_back(caplog, victim: str) -> bool:
+    """Whether the client passed over ``victim`` after it failed an item (its items went through the router)."""
+    return any(f"{victim} failed an item" in r.getMessage() for r in caplog.records)
+
+
+def test_a_node_killed_mid_call_loses_and_duplicates_nothing(cluster, busy_cores, caplog):
+    caplog.set_level(logging.INFO, "ringserve.client")
+    c = cluster()
+    images = [jpeg(43_000 + i) for i in range(150)]
+    answers, held = _fail_a_node_mid_call(c, "node-1", lambda node: node.kill(), images)
+    assert held >= 2 and _gave_back(caplog, "node-1"), "the victim never failed the client's items: nothing was tested"
+    _assert_each_answered_once_with_its_own_feature(c, images, answers)
+
+
+def test_a_node_drained_mid_call_loses_and_duplicates_nothing(cluster, busy_cores, caplog):
+    caplog.set_level(logging.INFO, "ringserve.client")
+    c = cluster()
+    images = [jpeg(44_000 + i) for i in range(150)]
+    answers, held = _fail_a_node_mid_call(c, "node-2", lambda node: os.kill(node.pid, signal.SIGTERM), images)
+    assert held >= 2 and _gave_back(caplog, "node-2"), "the victim never failed the client's items: nothing was tested"
+    _assert_each_answered_once_with_its_own_feature(c, images, answers)
