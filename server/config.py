@@ -59,7 +59,8 @@ class ServerConfig:
     l1: L1Config = setting(L1Config(), prefix="l1-", group="L1 cache (this process)",
                            about={"max_bytes": "L1 budget, e.g. 256M or 2G"})
     l2: L2Config = setting(L2Config(), prefix="redis-", group="L2 cache (Redis)", about={
-        "url": "redis://host:port/db, or redis+cluster://host:port for a Redis Cluster; unset: no L2",
+        "url": "redis://[user[:password]@]host:port/db (rediss:// for TLS), or redis+cluster://host:port for a Redis "
+               "Cluster; unset: no L2. A password here shows in the process list: prefer --redis-password-file",
         "timeout_s": "seconds per Redis call",
         "ttl_s": "entry lifetime in seconds (jittered)",
         "ttl_jitter": "share by which lifetimes are spread, so entries written together do not expire together",
@@ -69,7 +70,8 @@ class ServerConfig:
         "write_batch": "writes pipelined per round trip",
         "lock_ttl_ms": "lifetime of the lock a node holds while it computes an image",
         "lock_wait_s": "seconds to wait for another node computing the same image",
-        "lock_poll_s": "seconds between looks at another node's lock"})
+        "lock_poll_s": "seconds between looks at another node's lock",
+        "access": Setting(group="L2 cache (Redis): credentials and TLS (docs/deploy.md)")})
     policy: PolicyConfig = setting(PolicyConfig(), prefix="cache-", group="cache policy", about={
         "default_mode": "policy of requests that set none",
         "default_radius": "perceptual Hamming radius of requests that set none",

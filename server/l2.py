@@ -27,7 +27,7 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from ringserve.contract import codec
-from ringserve.runtime.redisconn import connect, is_cluster
+from ringserve.runtime.redisconn import RedisAccess, check_access, connect, redacted
 from ringserve.server import mih
 from ringserve.server.breaker import Breaker, BreakerState
 from ringserve.server.errors import CacheMiss, CacheUnavailable
@@ -56,6 +56,12 @@ class L2Config:
     lock_ttl_ms: int = 10_000
     lock_wait_s: float = 2.0
     lock_poll_s: float = 0.02
+    # A password file and TLS files (rediss://), beside what the URL says.
+    access: RedisAccess = RedisAccess()
+
+    def __post_init__(self) -> None:
+        if self.url:
+            self.access.check(self.url)
 
 
 @dataclass
@@ -78,7 +84,7 @@ class L2:
         self.config = config
         self.node_id = node_id
         self.breaker = Breaker(config.breaker_failures, config.breaker_reset_s)
-        self._redis = connect(config.url, config.timeout_s)
+        self._redis = connect(config.url, config.timeout_s, access=config.access)
         self._unlock = self._redis.register_script(_UNLOCK)
         self._writes: asyncio.Queue[_Write] = asyncio.Queue(maxsize=config.write_queue)
         self._writer: asyncio.Task[None] | None = None
@@ -196,15 +202,15 @@ class L2:
 
     async def start(self, warmup_s: float = 5.0) -> None:
         """Start the writer and warm the connection (a cluster client learns its slot map here,
-        not on the first item under its short deadline). A Redis that is down is not fatal."""
+        not on the first item under its short deadline). A Redis that is down is not fatal; one that refuses
+        this node's credentials or TLS is: RedisAccessDenied (runtime/redisconn.py)."""
+        try:
+            await check_access(self._redis, self.config.url, warmup_s)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("Redis at %s not reachable at start (%s); serving without L2 until it is",
+                        redacted(self.config.url), exc)
         if self._writer is None:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="l2-writer")
-        try:
-            if is_cluster(self._redis):
-                await asyncio.wait_for(self._redis.initialize(), warmup_s)
-            await asyncio.wait_for(self._redis.ping(), warmup_s)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("Redis at %s not reachable at start (%s); serving without L2 until it is", self.config.url, exc)
 
     async def _write_loop(self) -> None:
         while True:

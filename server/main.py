@@ -24,6 +24,7 @@ from ringserve.contract import frames, tls
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.runtime import process, telemetry
+from ringserve.runtime.redisconn import RedisAccessDenied
 from ringserve.server import config as config_mod
 from ringserve.server import models
 from ringserve.server.batcher import Batcher
@@ -157,6 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(config))
     except models.ModelError as exc:
         log.error("%s", exc)
+        return 2
+    except RedisAccessDenied as exc:
+        log.error("%s. Set --redis-url (user and password in it), or --redis-password-file, or "
+                  "--redis-tls-ca-file/-cert-file/-key-file (RINGSERVE_REDIS_*)", exc)
         return 2
     return 0
 
