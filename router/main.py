@@ -34,7 +34,7 @@ from ringserve.router.membership.static import StaticSource
 from ringserve.router.metrics import RouterMetrics
 from ringserve.router.registry import Registry
 from ringserve.router.servicer import ClusterServicer, RouterServicer
-from ringserve.runtime import process, telemetry
+from ringserve.runtime import probeport, process, telemetry
 from ringserve.runtime.redisconn import RedisAccessDenied, check_access, connect, redacted
 from ringserve.search.follower import Follower
 from ringserve.search.index import EmbeddedIndex
@@ -92,6 +92,7 @@ class Router:
         self.services = (*SERVICES, SEARCH) if self.search is not None else SERVICES
         self.own_health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
+        self.probe: grpc.aio.Server | None = None  # the plaintext health port for kubelet (``runtime/probeport.py``)
         self.port = 0
         self._membership: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
@@ -157,6 +158,7 @@ class Router:
         if self.port == 0:
             raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
         await self.server.start()
+        self.probe = await probeport.start(self.own_health, cfg.host, cfg.health_port)
         for service in ("", *self.services):
             if service not in (INFERENCE, SEARCH):
                 await self.own_health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -178,6 +180,8 @@ class Router:
         await self.servicer.drain(cfg.grace_s)
         if self.server is not None:
             await self.server.stop(grace=1.0)
+        if self.probe is not None:
+            await self.probe.stop(grace=None)
         if self._membership is not None:
             self._membership.cancel()
             with contextlib.suppress(asyncio.CancelledError):

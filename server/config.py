@@ -41,6 +41,8 @@ class ServerConfig:
     port: int = setting(50051, help="gRPC port (0 picks a free one)")
     metrics_port: int = setting(0, help="Prometheus /metrics port, 0 for none")
     tls: ServerTls = setting(ServerTls(), prefix="tls-", group="TLS (docs/deploy.md)")
+    health_port: int = setting(0, help="plaintext port serving grpc.health.v1 alone, for kubelet gRPC probes when "
+                               "--tls-cert-file puts TLS on the gRPC port (probes speak no TLS); 0: none")
     models: tuple[ModelConfig, ...] = setting(
         (ModelConfig(),), each=parse_model, fills=("name", "weights"), metavar="NAME[=WEIGHTS]", group="model",
         help="model to serve, optionally with a weights file or folder; repeat for several, the first is the "

@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from ringserve.contract import frames, tls
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
-from ringserve.runtime import process, telemetry
+from ringserve.runtime import probeport, process, telemetry
 from ringserve.runtime.redisconn import RedisAccessDenied
 from ringserve.server import config as config_mod
 from ringserve.server import models
@@ -66,6 +66,7 @@ class Node:
         self.l2: L2 | NoL2 = NoL2()
         self.health = health_aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
+        self.probe: grpc.aio.Server | None = None  # the plaintext health port for kubelet (``runtime/probeport.py``)
         self.servicer: InferenceServicer | None = None
         self.port = 0
 
@@ -109,6 +110,7 @@ class Node:
         if self.port == 0:
             raise OSError(f"cannot bind {cfg.host}:{cfg.port}: is another process using the port?")
         await self.server.start()
+        self.probe = await probeport.start(self.health, cfg.host, cfg.health_port)
         for service in ("", SERVICE_NAME):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("node %s serving %s on %s:%d (%s)", cfg.node_id, ", ".join(self.slots), cfg.host, self.port,
@@ -133,6 +135,8 @@ class Node:
             await self.servicer.drain(cfg.grace_s)
         if self.server is not None:
             await self.server.stop(grace=1.0)
+        if self.probe is not None:
+            await self.probe.stop(grace=None)
         for slot in self.slots.values():
             await slot.batcher.close()
             await slot.head.close()

@@ -18,12 +18,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ringserve.client import Client
 from ringserve.contract.tls import ClientTls, channel
 from ringserve.contract.v1 import cluster_pb2 as cpb
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.imagegen import jpeg
 from ringserve.local.load import LoadGenerator
-from ringserve.local.processes import NodeProcess
+from ringserve.local.processes import NodeProcess, free_port
 from tests import certs
-from tests.conftest import SMALL_MODEL
+from tests.conftest import SMALL_MODEL, extract_one
+from tests.test_k8s import OVERLAYS, one, render
 from tests.test_search import wait_until
 
 
@@ -117,11 +120,17 @@ def test_a_certificate_replaced_on_disk_is_served_to_new_callers_and_items_in_fl
     secret = tmp_path / "secret"
     secret.mkdir()
     _swap_in(secret, first)
+    probe = free_port()
     node = NodeProcess(tmp_path, "node-0", [*SMALL_MODEL, "--tls-cert-file", str(secret / "tls.crt"),
-                                            "--tls-key-file", str(secret / "tls.key")],
+                                            "--tls-key-file", str(secret / "tls.key"), "--health-port", str(probe)],
                        tls=ClientTls(ca_file=first.ca.cert))
     try:
         node.start()
+        # Kubelet's probes speak no TLS: the probe port answers health in plaintext, and nothing else.
+        assert health_code(f"127.0.0.1:{probe}", None) == grpc.StatusCode.OK
+        with channel(f"127.0.0.1:{probe}") as open_channel, pytest.raises(grpc.RpcError) as unserved:
+            extract_one(pb_grpc.InferenceStub(open_channel), jpeg(32_100), pb.CACHE_MODE_EXACT)
+        assert unserved.value.code() == grpc.StatusCode.UNIMPLEMENTED
         load = LoadGenerator(node.target, [jpeg(32_000 + i) for i in range(20)], streams=2, window=4,
                              tls=ClientTls(ca_file=first.ca.cert)).start()
         wait_until(lambda: load.report.answered >= 20, 60)
@@ -138,3 +147,32 @@ def test_a_certificate_replaced_on_disk_is_served_to_new_callers_and_items_in_fl
     assert report.stream_errors == [] and report.lost == 0 and report.duplicates == 0, report.summary()
     assert report.failed == 0, report.codes()
     assert "TLS certificate files changed" in node.log_path.read_text()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_overlays_run_mutual_tls_from_the_secret_and_probe_the_plaintext_health_port(overlay):
+    docs = render(overlay)
+    config = one(docs, "ConfigMap", "ringserve-config")["data"]
+    for kind, name, prefix in (("StatefulSet", "ringserve-node", "RINGSERVE_"),
+                               ("Deployment", "ringserve-router", "RINGSERVE_ROUTER_")):
+        pod = one(docs, kind, name)["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        assert {"name": "tls", "secret": {"secretName": "ringserve-tls"}} in pod["volumes"]
+        for setting in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"):
+            assert Path(config[prefix + setting]).parent == Path(mounted["tls"]), setting
+        assert config[prefix + "TLS_REQUIRE_CLIENT_CERT"] == "true"
+        probes = {p: container[p]["grpc"]["port"] for p in ("startupProbe", "readinessProbe", "livenessProbe")
+                  if p in container}
+        assert set(probes.values()) == {int(config[prefix + "HEALTH_PORT"])}, probes
+    assert config["RINGSERVE_ROUTER_NODE_TLS_CERT_FILE"] and config["RINGSERVE_ROUTER_NODE_TLS_SERVER_NAME"]
+
+
+def test_the_routers_network_policy_names_who_may_reach_it():
+    policy = one(render("cpu"), "NetworkPolicy", "ringserve-router")
+    grpc_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == 50050)
+    assert grpc_rule["from"], "port 50050 open to every pod of every namespace"
+    for peer in grpc_rule["from"]:
+        assert peer["podSelector"]["matchLabels"] == {"ringserve.io/client": "true"}
+        assert peer.get("namespaceSelector", {"matchLabels": {"ringserve.io/clients": "true"}}) == {
+            "matchLabels": {"ringserve.io/clients": "true"}}
