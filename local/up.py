@@ -40,6 +40,7 @@ from ringserve.contract.images import SUFFIXES
 from ringserve.local.cluster import LocalCluster
 from ringserve.local.load import LoadGenerator
 from ringserve.local.processes import LocalError, RouterProcess, Stopped, scratch_dir, stop_on_signals
+from ringserve.runtime.redisconn import redacted
 
 SAMPLES = Path(__file__).resolve().parent / "samples"
 
@@ -127,7 +128,7 @@ def _start(cluster: LocalCluster, args: argparse.Namespace, workdir: Path) -> No
     cluster.add(*[f"node-{i}" for i in range(args.nodes)])
     router = cluster.start_router("--search-redis-url", cluster.redis_url, "--search-snapshot-dir",
                                   str(workdir / "search-views"), port=args.port or None, metrics_port=0)
-    print(f"router up at {router.target} over {args.nodes} nodes; Redis at {cluster.redis_url}; logs in {workdir}")
+    print(f"router up at {router.target} over {args.nodes} nodes; Redis at {redacted(cluster.redis_url)}; logs in {workdir}")
 
 
 def _demo(cluster: LocalCluster, files: list[Path]) -> None:

