@@ -18,9 +18,10 @@ from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
-from ringserve.local.cluster import LocalCluster
+from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.imagegen import claiming, encode, jpeg, picture
 from ringserve.local.processes import NodeProcess, RouterProcess
+from tests import certs
 from tests.conftest import SMALL_MODEL, extract_one
 
 
@@ -28,9 +29,9 @@ from tests.conftest import SMALL_MODEL, extract_one
 def cluster(workdir, request, redis_db):
     made: list[LocalCluster] = []
 
-    def make(n: int = 3, router_args=(), node_args=(), redis: bool = True) -> LocalCluster:
+    def make(n: int = 3, router_args=(), node_args=(), redis: bool = True, tls: LocalTls | None = None) -> LocalCluster:
         c = LocalCluster(workdir / request.node.name, redis_db.url if redis else None, [*SMALL_MODEL, *node_args],
-                         router_args)
+                         router_args, tls=tls)
         made.append(c)
         c.add(*[f"node-{i}" for i in range(n)])
         c.start_router()
@@ -81,8 +82,18 @@ def test_keys_moved_on_adding_and_removing_a_node_stay_near_one_over_n_plus_one(
     assert c.owner(keys) == before  # removing it moves back exactly its keys
 
 
-def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
-    c = cluster(3, router_args=["--retry-max-attempts", "3"])
+@pytest.fixture(scope="module")
+def mutual_tls(tmp_path_factory) -> LocalTls:
+    """Mutual TLS on every hop of a cluster: one certificate from a CA of its own (tests/certs.py)."""
+    root = tmp_path_factory.mktemp("pki")
+    cert = certs.make_cert(certs.make_ca(root, "ca"), root, "cluster")
+    return LocalTls(cert.ca.cert, cert.cert, cert.key)
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mutual-tls"])
+def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster, tls, request):
+    c = cluster(3, router_args=["--retry-max-attempts", "3"],
+                tls=request.getfixturevalue("mutual_tls") if tls else None)
     images = [jpeg(4000 + i, size=(160, 160)) for i in range(150)]
     replies: list[pb.ExtractReply] = []
     victim = "node-1"
@@ -101,7 +112,7 @@ def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
                 time.sleep(0.002)
             yield pb.ImageRequest(request_id=str(i), image=image)
 
-    with grpc.insecure_channel(c.router.target) as channel:
+    with c.router.channel() as channel:
         for reply in pb_grpc.InferenceStub(channel).Extract(requests(), timeout=180):
             replies.append(reply)
     counts = Counter(r.request_id for r in replies)
@@ -119,7 +130,7 @@ def test_kill_9_a_node_mid_stream_loses_and_duplicates_nothing(cluster):
     # every item was answered, so no node's in-flight gauge is left counting one
     assert 'node="node-0"' in c.router.metrics_text() and c.router.metric("ringserve_router_inflight", node="node-0") == 0
     # the client library sees no error either
-    with Client(c.router.target) as client:
+    with Client(c.router.target, tls=c.client_tls) as client:
         assert all(not isinstance(r, Exception) for r in client.extract_detailed(images[:20]))
 
 
