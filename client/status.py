@@ -20,7 +20,9 @@ import grpc
 
 from ringserve.client.config import ClientConfig
 from ringserve.client.errors import RingserveError
+from ringserve.contract import tls as contract_tls
 from ringserve.contract.ring import Ring
+from ringserve.contract.tls import ClientTls
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
 
@@ -73,26 +75,29 @@ class Status:
         return sum(n.state == "serving" for n in self.nodes)
 
 
-def fetch(target: str, timeout_s: float | None = 10.0) -> Status:
-    """Ask the router at ``target`` for its members and answers.
+def fetch(target: str, timeout_s: float | None = 10.0, tls: ClientTls | None = None) -> Status:
+    """Ask the router at ``target`` for its members and answers, over TLS per ``tls`` (plaintext when None).
 
     Raises:
-        StatusError: the router could not be reached, or ``target`` is not a router.
+        StatusError: the router could not be reached, ``target`` is not a router, or a TLS file is unreadable.
     """
-    with grpc.insecure_channel(target) as channel:
-        try:
+    try:
+        with contract_tls.channel(target, tls=tls) as channel:
             reply = cpb_grpc.ClusterStub(channel).Members(cpb.MembersRequest(), timeout=timeout_s)
-        except grpc.RpcError as exc:
-            raise StatusError(_advice(target, exc), exc.code()) from exc
+    except contract_tls.TlsError as exc:
+        raise StatusError(exc.reason(), exc.code) from exc
+    except grpc.RpcError as exc:
+        raise StatusError(_advice(target, exc, tls is not None and tls.enabled), exc.code()) from exc
     return summarize(reply, target)
 
 
-def _advice(target: str, exc: grpc.RpcError) -> str:
+def _advice(target: str, exc: grpc.RpcError, tls: bool) -> str:
     code = exc.code()
     if code is grpc.StatusCode.UNIMPLEMENTED:
         return f"{target} serves no Cluster service: give a router's address with --target (a node has none)"
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return f"cannot reach a router at {target} ({code.name}: {exc.details()}): check --target and that it runs"
+        hint = "" if tls else "; a router that serves TLS needs --tls-ca-file (and --tls-cert-file, --tls-key-file)"
+        return f"cannot reach a router at {target} ({code.name}: {exc.details()}): check --target and that it runs{hint}"
     return f"the router at {target} answered {code.name}: {exc.details()}"
 
 
@@ -178,7 +183,7 @@ def run(a: argparse.Namespace, config: ClientConfig, out: TextIO = sys.stdout) -
     try:
         while True:
             try:
-                status = fetch(config.target, config.timeout_s)
+                status = fetch(config.target, config.timeout_s, config.tls)
             except StatusError as exc:
                 print(f"ringserve status: {exc.message}", file=sys.stderr)
                 if not a.watch:

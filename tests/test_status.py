@@ -13,10 +13,11 @@ import pytest
 
 from ringserve.client import Client
 from ringserve.contract.ring import Ring
-from ringserve.local.cluster import LocalCluster
+from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.imagegen import jpeg
 from ringserve.local.processes import free_port
 from tests.conftest import SMALL_MODEL
+from tests.test_router import mutual_tls  # noqa: F401 (a fixture)
 
 IMAGES = [jpeg(7100 + i) for i in range(12)]
 
@@ -115,3 +116,19 @@ def test_a_stopped_node_is_shown_off_the_ring_with_its_arc_on_the_other(cluster)
         assert "1 of 2 nodes serving" in screen.stdout
     finally:
         cluster.nodes["node-1"].stop(5)
+
+
+def test_status_reaches_a_router_that_serves_mutual_tls(tmp_path, mutual_tls: LocalTls):  # noqa: F811
+    with LocalCluster(tmp_path, node_args=SMALL_MODEL, tls=mutual_tls) as c:
+        c.add("node-0")
+        c.start_router()
+        plain = status(c.router.target, "--timeout-s", "5")
+        assert plain.returncode == 1 and "--tls-ca-file" in plain.stderr
+        files = ["--tls-ca-file", str(mutual_tls.ca_file), "--tls-cert-file", str(mutual_tls.cert_file),
+                 "--tls-key-file", str(mutual_tls.key_file)]
+        out = status(c.router.target, "--json", *files)
+        assert out.returncode == 0, out.stderr
+        assert [n["state"] for n in json.loads(out.stdout)["nodes"]] == ["serving"]
+        unreadable = status(c.router.target, *files[:2], "--tls-cert-file", str(tmp_path / "none.pem"),
+                            *files[4:])
+        assert unreadable.returncode == 1 and "none.pem" in unreadable.stderr
