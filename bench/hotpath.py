@@ -5,7 +5,9 @@
 Per size, on Redis, 3 nodes (mobilenet_v3_small) and a router, with a load of 4
 streams x 8 items in flight, the issue's set-up (all on this machine's cores):
 
-- through the router at 92% repeats, callers with and without the pHash hint;
+- through the router at 92% repeats, callers with and without the pHash hint, and with
+  client placement (``placement="client"``: hinted items straight to their owners, the
+  router's membership read by the client);
 - the same with the cache bypassed (every item computed): the cache's speed-up against
   its Amdahl bound, 1 / (share of misses);
 - all distinct images, cache on against cache bypassed;
@@ -108,12 +110,14 @@ def cluster_section(work: Path, size: tuple[int, int], requests: int, reps: int,
     images = Images(size, first=10_000_000 * size[0] // 640)
     order = repeats_workload(requests, 0.92, seed=0)
     distinct = max(order) + 1
-    runs: dict[str, list[dict]] = {k: [] for k in ("hints", "no hint", "bypass", "distinct cached", "distinct bypass")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("hints", "no hint", "client placement", "bypass", "distinct cached",
+                                                   "distinct bypass")}
     with cluster(work) as c:
         router = c.router.target
         asyncio.run(load(router, images.take(16), list(range(16)), cache_mode="bypass"))  # the models' warm-up
         for rep in range(reps):
             for name, options in (("hints", {"hints": True}), ("no hint", {"hints": False}),
+                                  ("client placement", {"hints": True, "placement": "client"}),
                                   ("bypass", {"hints": True, "cache_mode": "bypass"})):
                 progress(f"{size[0]}x{size[1]}: 92% repeats, {name}, run {rep + 1}/{reps}")
                 runs[name].append(asyncio.run(load(router, images.take(distinct), order, **options)))
@@ -155,6 +159,7 @@ def cluster_section(work: Path, size: tuple[int, int], requests: int, reps: int,
     bound = requests / distinct
     out["ratios"] = {
         "no hint / hint": round(med["no hint"] / med["hints"], 3),
+        "client placement / router": round(med["client placement"] / med["hints"], 3),
         "router CPU / nodes' CPU": round(out["cpu_ms_per_item"]["router"]["median"]
                                          / out["cpu_ms_per_item"]["nodes"]["median"], 3),
         "frames / one item per message": round(out["frames"]["frames"]["median"]
@@ -228,13 +233,14 @@ def markdown(r: dict) -> str:
             lines.append(f"| {name}, 92% repeats and all distinct | {target} | {v['92% repeats']:g} and "
                          f"{v['all distinct']:g} {'✓' if ok else '✗'} (at {r['peers']['size']}) |")
     lines += ["", "## Through the router", "",
-              "| size | bytes | 92% repeats, hint | no hint | cache bypassed | all distinct, cache on | bypassed "
-              "| L1 hits with hints (L1 share) | router / nodes CPU ms per item |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| size | bytes | 92% repeats, hint | no hint | client placement | cache bypassed | all distinct, cache on "
+              "| bypassed | L1 hits with hints (L1 share) | router / nodes CPU ms per item |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in r["sizes"]:
         rt, cpu = s["rates"], s["cpu_ms_per_item"]
         lines.append(f"| {s['size']} | {s['bytes_per_image'] / 1000:.0f} KB | {report.cell(rt['hints'])} "
-                     f"| {report.cell(rt['no hint'])} | {report.cell(rt['bypass'])} | {report.cell(rt['distinct cached'])} "
+                     f"| {report.cell(rt['no hint'])} | {report.cell(rt['client placement'])} | {report.cell(rt['bypass'])} "
+                     f"| {report.cell(rt['distinct cached'])} "
                      f"| {report.cell(rt['distinct bypass'])} | {report.cell(s['l1_hits_per_s_with_hints'])} "
                      f"({s['l1_share_of_hits']:.3f}) "
                      f"| {cpu['router']['median']:.3f} / {cpu['nodes']['median']:.3f} |")
@@ -268,11 +274,12 @@ def plot(r: dict) -> None:
     sizes = [s["size"] for s in r["sizes"]]
     x = np.arange(len(sizes))
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
-    width = 0.2
+    width = 0.16
     for i, (name, label) in enumerate((("hints", "92% repeats, hint"), ("no hint", "92% repeats, no hint"),
+                                       ("client placement", "92% repeats, client placement"),
                                        ("bypass", "92% repeats, cache bypassed"),
                                        ("distinct cached", "all distinct"))):
-        axes[0].bar(x + (i - 1.5) * width, [s["rates"][name]["median"] for s in r["sizes"]], width, label=label)
+        axes[0].bar(x + (i - 2) * width, [s["rates"][name]["median"] for s in r["sizes"]], width, label=label)
     axes[0].set(xticks=x, xticklabels=sizes, ylabel="items/s", yscale="log", title="Through the router")
     axes[0].legend(fontsize=8)
     for i, who in enumerate(("router", "nodes")):

@@ -67,17 +67,20 @@ class Membership:
         self.inflight: dict[str, int] = {}  # this client's items sent to each node and not answered
         self._failed: dict[str, float] = {}  # node -> when an item failed on it (clock)
         self._read_at: float | None = None  # when the last read began (clock); None: never
+        self._has_read = False  # a read has ended (with a view or without): calls no longer wait for one
         self._reading: asyncio.Task[None] | None = None
         self._why_none = ""  # why the last read gave no view ("" when it gave one)
         self._closing: set[asyncio.Task[None]] = set()
 
     async def current(self) -> None:
-        """Bring the view up to date for a call: the first read is waited for, later ones go on in the background."""
-        if self._read_at is None:
-            await self._read()
-        elif self._reading is None and self._clock() - self._read_at >= self.interval_s:
+        """Bring the view up to date for a call: the first read is waited for (by every call that starts before it
+        ends), later ones go on in the background."""
+        if self._reading is None and (self._read_at is None or self._clock() - self._read_at >= self.interval_s):
+            self._read_at = self._clock()
             self._reading = asyncio.get_running_loop().create_task(self._read(), name="ringserve-members")
             self._reading.add_done_callback(self._read_done)
+        if self._reading is not None and not self._has_read:
+            await asyncio.shield(self._reading)  # one waiter going away must not cancel the others' read
 
     def _read_done(self, task: asyncio.Task[None]) -> None:
         self._reading = None
@@ -87,12 +90,13 @@ class Membership:
     async def _read(self) -> None:
         """One Members read; the view it gives, or none (everything through the router) when it fails."""
         began = self._clock()
-        self._read_at = began
         try:
             reply = await self._members(cpb.MembersRequest(), timeout=READ_TIMEOUT_S)
         except grpc.aio.AioRpcError as exc:
             self._no_view(f"{exc.code().name}: {exc.details()}")
             return
+        finally:
+            self._has_read = True
         if not reply.members:
             self._no_view("the router reports no members")
             return

@@ -63,9 +63,14 @@ def test_hinted_items_go_straight_to_their_owners_with_the_routers_answers(clust
     with Client(c.router.target) as routed:  # placement="router": the reference answers, computed on the owners
         reference = routed.extract_detailed(images)
     before = placed(c)
-    with Client(c.router.target, placement="client") as direct:
-        answers = direct.extract_detailed(images)
-        unhinted = direct.extract_detailed(images, hints=False)  # no hint: through the router
+
+    async def direct() -> tuple[list, list]:
+        async with AsyncClient(c.router.target, placement="client") as client:
+            # Two calls at once as the client's first: both wait for its first read of the members.
+            halves = await asyncio.gather(client.extract_detailed(images[:12]), client.extract_detailed(images[12:]))
+            return halves[0] + halves[1], await client.extract_detailed(images, hints=False)  # no hint: the router
+
+    answers, unhinted = asyncio.run(direct())
     assert all(isinstance(r, Feature) for r in reference + answers + unhinted), reference + answers + unhinted
     assert placed(c) == before + len(images)  # the hinted call placed none; the unhinted one placed each
     # Straight to the node that computed each image: an L1 hit there, the same feature as through the router.
