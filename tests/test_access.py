@@ -18,6 +18,7 @@ from ringserve.contract.tls import ClientTls, channel
 from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.imagegen import jpeg
 from ringserve.local.processes import RedisProcess, RouterProcess
+from ringserve.search.access import Access, AccessConfig, AccessError, bearer_token
 from tests import certs
 from tests.conftest import SMALL_MODEL
 from tests.test_search import wait_until
@@ -119,3 +120,19 @@ def test_behind_a_tls_terminator_a_bearer_token_names_the_caller(routers, tmp_pa
     with Client(plain.target, token_file=token_file, retries=0) as writer:
         assert writer.delete("plain", everything=True) == (1, [])
     assert "dropped collection plain (1 entries) for writer-bot (bearer token)" in plain.log_path.read_text()
+
+
+def test_a_tokens_file_that_cannot_be_used_stops_the_router_naming_the_file_and_line(tmp_path):
+    with pytest.raises(AccessError, match="cannot read it"):
+        Access(AccessConfig(tokens_file=tmp_path / "absent"))
+    (tmp_path / "tokens").write_text("# name token\nwriter-bot w-1\nonly-a-name\n")
+    with pytest.raises(AccessError, match="line 3: expected 'NAME TOKEN'"):
+        Access(AccessConfig(tokens_file=tmp_path / "tokens"))
+
+
+@pytest.mark.parametrize(("metadata", "token"), [
+    ((("authorization", "Bearer abc"),), "abc"), ((("authorization", "bearer  abc "),), "abc"),
+    ((("authorization", "Basic abc"),), None), ((("authorization", "Bearer "),), None), ((), None),
+    ((("x-other", "Bearer abc"),), None)])
+def test_only_an_authorization_bearer_entry_is_a_token(metadata, token):
+    assert bearer_token(metadata) == token

@@ -23,7 +23,8 @@ from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.imagegen import jpeg
 from ringserve.local.load import LoadGenerator
-from ringserve.local.processes import NodeProcess, free_port
+from ringserve.local.processes import LocalError, NodeProcess, free_port
+from ringserve.server import config as node_config
 from tests import certs
 from tests.conftest import SMALL_MODEL, extract_one
 from tests.test_k8s import OVERLAYS, one, render
@@ -176,3 +177,25 @@ def test_the_routers_network_policy_names_who_may_reach_it():
         assert peer["podSelector"]["matchLabels"] == {"ringserve.io/client": "true"}
         assert peer.get("namespaceSelector", {"matchLabels": {"ringserve.io/clients": "true"}}) == {
             "matchLabels": {"ringserve.io/clients": "true"}}
+
+
+def test_half_a_tls_setting_is_refused_at_the_command_line_naming_what_is_missing(capsys):
+    for argv, said in ((["--tls-cert-file", "a.pem"], "give --tls-cert-file and --tls-key-file together"),
+                       (["--tls-cert-file", "a.pem", "--tls-key-file", "a.key", "--tls-require-client-cert"],
+                        "--tls-require-client-cert needs --tls-client-ca-file")):
+        with pytest.raises(SystemExit) as ended:
+            node_config.from_args(argv, {})
+        assert ended.value.code == 2 and said in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--tls-ca-file"):
+        ClientTls(cert_file=Path("c.pem"), key_file=Path("c.key"))
+
+
+def test_a_node_whose_certificate_cannot_be_read_does_not_start_and_names_the_setting(tmp_path):
+    node = NodeProcess(tmp_path, "node-0", [*SMALL_MODEL, "--tls-cert-file", str(tmp_path / "absent.pem"),
+                                            "--tls-key-file", str(tmp_path / "absent.key")])
+    try:
+        with pytest.raises(LocalError, match="exited"):
+            node.start()
+    finally:
+        node.stop(15)
+    assert f"--tls-key-file {tmp_path / 'absent.key'}: cannot read it" in node.log_path.read_text()
