@@ -30,6 +30,13 @@ def render(overlay: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
+def secret_of(pod: dict, path: str) -> str | None:
+    """The Secret mounted, in the pod's first container, at the folder that holds ``path``; None if none is."""
+    secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    return secrets.get(mounts.get(path.rpartition("/")[0], ""))
+
+
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d["kind"] == kind]
 
@@ -180,10 +187,7 @@ def test_nodes_routers_and_the_bundled_redis_take_the_redis_password_from_a_secr
     for kind, name, variable in (("StatefulSet", "ringserve-node", "RINGSERVE_REDIS_PASSWORD_FILE"),
                                  ("Deployment", "ringserve-router", "RINGSERVE_ROUTER_SEARCH_REDIS_PASSWORD_FILE")):
         pod = one(docs, kind, name)["spec"]["template"]["spec"]
-        secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
-        mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
-        folder = config[variable].rpartition("/")[0]
-        assert secrets[mounts[folder]] == "ringserve-redis-auth", (name, folder)
+        assert secret_of(pod, config[variable]) == "ringserve-redis-auth", (name, config[variable])
     for redis in [d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"].endswith("redis")]:
         container = redis["spec"]["template"]["spec"]["containers"][0]
         args = container["args"]

@@ -27,7 +27,7 @@ from ringserve.local.processes import LocalError, NodeProcess, free_port
 from ringserve.server import config as node_config
 from tests import certs
 from tests.conftest import SMALL_MODEL, extract_one
-from tests.test_k8s import OVERLAYS, one, render
+from tests.test_k8s import OVERLAYS, one, render, secret_of
 from tests.test_search import wait_until
 
 
@@ -157,12 +157,10 @@ def test_the_overlays_run_mutual_tls_from_the_secret_and_probe_the_plaintext_hea
     for kind, name, prefix in (("StatefulSet", "ringserve-node", "RINGSERVE_"),
                                ("Deployment", "ringserve-router", "RINGSERVE_ROUTER_")):
         pod = one(docs, kind, name)["spec"]["template"]["spec"]
-        container = pod["containers"][0]
-        mounted = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-        assert {"name": "tls", "secret": {"secretName": "ringserve-tls"}} in pod["volumes"]
         for setting in ("TLS_CERT_FILE", "TLS_KEY_FILE", "TLS_CLIENT_CA_FILE"):
-            assert Path(config[prefix + setting]).parent == Path(mounted["tls"]), setting
+            assert secret_of(pod, config[prefix + setting]) == "ringserve-tls", (name, setting)
         assert config[prefix + "TLS_REQUIRE_CLIENT_CERT"] == "true"
+        container = pod["containers"][0]
         probes = {p: container[p]["grpc"]["port"] for p in ("startupProbe", "readinessProbe", "livenessProbe")
                   if p in container}
         assert set(probes.values()) == {int(config[prefix + "HEALTH_PORT"])}, probes
