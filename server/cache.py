@@ -1,7 +1,8 @@
 """The node's cache path, one room: groupcache's Get -> lookupCache -> load -> populateCache.
 
 ``get`` looks in L1 then L2 for these very bytes; decodes and fingerprints them; looks for
-another encoding of the same picture where the policy allows; then, inside the single
+another encoding of the same picture where the policy allows, served only when the verifier stored beside
+it agrees with the request's (``server.verifier``); then, inside the single
 flight, looks in L1 again, takes the cross-node lock (or waits for the node that holds
 it) and runs the batcher; the result goes to L1 at once and to L2 in the background. L2
 is always there: without Redis it is ``NoL2``, a tier that holds nothing, so no step asks
@@ -23,7 +24,7 @@ from ringserve.contract import codec, fingerprint
 from ringserve.contract.images import ImageLimits, decode
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.runtime.singleflight import Group
-from ringserve.server import keys
+from ringserve.server import keys, verifier
 from ringserve.server.batcher import Batcher
 from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue
 from ringserve.server.keys import Namespace
@@ -48,10 +49,17 @@ class ModelSlot:
         return Namespace(self.model.name, self.model.version)
 
 
+def verifier_region(model: Model) -> float:
+    """The share of the centre square the model's transform keeps (its crop of its resize), where it has one."""
+    return model.input_size / model.square[0] if model.square else 1.0
+
+
 @dataclass(frozen=True)
 class Prepared:
     tensor: torch.Tensor
     fingerprint: fingerprint.Fingerprint
+    # The thumbnail a near match is verified by (``server.verifier``), from the same decode.
+    verifier: bytes
 
     @property
     def phash(self) -> int | None:
@@ -72,14 +80,21 @@ class Served:
     perceptual: bool = False
     distance: int = 0
     low_information: bool = False
+    # The verifier of the image this feature was computed from, kept beside it in L1; and, for a near match,
+    # its score against the requester's (PSNR in dB, at least the node's threshold).
+    verifier: bytes | None = None
+    verifier_score: float = 0.0
 
 
 class FeatureCache:
     """Features by image bytes, from L1, L2, a near match, another node's computation, or the model."""
 
     def __init__(self, node_id: str, l1: L1, l2: L2 | NoL2, images: ImageLimits, pool: Executor,
-                 metrics: Metrics, perceptual_index: bool = False) -> None:
+                 metrics: Metrics, perceptual_index: bool = False,
+                 verify_min_psnr: float = verifier.DEFAULT_MIN_PSNR) -> None:
         self.l1 = l1
+        # A near match is served only when its verifier scores at least this against the request's.
+        self.verify_min_psnr = verify_min_psnr
         # Write every computed feature's fingerprint to L2 (a deployment that uses perceptual reuse), not only
         # those of items that asked for it.
         self.perceptual_index = perceptual_index
@@ -109,7 +124,7 @@ class FeatureCache:
             return served
         prepared = await self._prepare(slot, digest, data)  # the request's hint is never used here
         if mode == pb.CACHE_MODE_PERCEPTUAL and prepared.phash is not None:  # a pHash that means something
-            served = await self._lookup_near(slot, prepared.phash, radius)
+            served = await self._lookup_near(slot, prepared, radius)
             if served is not None:
                 return served
         perceptual = mode == pb.CACHE_MODE_PERCEPTUAL or self.perceptual_index
@@ -118,7 +133,7 @@ class FeatureCache:
             self.metrics.singleflight.add(1, self.metrics.attrs())
             if perceptual and prepared.phash is not None:
                 # The flight was another item's, which may not have asked for perceptual reuse: this one did.
-                self.l2.point(slot.ns, digest, prepared.phash)
+                self.l2.point(slot.ns, digest, prepared.phash, prepared.verifier)
         return replace(served, low_information=prepared.fingerprint.low_information)
 
     async def find(self, slot: ModelSlot, digest: str) -> Served | None:
@@ -159,31 +174,65 @@ class FeatureCache:
             self._count("l2", kind, "error")
         return None
 
-    async def _lookup_near(self, slot: ModelSlot, phash: int, radius: int) -> Served | None:
-        """Another encoding of the same picture, within ``radius`` bits, in L1 then L2."""
-        ns = slot.ns
-        try:
-            hit = self.l1.get_near(ns, phash, radius)
-            self._count("l1", "perceptual", "hit")
-            return Served(hit.vector, pb.SOURCE_L1, perceptual=True, distance=hit.distance)
-        except CacheMiss:
-            self._count("l1", "perceptual", "miss")
+    async def _lookup_near(self, slot: ModelSlot, prepared: Prepared, radius: int) -> Served | None:
+        """Another encoding of the same picture, within ``radius`` bits, in L1 then L2, served only when its
+        verifier passes (nearest first: a refused one makes way for the next)."""
+        ns, phash = slot.ns, prepared.phash
+        assert phash is not None  # the caller never asks for a low-information image
+        for hit in self.l1.near(ns, phash, radius):
+            score = self._verified(prepared, hit.verifier, "l1")
+            if score is not None:
+                self._count("l1", "perceptual", "hit")
+                return Served(hit.vector, pb.SOURCE_L1, perceptual=True, distance=hit.distance,
+                              verifier=hit.verifier, verifier_score=score)
+        self._count("l1", "perceptual", "miss")
         try:
             for distance, found in await self.l2.near(ns, phash, radius):
-                try:
-                    digest = (await self.l2.get(ns.perceptual(found))).decode("ascii", "replace")
-                    vector = await self._l2_value(slot, ns.exact(digest))
-                except CorruptValue:
-                    continue  # logged and counted; the next computation of it overwrites the value
-                except CacheMiss:  # the fingerprint or the feature it points to expired: prune the index
-                    self.l2.remove_fingerprint(ns, found)
-                    continue
-                self._count("l2", "perceptual", "hit")
-                return self._remember(ns, Served(vector, pb.SOURCE_L2, phash=found, perceptual=True, distance=distance))
+                served = await self._l2_near(slot, prepared, found, distance)
+                if served is not None:
+                    self._count("l2", "perceptual", "hit")
+                    return self._remember(ns, served)
             self._count("l2", "perceptual", "miss")
         except CacheUnavailable:
             self._count("l2", "perceptual", "error")
         return None
+
+    async def _l2_near(self, slot: ModelSlot, prepared: Prepared, found: int, distance: int) -> Served | None:
+        """The feature the fingerprint ``found`` points to, if its verifier passes; None to try the next."""
+        ns = slot.ns
+        try:
+            pointer = await self.l2.pointer(ns, found)
+            score = self._verified(prepared, pointer.verifier, "l2")
+            if score is None:
+                return None
+            vector = await self._l2_value(slot, ns.exact(pointer.digest))
+        except CorruptValue:
+            return None  # logged and counted; the next computation of it overwrites the value
+        except CacheMiss:  # the fingerprint or the feature it points to expired: prune the index
+            self.l2.remove_fingerprint(ns, found)
+            return None
+        return Served(vector, pb.SOURCE_L2, phash=found, perceptual=True, distance=distance,
+                      verifier=pointer.verifier, verifier_score=score)
+
+    def _verified(self, prepared: Prepared, stored: bytes | None, tier: str) -> float | None:
+        """The verifier's score of a near match found in ``tier``, or None when it may not be served: stored
+        without a verifier (an earlier layout), an unreadable one, or one scoring under the node's threshold.
+        Counted as lookups of kind "verifier" (passed, refused, unverifiable, corrupt), apart from the
+        perceptual lookups' hit ratio."""
+        if stored is None:
+            self._count(tier, "verifier", "unverifiable")
+            return None
+        try:
+            score = verifier.score(prepared.verifier, stored)
+        except CorruptValue as exc:
+            log.warning("corrupt verifier treated as a refusal: %s", exc)
+            self._count(tier, "verifier", "corrupt")
+            return None
+        if score < self.verify_min_psnr:
+            self._count(tier, "verifier", "refused")
+            return None
+        self._count(tier, "verifier", "passed")
+        return score
 
     # ---- load, inside the flight -----------------------------------------------------------
 
@@ -208,7 +257,8 @@ class FeatureCache:
             else:  # another node computes these bytes right now: wait briefly for its result
                 vector = await self._wait_for_peer(slot, ns.exact(digest))
                 if vector is not None:
-                    return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest, phash=prepared.phash))
+                    return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest, phash=prepared.phash,
+                                                     verifier=prepared.verifier))
         except CacheUnavailable:
             pass  # Redis away: no cross-node flight, compute here
         try:
@@ -217,14 +267,15 @@ class FeatureCache:
             if lock is not None:
                 self.l2.unlock_later(*lock)
             raise
-        self.l2.store(ns, digest, prepared.phash, vector, slot.model.version, perceptual)
+        self.l2.store(ns, digest, prepared.phash, vector, slot.model.version, perceptual, prepared.verifier)
         if lock is not None:
             self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
-        return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash))
+        return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash,
+                                         verifier=prepared.verifier))
 
     def _remember(self, ns: Namespace, served: Served) -> Served:
         """The one place L1 is written: under the keys ``served`` may be kept under."""
-        self.l1.store(ns, served.digest, served.phash, served.vector)
+        self.l1.store(ns, served.digest, served.phash, served.vector, served.verifier)
         return served
 
     # ---- steps -----------------------------------------------------------------------------
@@ -232,10 +283,11 @@ class FeatureCache:
     async def _prepare(self, slot: ModelSlot, digest: str, data: bytes) -> Prepared:
         def work() -> Prepared:
             model = slot.model
-            # One decode for both: the model's input, and the pHash of its perceptual keys (the same
-            # function as client and router, over a decode at least as large as theirs).
+            # One decode for all three: the model's input, the pHash of its perceptual keys (the same
+            # function as client and router, over a decode at least as large as theirs), and the verifier.
             image = decode(data, self.images, at_least=model.decode_side)
-            return Prepared(model.preprocess(image), fingerprint.of_image(image))
+            return Prepared(model.preprocess(image), fingerprint.of_image(image),
+                            verifier.of_image(image, verifier_region(model)))
 
         loop = asyncio.get_running_loop()
         prepared, _ = await self._prepares.do((slot.model.name, digest), lambda: loop.run_in_executor(self.pool, work))

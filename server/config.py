@@ -82,7 +82,10 @@ class ServerConfig:
                             "ask for perceptual reuse (on by itself with --cache-default-mode perceptual)",
         "digest_lookups": "answer items that name their image by digest (no image) from the caches; a caller who "
                           "knows a digest learns whether the image was seen, and its feature. Off: every such "
-                          "item is answered image_required"})
+                          "item is answered image_required",
+        "verify_min_psnr": "serve a near match only when the 16x16 thumbnails of what the model sees of the two "
+                           "images agree at least this well (PSNR, dB; docs/fidelity.md: the agreement each "
+                           "threshold gave)"})
     limits: NodeLimits = setting(NodeLimits(), group="limits", about={
         "images": Setting(prefix="image-", group="limits", about={
             "max_bytes": "largest image, e.g. 20M", "max_pixels": "most pixels of a decoded image",

@@ -3,12 +3,14 @@
 Bytes, not entries, because feature sizes differ by model (576 to 2048 values)
 and the operator budgets memory. cachetools' LRUCache does the LRU accounting;
 this adds the index of perceptual keys so a radius lookup finds near
-fingerprints, and drops a fingerprint from the index when its entry is evicted.
+fingerprints (each with the verifier a near match is checked by before it is
+served), and drops a fingerprint from the index when its entry is evicted.
 Used only from the event loop, so it takes no lock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +29,17 @@ class L1Config:
     max_bytes: int = 256 * 1024 * 1024
 
 
-def _size(value: np.ndarray) -> int:
+@dataclass(frozen=True)
+class _Near:
+    """A perceptual entry: the feature and the verifier of the image it was computed from (``server.verifier``)."""
+
+    vector: np.ndarray
+    verifier: bytes | None
+
+
+def _size(value: np.ndarray | _Near) -> int:
+    if isinstance(value, _Near):
+        return int(value.vector.nbytes) + len(value.verifier or b"") + ENTRY_OVERHEAD_BYTES
     return int(value.nbytes) + ENTRY_OVERHEAD_BYTES
 
 
@@ -49,6 +61,8 @@ class NearHit:
     vector: np.ndarray
     phash: int
     distance: int
+    # The verifier stored with it; None for an entry stored without one, which is never served as a near match.
+    verifier: bytes | None = None
 
 
 class L1:
@@ -75,25 +89,32 @@ class L1:
         except KeyError:
             raise CacheMiss(digest) from None
 
-    def get_near(self, ns: Namespace, phash: int, radius: int) -> NearHit:
-        """The nearest stored fingerprint within ``radius`` bits, or CacheMiss."""
+    def near(self, ns: Namespace, phash: int, radius: int) -> Iterator[NearHit]:
+        """Stored fingerprints within ``radius`` bits, nearest first: the caller verifies each before serving it."""
         index = self._hamming.get(ns)
-        if index is not None:
-            for distance, found in index.near(phash, radius):
-                vector = self._lru.get(ns.perceptual(found))
-                if vector is not None:
-                    return NearHit(vector, found, distance)
+        if index is None:
+            return
+        for distance, found in index.near(phash, radius):
+            entry = self._lru.get(ns.perceptual(found))
+            if entry is not None:
+                yield NearHit(entry.vector, found, distance, entry.verifier)
+
+    def get_near(self, ns: Namespace, phash: int, radius: int) -> NearHit:
+        """The nearest stored fingerprint within ``radius`` bits, verified or not, or CacheMiss."""
+        for hit in self.near(ns, phash, radius):
+            return hit
         raise CacheMiss(f"no fingerprint within {radius} bits")
 
-    def store(self, ns: Namespace, digest: str | None, phash: int | None, vector: np.ndarray) -> None:
-        """Store under the exact key and the perceptual key, each where known."""
+    def store(self, ns: Namespace, digest: str | None, phash: int | None, vector: np.ndarray,
+              verifier: bytes | None = None) -> None:
+        """Store under the exact key and the perceptual key (with the image's ``verifier``), each where known."""
         if _size(vector) * 2 > self.config.max_bytes:
             return  # larger than the whole budget allows; cachetools would raise
         if digest is not None:
             self._lru[ns.exact(digest)] = vector
         if phash is not None:
             key = ns.perceptual(phash)
-            self._lru[key] = vector
+            self._lru[key] = _Near(vector, verifier)
             self._perceptual_keys[key] = (ns, phash)
             self._hamming.setdefault(ns, mih.HammingIndex()).add(phash)
 

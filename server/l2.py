@@ -27,17 +27,51 @@ import numpy as np
 from redis.exceptions import RedisError
 
 from ringserve.contract import codec
-from ringserve.runtime.redisconn import RedisAccess, check_access, connect, redacted
+from ringserve.runtime.redisconn import RedisAccess, check_access, connect, is_cluster, redacted
 from ringserve.server import mih
 from ringserve.server.breaker import Breaker, BreakerState
-from ringserve.server.errors import CacheMiss, CacheUnavailable
+from ringserve.server.errors import CacheMiss, CacheUnavailable, CorruptValue
 from ringserve.server.keys import Namespace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# A fingerprint's pointer with a verifier (``Pointer``); a bare digest is format 0.
+POINTER_MAGIC = b"RSP"
+POINTER_FORMAT = 1
 # Release a lock only if we still hold it (it may have expired and been taken since).
 _UNLOCK = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A fingerprint's value: the exact digest whose feature it has, and the verifier of that image.
+
+    Layout: ``POINTER_MAGIC``, a format byte (``POINTER_FORMAT``), the digest's length (u8), the digest
+    (ASCII), then the verifier's bytes. Format 0 (an earlier layout, still read) is the bare ASCII digest:
+    it has no verifier (``None``), so it is never served as a near match until its image is computed again.
+    A node of that earlier layout reads a format 1 pointer as a digest that names nothing, and prunes it.
+    """
+
+    digest: str
+    verifier: bytes | None = None
+
+    def encode(self) -> bytes:
+        if self.verifier is None:
+            return self.digest.encode("ascii")
+        digest = self.digest.encode("ascii")
+        return POINTER_MAGIC + bytes((POINTER_FORMAT, len(digest))) + digest + self.verifier
+
+    @classmethod
+    def decode(cls, blob: bytes) -> Pointer:
+        """Raises CorruptValue for a value of this layout that does not parse (untrusted input)."""
+        if not blob.startswith(POINTER_MAGIC):
+            return cls(blob.decode("ascii", "replace"))  # format 0: a bare digest, never verified
+        head = len(POINTER_MAGIC)
+        if len(blob) < head + 2 or blob[head] != POINTER_FORMAT or len(blob) < head + 2 + blob[head + 1]:
+            raise CorruptValue(f"fingerprint pointer of {len(blob)} bytes is not format {POINTER_FORMAT}")
+        end = head + 2 + blob[head + 1]
+        return cls(blob[head + 2 : end].decode("ascii", "replace"), blob[end:])
 
 
 @dataclass(frozen=True)
@@ -160,20 +194,26 @@ class L2:
         return self._queue(_Write(values=values))
 
     def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str,
-              perceptual: bool) -> bool:
+              perceptual: bool, verifier: bytes | None = None) -> bool:
         """Queue a computed feature's writes: the feature once, under its exact key; and, where ``perceptual``
         (the deployment or this item uses perceptual reuse) and ``phash`` is given (an image whose pHash
-        means something), its fingerprint pointing to that key, and the fingerprint's index entries."""
+        means something), its fingerprint pointing to that key with the image's ``verifier``, and the
+        fingerprint's index entries."""
         queued = self.write([(ns.exact(digest), codec.encode(vector, version))])
         if phash is None or not perceptual:
             return queued
-        return self.point(ns, digest, phash) and queued
+        return self.point(ns, digest, phash, verifier) and queued
 
-    def point(self, ns: Namespace, digest: str, phash: int) -> bool:
+    def point(self, ns: Namespace, digest: str, phash: int, verifier: bytes | None = None) -> bool:
         """Queue making the feature stored under ``digest`` findable by its fingerprint ``phash``: the pointer
-        and the fingerprint's index entries (idempotent: writing them twice changes nothing)."""
-        queued = self.write([(ns.perceptual(phash), digest.encode())])
+        (``Pointer``, with the verifier a near match is checked by) and the fingerprint's index entries
+        (idempotent: writing them twice changes nothing)."""
+        queued = self.write([(ns.perceptual(phash), Pointer(digest, verifier).encode())])
         return self.add_fingerprint(ns, phash) and queued
+
+    async def pointer(self, ns: Namespace, phash: int) -> Pointer:
+        """What the fingerprint ``phash`` points to; CacheMiss when it expired, CorruptValue when unreadable."""
+        return Pointer.decode(await self.get(ns.perceptual(phash)))
 
     def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
         """Queue adding ``phash`` to its chunk sets, so a radius search finds it."""
@@ -205,7 +245,10 @@ class L2:
         not on the first item under its short deadline). A Redis that is down is not fatal; one that refuses
         this node's credentials or TLS is: RedisAccessDenied (runtime/redisconn.py)."""
         try:
-            await check_access(self._redis, self.config.url, warmup_s)
+            await check_access(self.config.url, self.config.access, warmup_s)
+            if is_cluster(self._redis):
+                await asyncio.wait_for(self._redis.initialize(), warmup_s)
+            await asyncio.wait_for(self._redis.ping(), warmup_s)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("Redis at %s not reachable at start (%s); serving without L2 until it is",
                         redacted(self.config.url), exc)
@@ -289,14 +332,17 @@ class NoL2:
     def write(self, values: list[tuple[str, bytes]]) -> bool:
         return True
 
+    async def pointer(self, ns: Namespace, phash: int) -> Pointer:
+        raise CacheMiss(ns.perceptual(phash))
+
     def store(self, ns: Namespace, digest: str, phash: int | None, vector: np.ndarray, version: str,
-              perceptual: bool) -> bool:
+              perceptual: bool, verifier: bytes | None = None) -> bool:
         return True
 
     def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
         return True
 
-    def point(self, ns: Namespace, digest: str, phash: int) -> bool:
+    def point(self, ns: Namespace, digest: str, phash: int, verifier: bytes | None = None) -> bool:
         return True
 
     def remove_fingerprint(self, ns: Namespace, phash: int) -> bool:

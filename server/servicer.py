@@ -55,7 +55,8 @@ class InferenceServicer(ItemEdge):
         self.slots = slots
         self.default_model = default_model
         self.cache = FeatureCache(node_id, l1, l2, limits.images, pool, metrics,
-                                  perceptual_index=policy.writes_fingerprints)
+                                  perceptual_index=policy.writes_fingerprints,
+                                  verify_min_psnr=policy.verify_min_psnr)
         self.limits = limits
         self.policy = policy
         self.metrics = metrics
@@ -202,4 +203,5 @@ class InferenceServicer(ItemEdge):
         return pb.Provenance(
             source=served.source, node=self.node_id, model=slot.model.name, model_version=slot.model.version,
             perceptual=served.perceptual, distance=served.distance, low_information=served.low_information,
+            verified=served.perceptual, verifier_score=served.verifier_score,
         )

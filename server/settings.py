@@ -40,6 +40,9 @@ class PolicyConfig:
     # lookup tells a caller who knows a digest whether the image was seen, and its feature; off, every such item
     # is answered image_required.
     digest_lookups: bool = True
+    # A near match is served only when the thumbnails of the two images (server/verifier.py) agree at least this
+    # well, as PSNR in dB; calibrated in docs/fidelity.md, with the top-1 and cosine agreement it gave.
+    verify_min_psnr: float = 40.0
 
     @property
     def writes_fingerprints(self) -> bool:

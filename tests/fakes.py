@@ -87,6 +87,7 @@ class FakeModel:
     input_size = 32
     random_weights = False
     decode_side = 256  # as the real models: the node fingerprints the decode it makes for the model
+    square = None  # no Resize-then-CenterCrop: the verifier's thumbnail covers the whole image
     class_names = tuple(f"class-{i}" for i in range(4))
     num_classes = 4
 
@@ -160,6 +161,7 @@ class MemoryL2:
     # The real tier's rule for what a computed feature is written under, over this fake's write and add_fingerprint.
     store = L2.store
     point = L2.point
+    pointer = L2.pointer
 
     def add_fingerprint(self, ns: Namespace, phash: int) -> bool:
         if not self.down:

@@ -26,6 +26,7 @@ from ringserve.runtime.edge import CLASSIFY, EXTRACT
 from ringserve.runtime.streams import ItemStreams
 from ringserve.server.batcher import BatcherConfig
 from ringserve.server.keys import Namespace, exact_digest
+from ringserve.server.l2 import Pointer
 from ringserve.server.servicer import InferenceServicer
 from ringserve.server.settings import CacheMode, PolicyConfig
 from tests.fakes import (
@@ -331,7 +332,7 @@ async def test_a_miss_stores_its_feature_once_and_its_fingerprint_only_where_per
     assert codec.decode(shared.values[exact], model.version).tobytes() == reply.feature.data
     assert bool(shared.fingerprints.get(ns)) is writes_fingerprint
     if writes_fingerprint:  # a pointer to the exact key, not a second copy of the feature
-        assert shared.values[ns.perceptual(phash)] == exact_digest(image).encode()
+        assert Pointer.decode(shared.values[ns.perceptual(phash)]).digest == exact_digest(image)
         other = node_servicer(model, "b", l2=shared)
         start_batchers(other)
         near = await one(other, jpeg(410, quality=60), cache_policy=pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL,
@@ -604,4 +605,5 @@ async def test_an_item_that_asks_for_perceptual_reuse_writes_its_fingerprint_tho
     assert (await exact).provenance.source == (await near).provenance.source == pb.SOURCE_COMPUTED
     assert model.images == 1
     ns, phash = Namespace(model.name, model.version), fingerprint.of_bytes(image, ImageLimits()).phash
-    assert shared.values[ns.perceptual(phash)] == exact_digest(image).encode() and phash in shared.fingerprints[ns]
+    pointer = Pointer.decode(shared.values[ns.perceptual(phash)])
+    assert pointer.digest == exact_digest(image) and pointer.verifier and phash in shared.fingerprints[ns]
