@@ -86,7 +86,6 @@ class Router:
             # entry, a delete, a read), and a pool keeps connections Redis closed while it was down.
             store = Store(connect(config.search.redis_url, config.search.redis_timeout_s, retries=1,
                                   access=config.search.redis))
-            self._search_redis = store.redis
             index = EmbeddedIndex(store, Follower(store, config.search.follower), config.search.read_your_writes_s)
             self.search = SearchServicer(index, RoutedFeatures(self.servicer), config.search, self.servicer.streams)
         self.services = (*SERVICES, SEARCH) if self.search is not None else SERVICES
@@ -132,7 +131,7 @@ class Router:
         """Redis refusing the router's credentials or TLS stops it (RedisAccessDenied); Redis down does not."""
         url = self.config.search.redis_url
         try:
-            await check_access(self._search_redis, url, max(self.config.search.redis_timeout_s, 5.0))
+            await check_access(url, self.config.search.redis, max(self.config.search.redis_timeout_s, 5.0))
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("search Redis at %s not reachable at start (%s); the views load once it is", redacted(url), exc)
 

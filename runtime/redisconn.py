@@ -137,13 +137,15 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
-async def check_access(client: Any, url: str, timeout_s: float) -> None:
-    """Connect and PING (a cluster client learns its slot map here, not on the first call).
+async def check_access(url: str, access: RedisAccess, timeout_s: float) -> None:
+    """Connect and PING with a client of its own, whose calls may take ``timeout_s`` (a serving client's
+    short deadline, missed on a busy machine, would pass a refusal off as Redis being down).
 
     Raises:
         RedisAccessDenied: Redis refused the credentials or the TLS handshake failed, naming the redacted URL.
         RedisError, OSError, TimeoutError: Redis could not be reached; the caller decides (usually: go on).
     """
+    client = connect(url, timeout_s, access=access)
     try:
         if is_cluster(client):
             await asyncio.wait_for(client.initialize(), timeout_s)
@@ -152,6 +154,8 @@ async def check_access(client: Any, url: str, timeout_s: float) -> None:
         if (refusal := _refusal(exc)) is not None:
             raise RedisAccessDenied(f"Redis at {redacted(url)} refused this process: {refusal}") from exc
         raise
+    finally:
+        await client.aclose()
 
 
 def _refusal(exc: BaseException) -> str | None:
