@@ -14,6 +14,7 @@ Every channel and every port of the project is opened here (``channel``, ``aio_c
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,7 @@ class CertificateReloader:
         files = self.tls.files()
         ca = _pem(files["--tls-client-ca-file"], "--tls-client-ca-file") if self.tls.client_ca_file else None
         pair = (_pem(files["--tls-key-file"], "--tls-key-file"), _pem(files["--tls-cert-file"], "--tls-cert-file"))
+        _check_pair(files["--tls-cert-file"], files["--tls-key-file"])
         return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
@@ -170,6 +172,16 @@ class CertificateReloader:
         log.info("TLS certificate files changed: new connections use them (%s)",
                  ", ".join(str(p) for p in self.tls.files().values()))
         return config
+
+
+def _check_pair(cert: Path, key: Path) -> None:
+    """Raise ``TlsError`` unless ``key`` is the private key of the certificate in ``cert`` (a rotation caught
+    between its two files would otherwise fail every handshake)."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise TlsError(f"--tls-cert-file {cert} and --tls-key-file {key} are no certificate and its key ({exc}): "
+                       "give the key of that certificate (or wait for the Secret to finish updating)") from exc
 
 
 def _credentials(tls: ClientTls) -> grpc.ChannelCredentials:

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ringserve.client import Client
-from ringserve.contract.tls import ClientTls, channel
+from ringserve.contract.tls import CertificateReloader, ClientTls, ServerTls, TlsError, channel
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -197,3 +197,21 @@ def test_a_node_whose_certificate_cannot_be_read_does_not_start_and_names_the_se
     finally:
         node.stop(15)
     assert f"--tls-key-file {tmp_path / 'absent.key'}: cannot read it" in node.log_path.read_text()
+
+
+def test_certificate_files_caught_half_way_through_a_rotation_are_not_used_until_whole(pki, tmp_path):
+    first, other = pki["cluster"], pki["alice"]
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    cert.write_bytes(first.cert.read_bytes())
+    key.write_bytes(first.key.read_bytes())
+    reloader = CertificateReloader(ServerTls(cert_file=cert, key_file=key))
+    assert reloader.fetch() is None  # nothing changed: gRPC keeps what it has
+    cert.write_bytes(first.cert.read_bytes()[:200])  # half written
+    assert reloader.fetch() is None
+    cert.write_bytes(other.cert.read_bytes())  # a new certificate beside the old key
+    assert reloader.fetch() is None
+    with pytest.raises(TlsError, match="no certificate and its key"):
+        reloader.load()
+    key.write_bytes(other.key.read_bytes())  # the rotation completes
+    assert reloader.fetch() is not None
+    assert reloader.fetch() is None
