@@ -16,7 +16,7 @@ from ringserve.client import Client
 from ringserve.local.cluster import LocalCluster
 from ringserve.local.imagegen import jpeg, picture
 from ringserve.local.processes import RedisClusterProcess, RedisProcess, RedisTLS, free_port, redis_tls_server
-from ringserve.runtime.redisconn import RedisAccess, redacted
+from ringserve.runtime.redisconn import RedisAccess, SharedTLSConnection, redacted
 from ringserve.server import config as node_config
 from tests.certs import make_ca, make_cert
 from tests.conftest import SMALL_MODEL
@@ -182,6 +182,17 @@ def test_a_redis_password_file_that_is_missing_stops_the_node(nodes, locked_redi
                  wait=False)
     code, log = exit_of(node)
     assert code == 2 and "cannot read the Redis password file" in log, log
+
+
+def test_tls_connections_share_one_ssl_context_until_its_files_change(tmp_path):
+    """redis-py would build (and load the system's CA store for) one per connection, on the event loop."""
+    ca = make_ca(tmp_path, "ca")
+    first, second = (SharedTLSConnection(host="127.0.0.1", ssl_ca_certs=str(ca.cert)) for _ in range(2))
+    assert first.ssl_context is second.ssl_context
+    assert SharedTLSConnection(host="127.0.0.1", ssl_ca_certs=str(ca.cert), ssl_check_hostname=False).ssl_context \
+        is not first.ssl_context
+    ca.cert.write_bytes(make_ca(tmp_path / "rotated", "ca").cert.read_bytes())  # a rotated Secret
+    assert SharedTLSConnection(host="127.0.0.1", ssl_ca_certs=str(ca.cert)).ssl_context is not first.ssl_context
 
 
 def test_l2_over_tls_with_a_client_certificate_and_a_password(nodes, tls_files, tmp_path):
