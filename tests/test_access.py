@@ -6,6 +6,7 @@ name; one serving plaintext (TLS ends in front of it), where a caller is the nam
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import grpc
@@ -136,3 +137,28 @@ def test_a_tokens_file_that_cannot_be_used_stops_the_router_naming_the_file_and_
     ((("x-other", "Bearer abc"),), None)])
 def test_only_an_authorization_bearer_entry_is_a_token(metadata, token):
     assert bearer_token(metadata) == token
+
+
+def test_the_command_reaches_the_routers_with_its_certificate_and_its_token_from_the_environment(routers, tmp_path,
+                                                                                                   monkeypatch, capsys):
+    from ringserve.client import cli
+
+    router, plain, made = routers
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "q.jpg").write_bytes(IMAGES[0])
+    indexer = made["indexer"]
+    mtls = ["--target", router.target, "--tls-ca-file", str(indexer.ca.cert), "--tls-cert-file", str(indexer.cert),
+            "--tls-key-file", str(indexer.key)]
+    assert cli.main(["index", str(tmp_path / "folder"), "--collection", "cli", "--no-progress", "--journal",
+                     str(tmp_path / "journal"), *mtls]) == 0
+    assert "1 indexed now" in capsys.readouterr().err
+    assert cli.main(["delete", "--collection", "cli", "--all", "--target", plain.target]) == 1
+    assert "UNAUTHENTICATED" in capsys.readouterr().err
+    monkeypatch.setenv("RINGSERVE_CLIENT_TOKEN", TOKENS["reader-bot"])
+    assert cli.main(["delete", "--collection", "cli", "--all", "--target", plain.target]) == 1
+    assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert cli.main(["search", str(tmp_path / "folder" / "q.jpg"), "--collection", "cli", "-k", "1", "--target",
+                     plain.target]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["id"] == "q.jpg"
+    assert cli.main(["delete", "--collection", "cli", "--all", *mtls]) == 0
+    assert json.loads(capsys.readouterr().out)["deleted"] == 1
