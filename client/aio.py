@@ -273,6 +273,12 @@ class AsyncClient:
         if phash is not None:
             request.phash_hint = phash
 
+    def _placed_here(self, items: list[pb.ImageRequest], via_router: set[str]) -> bool:
+        """Whether some of ``items`` go straight to their nodes (client placement, a view, a hint, no node failed
+        them); if none does, the try is the one stream to the target, without the lanes' work per item."""
+        return (self._membership is not None and len(self._membership.ring) > 0
+                and any(r.HasField("phash_hint") and r.request_id not in via_router for r in items))
+
     async def _stream_once(self, method: str, items: list[pb.ImageRequest], call: ItemCall, time_left: float | None,
                            framed: bool, via_router: set[str]) -> None:
         """One try: one stream to the target, or with client placement a stream to each owner beside it."""
@@ -298,7 +304,7 @@ class AsyncClient:
             return _replies(calls[method, framed], framed, sent, ready, time_left, metadata)
 
         try:
-            if self._membership is not None and len(self._membership.ring):
+            if self._placed_here(items, via_router):
                 await Lanes(outbox, self._membership, self._calls, stream, take, call.pending, via_router).run()
             else:
                 async for reply in stream(self._calls, outbox.items(), outbox.ready):

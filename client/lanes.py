@@ -4,7 +4,7 @@ The try's items leave one ``Outbox`` (one window for the whole call, as through 
 put on a lane: the stream to the node ``Membership.place`` names for its pHash hint, opened on first use; or the
 stream to the target (the router) for an item without a hint, an item a node failed before, or when no node is
 left. A node's lane that breaks (the node killed, draining or unreachable: any end but the call's own deadline or
-cancellation), or that answers an item UNAVAILABLE or RESOURCE_EXHAUSTED, gives its unanswered items back: the node
+the caller going away), or that answers an item UNAVAILABLE or RESOURCE_EXHAUSTED, gives its unanswered items back: the node
 is passed over (``Membership.failed``, UNAVAILABLE and broken streams only) and each item goes again at once on the
 router's lane, where the router fails it over as it does for any caller's item. The router's lane stays open while
 any node's lane holds items, since each of them may come back.
@@ -32,8 +32,9 @@ from ringserve.contract.v1 import inference_pb2 as pb
 # A node's per-item answers that mean "not taken here": the item goes through the router instead.
 _GIVE_BACK = {grpc.StatusCode.UNAVAILABLE.value[0], grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]}
 _NODE_GONE = grpc.StatusCode.UNAVAILABLE.value[0]
-# Ends of a node's stream that are the call's own, not the node's failure: the whole try ends with them.
-_CALLS_OWN = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+# The end of a node's stream that is the call's own, not the node's failure: the whole try ends with it. (The
+# caller going away cancels the lanes' tasks; a CANCELLED status comes from the node's side or its channel's.)
+_CALLS_OWN = grpc.StatusCode.DEADLINE_EXCEEDED
 # One stream: (item streams of a channel, the items, whether the next is ready) -> the replies.
 OpenStream = Callable[[dict[tuple[str, bool], Any], AsyncIterator[frames.Item], Callable[[], bool]], AsyncIterator[Any]]
 
@@ -117,6 +118,10 @@ class Lanes:
         finally:
             for task in self._tasks:
                 task.cancel()
+            for lane in self._lanes.values():  # items of a stopped try: no longer on their nodes, for bounded loads
+                for _ in lane.held if lane.route is not None else ():
+                    self._membership.answered(lane.route.name)
+                lane.held.clear()
         if self._error is not None:
             raise self._error
         for task in self._tasks:
@@ -163,7 +168,7 @@ class Lanes:
             async for reply in self._open_stream(calls, lane.items(), lane.ready):
                 self._reply(lane, reply)
         except grpc.aio.AioRpcError as exc:
-            if lane.route is None or exc.code() in _CALLS_OWN:
+            if lane.route is None or exc.code() == _CALLS_OWN:
                 self._stop(exc)
                 return
             why = f"{exc.code().name}: {exc.details()}"
@@ -172,13 +177,18 @@ class Lanes:
             return
         finally:
             lane.closed = True
-        if lane.route is not None and lane.held:
+        if lane.route is None:
+            if not lane.ended:  # the router ended its stream early: what it left waits for the call's next try
+                self._stop(None)
+        elif lane.held:
             self._membership.failed(lane.route.name, why)
             self._give_back(lane)
 
     def _reply(self, lane: Lane, reply: Any) -> None:
         request = lane.held.pop(reply.request_id, None)
-        if lane.route is not None and request is not None:
+        if request is None:
+            return  # not an item of this lane's (answered already): never a second answer, nor a second free slot
+        if lane.route is not None:
             self._membership.answered(lane.route.name)
             self._changed.set()
             if reply.status.code in _GIVE_BACK:  # not taken there: through the router, which fails it over
@@ -205,8 +215,8 @@ class Lanes:
         if rid in self._pending:
             self._outbox.again(request)
 
-    def _stop(self, error: BaseException) -> None:
-        """End the whole try with ``error``: every lane's stream and the dispatcher stop."""
+    def _stop(self, error: BaseException | None) -> None:
+        """End the whole try (with ``error``, if not None): every lane's stream and the dispatcher stop."""
         if self._error is None:
             self._error = error
         for task in self._tasks:

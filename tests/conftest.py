@@ -21,7 +21,7 @@ from tests import testmodel
 FAST_MODULES = {"test_inprocess", "test_imports", "test_ring", "test_l1", "test_mih", "test_batcher",
                 "test_singleflight", "test_codec", "test_breaker", "test_images", "test_client_inputs", "test_config",
                 "test_wire", "test_search_view", "test_process", "test_transparency", "test_digest",
-                "test_client_digest", "test_hedging"}
+                "test_client_digest", "test_hedging", "test_client_lanes"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
