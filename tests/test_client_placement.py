@@ -62,17 +62,20 @@ def test_hinted_items_go_straight_to_their_owners_with_the_routers_answers(clust
     images = [jpeg(41_000 + i) for i in range(24)]
     with Client(c.router.target) as routed:  # placement="router": the reference answers, computed on the owners
         reference = routed.extract_detailed(images)
+        classes = routed.classify_detailed(images[:6], top_k=3)
     before = placed(c)
 
-    async def direct() -> tuple[list, list]:
+    async def direct() -> tuple[list, list, list]:
         async with AsyncClient(c.router.target, placement="client") as client:
             # Two calls at once as the client's first: both wait for its first read of the members.
             halves = await asyncio.gather(client.extract_detailed(images[:12]), client.extract_detailed(images[12:]))
-            return halves[0] + halves[1], await client.extract_detailed(images, hints=False)  # no hint: the router
+            classified = await client.classify_detailed(images[:6], top_k=3)
+            return halves[0] + halves[1], classified, await client.extract_detailed(images, hints=False)  # the router
 
-    answers, unhinted = asyncio.run(direct())
+    answers, classified, unhinted = asyncio.run(direct())
     assert all(isinstance(r, Feature) for r in reference + answers + unhinted), reference + answers + unhinted
-    assert placed(c) == before + len(images)  # the hinted call placed none; the unhinted one placed each
+    assert placed(c) == before + len(images)  # the hinted calls placed none; the unhinted one placed each
+    assert [(r.names, r.provenance.node) for r in classified] == [(r.names, r.provenance.node) for r in classes]
     # Straight to the node that computed each image: an L1 hit there, the same feature as through the router.
     assert [r.provenance.source for r in answers] == ["l1"] * len(images)
     assert [r.provenance.node for r in answers] == [r.provenance.node for r in reference]
