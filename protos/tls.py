@@ -6,7 +6,8 @@ rotated Kubernetes Secret), before the next connection's handshake (``grpc.dynam
 connections already open, and the items on them, go on as they were. A channel (the client, the router's
 links and health checks, the local cluster's helpers) takes ``ClientTls``: the CA that signs the server's
 certificate, and its own certificate and key for mutual TLS, read when the channel is made (a rotated client
-certificate is used by the next channel). ``None``, or a config with no files, is plaintext.
+certificate is used by the next channel: ``ClientTls.stamp`` tells a long-lived owner, the router's link, to
+make one). ``None``, or a config with no files, is plaintext.
 
 Every channel and every port of the project is opened here (``channel``, ``aio_channel``, ``add_port``).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,22 @@ class ClientTls:
     def enabled(self) -> bool:
         return self.ca_file is not None
 
+    def stamp(self) -> tuple:
+        """What its files are now (inode, size, mtime): a channel made before a change uses the old ones."""
+        return files_stamp(p for p in (self.ca_file, self.cert_file, self.key_file) if p is not None)
+
+
+def files_stamp(paths: Iterable[Path]) -> tuple:
+    """(inode, size, mtime) of each file, None for one that cannot be read: changes when a file is replaced."""
+    stamps = []
+    for path in paths:
+        try:
+            st = path.stat()
+            stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return tuple(stamps)
+
 
 def channel(target: str, options: Options = (), tls: ClientTls | None = None) -> grpc.Channel:
     """A blocking channel to ``target``: TLS per ``tls``, plaintext when it is None or disabled.
@@ -137,14 +154,7 @@ class CertificateReloader:
         self._seen = self._stamp()
 
     def _stamp(self) -> tuple:
-        stamps = []
-        for path in self.tls.files().values():
-            try:
-                st = path.stat()
-                stamps.append((st.st_ino, st.st_size, st.st_mtime_ns))
-            except OSError:
-                stamps.append(None)
-        return tuple(stamps)
+        return files_stamp(self.tls.files().values())
 
     def load(self) -> grpc.ServerCertificateConfiguration:
         """The configuration from the files as they are now.
@@ -187,6 +197,8 @@ def _check_pair(cert: Path, key: Path) -> None:
 def _credentials(tls: ClientTls) -> grpc.ChannelCredentials:
     key = _pem(tls.key_file, "the client key file") if tls.key_file else None
     chain = _pem(tls.cert_file, "the client certificate file") if tls.cert_file else None
+    if tls.cert_file and tls.key_file:
+        _check_pair(tls.cert_file, tls.key_file)
     return grpc.ssl_channel_credentials(_pem(tls.ca_file, "the CA file"), key, chain)
 
 

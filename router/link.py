@@ -21,7 +21,7 @@ import grpc
 
 from ringserve.contract import frames, wire
 from ringserve.contract.errors import ServiceError
-from ringserve.contract.tls import ClientTls, aio_channel
+from ringserve.contract.tls import ClientTls, TlsError, aio_channel
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.router.membership.base import Member
 
@@ -134,15 +134,14 @@ class NodeLink:
     _ids = itertools.count()
 
     def __init__(self, member: Member, on_done: Callable[[], None] = lambda: None, tls: ClientTls | None = None) -> None:
-        """``tls``: the channel's TLS and the router's client certificate, read now (None: plaintext)."""
+        """``tls``: the channel's TLS and the router's client certificate (None: plaintext); files changed on disk
+        are read into a new channel at the next stream this link opens (``_renew_if_rotated``)."""
         self.member = member
         self._on_done = on_done  # told when an item leaves this link, answered or not
-        self.channel = aio_channel(member.address, tls=tls, options=[
-            ("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES),
-            ("grpc.keepalive_time_ms", 10_000),
-            ("grpc.keepalive_timeout_ms", 5_000),
-        ])
+        self._tls = tls if tls is not None and tls.enabled else None
+        self._tls_stamp = self._tls.stamp() if self._tls is not None else ()
+        self.channel = self._open_channel()
+        self._retired: list[grpc.aio.Channel] = []  # channels of older certificates, their open streams going on
         self._calls = wire.item_calls(self.channel)  # they send bytes written by ``contract.wire``
         self._streams: dict[str, _MethodStream] = {}
         self.placed = 0
@@ -210,6 +209,7 @@ class NodeLink:
         """
         stream = self._streams.get(method)
         if stream is None or stream.closed:
+            self._renew_if_rotated()
             if stream is not None and stream.unimplemented and stream.framed:
                 log.warning("%s serves no frames; one item per message from now on", self.member.name)
                 self.framed = False
@@ -221,9 +221,34 @@ class NodeLink:
         future.add_done_callback(lambda _f: self._on_done())
         return future
 
+    def _open_channel(self) -> grpc.aio.Channel:
+        return aio_channel(self.member.address, tls=self._tls, options=[
+            ("grpc.max_receive_message_length", frames.MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", frames.MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+        ])
+
+    def _renew_if_rotated(self) -> None:
+        """A new channel when the TLS files changed since this one was made: a rotated client certificate reaches
+        the node from the link's next stream on (a reconnection of the old channel would present the old one,
+        perhaps expired). Streams open on the old channel go on; files caught half-written keep it until the next."""
+        if self._tls is None or (stamp := self._tls.stamp()) == self._tls_stamp:
+            return
+        try:
+            channel = self._open_channel()
+        except TlsError as exc:
+            log.warning("%s: TLS files changed but cannot be used yet; the link keeps the previous ones: %s",
+                        self.member.name, exc)
+            return
+        log.info("%s: TLS files changed: new streams go on a channel with them", self.member.name)
+        self._retired.append(self.channel)
+        self.channel, self._tls_stamp, self._calls = channel, stamp, wire.item_calls(channel)
+
     async def close(self) -> None:
         if self._suspicion is not None:
             self._suspicion.cancel()
         for stream in self._streams.values():
             await stream.close()
-        await self.channel.close()
+        for channel in (*self._retired, self.channel):
+            await channel.close()

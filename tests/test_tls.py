@@ -6,6 +6,8 @@ only over mutual TLS: a router that showed its nodes as serving and answered an 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -24,6 +26,8 @@ from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.imagegen import jpeg
 from ringserve.local.load import LoadGenerator
 from ringserve.local.processes import LocalError, NodeProcess, free_port
+from ringserve.router.link import LinkError, NodeLink
+from ringserve.router.membership.base import Member
 from ringserve.server import config as node_config
 from tests import certs
 from tests.conftest import SMALL_MODEL, extract_one
@@ -97,14 +101,14 @@ def test_the_router_reaches_nodes_that_require_client_certificates_only_with_its
     assert all("(mutual TLS)" in node.log_path.read_text() for node in mtls_cluster.nodes.values())
 
 
-def _swap_in(folder: Path, cert: certs.Cert) -> None:
+def _swap_in(folder: Path, cert: certs.Cert, ca: certs.CA | None = None) -> None:
     """Replace the files under ``folder`` as Kubernetes updates a mounted Secret: a new directory, then one
-    atomic rename of the ``..data`` link the files point through."""
+    atomic rename of the ``..data`` link the files point through. ``ca.crt`` is ``ca`` (default: the cert's)."""
     fresh = folder / f"..{cert.name}-{time.monotonic_ns()}"
-    fresh.mkdir()
+    fresh.mkdir(parents=True)
     (fresh / "tls.crt").write_bytes(cert.cert.read_bytes())
     (fresh / "tls.key").write_bytes(cert.key.read_bytes())
-    (fresh / "ca.crt").write_bytes(cert.ca.cert.read_bytes())
+    (fresh / "ca.crt").write_bytes((ca or cert.ca).cert.read_bytes())
     staged = folder / "..data_tmp"
     staged.symlink_to(fresh.name)
     os.replace(staged, folder / "..data")
@@ -215,3 +219,41 @@ def test_certificate_files_caught_half_way_through_a_rotation_are_not_used_until
     key.write_bytes(other.key.read_bytes())  # the rotation completes
     assert reloader.fetch() is not None
     assert reloader.fetch() is None
+
+
+async def test_the_routers_link_presents_its_rotated_client_certificate_when_it_reconnects(pki, tmp_path):
+    """The node comes back trusting only the new client CA: the link is served again only with the new certificate."""
+    server, old_client = pki["cluster"], pki["alice"]
+    new_ca = certs.make_ca(tmp_path / "new", "new-ca")
+    new_client = certs.make_cert(new_ca, tmp_path / "new", "router-renewed", client=True)
+    node_secret, router_secret = tmp_path / "node-secret", tmp_path / "router-secret"
+    _swap_in(node_secret, server, ca=old_client.ca)
+    _swap_in(router_secret, old_client, ca=server.ca)
+    port = free_port()
+    args = [*SMALL_MODEL, "--tls-cert-file", str(node_secret / "tls.crt"), "--tls-key-file",
+            str(node_secret / "tls.key"), "--tls-client-ca-file", str(node_secret / "ca.crt"), "--tls-require-client-cert"]
+    first = NodeProcess(tmp_path / "first", "node-0", args, port=port, tls=caller(old_client, server.ca))
+    second = NodeProcess(tmp_path / "second", "node-0", args, port=port, tls=caller(new_client, server.ca))
+    link = NodeLink(Member("node-0", f"127.0.0.1:{port}"), tls=ClientTls(
+        ca_file=router_secret / "ca.crt", cert_file=router_secret / "tls.crt", key_file=router_secret / "tls.key"))
+    try:
+        await asyncio.to_thread(first.start)
+        assert (await link.send("Extract", pb.ImageRequest(), jpeg(34_000))).status.code == 0
+        await asyncio.to_thread(first.stop, 15)
+        _swap_in(node_secret, server, ca=new_ca)  # the node restarts trusting only the renewed client CA
+        _swap_in(router_secret, new_client, ca=server.ca)  # the router's certificate is renewed by then
+        await asyncio.to_thread(second.start)
+        assert (await _answered(link, jpeg(34_001))).status.code == 0
+    finally:
+        await link.close()
+        for node in (first, second):
+            await asyncio.to_thread(node.stop, 15)
+
+
+async def _answered(link: NodeLink, image: bytes, tries: int = 50) -> pb.ExtractReply:
+    """The node's reply, sent again while the link reports the old stream broken (as the router would)."""
+    for _ in range(tries - 1):
+        with contextlib.suppress(LinkError):
+            return await link.send("Extract", pb.ImageRequest(), image)
+        await asyncio.sleep(0.2)
+    return await link.send("Extract", pb.ImageRequest(), image)
