@@ -86,6 +86,8 @@ class ClientConfig:
             errors.checked(arguments.check_count, "digest_first_min_bytes", self.digest_first_min_bytes, 0, 2**63)
         if self.token is not None and self.token_file is not None:
             raise errors.InvalidArgument("give the bearer token once: token or token_file, not both", argument="token")
+        if self.token is not None and not isinstance(self.token, Secret):  # given in code: never shown either
+            object.__setattr__(self, "token", Secret(self.token))
         if self.placement not in PLACEMENTS:
             raise errors.InvalidArgument(f"placement must be one of {', '.join(PLACEMENTS)}; got {self.placement!r}",
                                          argument="placement")

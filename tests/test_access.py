@@ -14,6 +14,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ringserve.client import Client, RingserveError
+from ringserve.client.config import ClientConfig
 from ringserve.client.search import Indexed
 from ringserve.contract.tls import ClientTls, channel
 from ringserve.local.cluster import LocalCluster, LocalTls
@@ -137,6 +138,11 @@ def test_a_tokens_file_that_cannot_be_used_stops_the_router_naming_the_file_and_
     ((("x-other", "Bearer abc"),), None)])
 def test_only_an_authorization_bearer_entry_is_a_token(metadata, token):
     assert bearer_token(metadata) == token
+
+
+def test_the_clients_token_is_never_shown():
+    config = ClientConfig(token="w-7f3a9c")
+    assert config.bearer_token() == "w-7f3a9c" and "w-7f3a9c" not in repr(config)
 
 
 def test_the_command_reaches_the_routers_with_its_certificate_and_its_token_from_the_environment(routers, tmp_path,
