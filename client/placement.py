@@ -84,7 +84,9 @@ class Membership:
 
     def _read_done(self, task: asyncio.Task[None]) -> None:
         self._reading = None
-        if not task.cancelled() and task.exception() is not None:  # _read catches gRPC's errors: a bug
+        # ``_read`` answers gRPC's errors with no view; anything else (a node's channel that cannot be opened, a bug)
+        # is raised to the calls waiting for a first read, and said here for a read in the background.
+        if not task.cancelled() and task.exception() is not None:
             log.error("reading the router's members failed", exc_info=task.exception())
 
     async def _read(self) -> None:
