@@ -13,9 +13,11 @@ update, that forgets a slow hour. Knows nothing of gRPC or the ring.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ringserve.contract.status import source_name
 from ringserve.router.kinds import Kind
 
 if TYPE_CHECKING:
@@ -83,6 +85,16 @@ class LatencyTracker:
             if histogram is None:
                 histogram = where.histograms[key] = Histogram(self.config.window)
             histogram.observe(seconds)
+
+    def quantiles(self, qs: Sequence[float] = (0.5, 0.99)) -> Iterator[tuple[dict[str, str], float]]:
+        """The cluster's recent answer times as (labels, seconds): per method, what the item carried, answer
+        tier and quantile. Read at scrape time (``ringserve_router_latency_seconds``), never on an item's path."""
+        for (rpc, image, source), histogram in list(self.cluster.histograms.items()):
+            if histogram.total <= 0:
+                continue
+            labels = {"method": rpc.lower(), "carried": "image" if image else "digest", "tier": source_name(source)}
+            for q in qs:
+                yield {**labels, "quantile": f"{q:g}"}, histogram.quantile(q)
 
     def bound(self, node: NodeLatency, kind: Kind, now: float) -> float:
         """How long a try of ``kind`` on ``node`` may take before it is late."""

@@ -102,6 +102,8 @@ class Router:
         m.observe("ringserve.router.known", "Nodes known from membership", lambda: len(self.registry.nodes))
         m.observe("ringserve.router.arc_share", "Share of the key space each node on the ring owns",
                   lambda: self.registry.ring.shares())
+        m.labelled("ringserve.router.latency_seconds", "Recent send-to-answer time of items through the nodes, by "
+                   "method, what they carried, answer tier and quantile", lambda: self.servicer.latency.quantiles())
         if self.search is not None:  # alerted on past a minute (monitoring/rules.yaml, RingserveSearchStale)
             m.observe("ringserve.search.stale_seconds", "Seconds the search views have not heard from their store "
                       "(0 while in step)", lambda: self.search.index.stale_ms() / 1000)

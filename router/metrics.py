@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from opentelemetry.sdk.metrics import MeterProvider
 
@@ -32,6 +32,16 @@ class RouterMetrics:
                                                   description="Late tries not hedged: the hedge budget was spent")
         self.ejections = meter.create_counter("ringserve.router.ejections", description="Outlier ejections per node")
         self._meter = meter
+
+    def labelled(self, name: str, description: str, read: Callable[[], Iterable[tuple[dict[str, str], float]]]) -> None:
+        """A gauge read at scrape time whose every value carries labels of its own (latency by method and tier)."""
+        from opentelemetry.metrics import Observation
+
+        def callback(_options: object) -> Iterator[Observation]:
+            for labels, value in read():
+                yield Observation(value, {"router": self.router_id, **labels})
+
+        self._meter.create_observable_gauge(name, callbacks=[callback], description=description)
 
     def observe(self, name: str, description: str, read: Callable[[], dict[str, float] | float]) -> None:
         """A gauge read at scrape time; ``read`` returns a value, or a value per node."""
