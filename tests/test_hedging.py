@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.imagegen import jpeg
+from ringserve.router.config import PlacementConfig
 from ringserve.router.health import SERVICE as INFERENCE
 from ringserve.router.hedging import HedgeBudget, HedgingConfig
 from ringserve.router.kinds import RecentKeys, kind_of
@@ -127,7 +128,8 @@ async def test_items_on_a_node_that_never_answers_are_answered_by_the_other_once
             assert calls, "no item was placed on the frozen node: the test proves nothing"
             # every item answered once, by the node that answers, and none waited much past one bound
             assert all(r.status.code == 0 and r.provenance.node == "alive" for r in replies.values())
-            assert max(latency.values()) < 0.2 + 0.3, sorted(latency.values())[-3:]
+            # (the bound, the grace in which the router listens before it calls the node stalled, and slack)
+            assert max(latency.values()) < 0.2 + HedgingConfig().stall_grace_s + 0.3, sorted(latency.values())[-3:]
             # one item found the node silent: the others on it moved at once, and no new one went there
             assert len(calls) < 20, calls
             provider = router.metrics.provider
@@ -213,11 +215,14 @@ class _ThreadedNode(pb_grpc.InferenceServicer):
         self.name = name
         self.received = received
 
-    def Extract(self, requests, context):
-        for request in requests:
+    def ExtractFrames(self, frames, context):
+        for frame in frames:
             self.received.set()
-            yield pb.ExtractReply(request_id=request.request_id,
-                                  provenance=pb.Provenance(source=pb.SOURCE_L1, node=self.name))
+            yield pb.ExtractFrame(items=[self._reply(item) for item in frame.items])
+
+    def _reply(self, request: pb.ImageRequest) -> pb.ExtractReply:
+        return pb.ExtractReply(request_id=request.request_id,
+                               provenance=pb.Provenance(source=pb.SOURCE_L1, node=self.name))
 
 
 @contextlib.contextmanager
@@ -242,8 +247,11 @@ async def test_a_router_that_wakes_late_listens_before_it_calls_a_node_stalled()
     # stalled (test_items_on_a_node_that_never_answers_... above).
     received = threading.Event()
     with _threaded_serving(_ThreadedNode("a", received)) as a, _threaded_serving(_ThreadedNode("b", received)) as b:
-        router = await router_servicer({"a": a, "b": b}, hedging=HedgingConfig(initial_s=0.05, min_s=0.05))
+        # a load factor no pile-up of 16 items reaches: an item off its owner is a hedge, never a spill
+        router = await router_servicer({"a": a, "b": b}, placement=PlacementConfig(load_factor=16.0),
+                                       hedging=HedgingConfig(initial_s=0.05, min_s=0.05))
         keys = _keys_of(router, "a", 8) + _keys_of(router, "b", 8)
+        moved = 0
         async with serving(router) as target:
             for round_ in range(5):  # each round: items go out, then the loop is blocked for 4 bounds
                 received.clear()
@@ -254,8 +262,13 @@ async def test_a_router_that_wakes_late_listens_before_it_calls_a_node_stalled()
                 time.sleep(0.2)  # noqa: ASYNC251 (on purpose: the router descheduled, its loop does nothing)
                 replies, _ = await sending
                 owners = {r.request_id: router.registry.ring.owner(r.phash_hint) for r in requests}
-                assert {i: r.provenance.node for i, r in replies.items()} == owners
-        stalled = metric_total(router.metrics.provider, "ringserve.router.hedges", reason="stalled")
+                moved += sum(replies[i].provenance.node != owner for i, owner in owners.items())
+        provider = router.metrics.provider
+        stalled = metric_total(provider, "ringserve.router.hedges", reason="stalled")
+        late_won = metric_total(provider, "ringserve.router.hedges_won", reason="late")
         assert not any(node.link.stalled for node in router.registry.nodes.values())
         await router.registry.close()
     assert stalled == 0
+    # an item off its owner can only be one that was late on a node that had spoken (a budgeted hedge that won,
+    # as a machine far busier than this test's own blocking can make happen): never one moved by a stall
+    assert moved <= late_won, (moved, late_won)
