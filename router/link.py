@@ -35,6 +35,10 @@ class LinkError(ServiceError, ConnectionError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class FramesUnsupported(LinkError):
+    """The node serves no frames (it predates them): not its failure; the item goes to it again, one per message."""
+
+
 class _MethodStream:
     """One long-lived bidirectional call to a node, shared by many items.
 
@@ -117,9 +121,10 @@ class _MethodStream:
             exc = task.exception()
             log.error("%s %s: the stream to the node failed", self.node, self.method, exc_info=exc)
             reason = f"{type(exc).__name__}: {exc}"
+        error = FramesUnsupported if self.unimplemented and self.framed else LinkError
         for future in list(self._pending.values()):
             if not future.done():
-                future.set_exception(LinkError(f"{self.node} {self.method}: {reason}"))
+                future.set_exception(error(f"{self.node} {self.method}: {reason}"))
 
     async def close(self) -> None:
         self._queue.put_nowait(_CLOSE)

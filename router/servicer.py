@@ -37,7 +37,7 @@ from ringserve.router.health import HealthTracker
 from ringserve.router.hedging import HedgeBudget, HedgingConfig, Race, Try
 from ringserve.router.kinds import Kind, RecentKeys, kind_of
 from ringserve.router.latency import LatencyTracker
-from ringserve.router.link import LinkError
+from ringserve.router.link import FramesUnsupported, LinkError
 from ringserve.router.metrics import RouterMetrics
 from ringserve.router.registry import Node, Registry
 from ringserve.router.retry import Attempts, RetryConfig
@@ -266,6 +266,8 @@ class RouterServicer(ItemEdge):
         node = done.node
         try:
             reply = done.answer.result()
+        except FramesUnsupported:  # the same node again, one item per message (``NodeLink.send``)
+            return None
         except (LinkError, asyncio.CancelledError) as exc:
             reason = str(exc) or f"{node.name}: the try was cancelled"
             self.health.failure(node.health, reason)

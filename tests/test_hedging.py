@@ -272,3 +272,36 @@ async def test_a_router_that_wakes_late_listens_before_it_calls_a_node_stalled()
     # an item off its owner can only be one that was late on a node that had spoken (a budgeted hedge that won,
     # as a machine far busier than this test's own blocking can make happen): never one moved by a stall
     assert moved <= late_won, (moved, late_won)
+
+
+class _UnframedNode(_ThreadedNode):
+    """A node that predates frames: ExtractFrames is UNIMPLEMENTED, Extract answers one item per message."""
+
+    ExtractFrames = pb_grpc.InferenceServicer.ExtractFrames
+
+    def Extract(self, requests, context):
+        for request in requests:
+            self.received.set()
+            yield self._reply(request)
+
+
+async def test_a_node_that_predates_frames_is_spoken_to_one_item_per_message_and_not_counted_as_failing():
+    # The first items go out framed and come back UNIMPLEMENTED: that is the node's age, not its failure. Counted as
+    # failures they ejected both nodes of a router upgraded before its nodes, and moved their items meanwhile.
+    received = threading.Event()
+    with _threaded_serving(_UnframedNode("a", received)) as a, _threaded_serving(_UnframedNode("b", received)) as b:
+        router = await router_servicer({"a": a, "b": b}, placement=PlacementConfig(load_factor=16.0))
+        failures, counted = [], router.health.failure
+        router.health.failure = lambda health, reason: (failures.append(reason), counted(health, reason))
+        keys = _keys_of(router, "a", 8) + _keys_of(router, "b", 8)
+        requests = [pb.ImageRequest(request_id=str(i), image=jpeg(36_000 + i), phash_hint=key)
+                    for i, key in enumerate(keys)]
+        async with serving(router) as target:
+            replies, _ = await _send(target, requests)
+        nodes = router.registry.nodes
+        await router.registry.close()
+    assert all(r.status.code == 0 for r in replies.values())
+    assert {i: r.provenance.node for i, r in replies.items()} == {r.request_id: ("a" if n < 8 else "b")
+                                                                  for n, r in enumerate(requests)}
+    assert failures == [] and all(node.health.ejections == 0 for node in nodes.values())
+    assert not any(node.link.framed for node in nodes.values())
