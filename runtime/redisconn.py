@@ -36,6 +36,8 @@ HIDDEN = "***"
 # Replies by which Redis refuses a client: redis-py maps most to AuthenticationError, but a cluster client
 # passes them on inside the message of another error.
 REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "invalid password", "invalid username-password")
+# How redis-py words a connection the server closed.
+CLOSED = ("Connection reset by peer", "Connection closed by server", "Broken pipe")
 
 
 class RedisAccessDenied(ServiceError):
@@ -202,15 +204,21 @@ async def check_access(url: str, access: RedisAccess, timeout_s: float) -> None:
             await asyncio.wait_for(client.initialize(), timeout_s)
         await asyncio.wait_for(client.ping(), timeout_s)
     except Exception as exc:
-        if (refusal := _refusal(exc)) is not None:
+        if (refusal := _refusal(exc, tls=urlsplit(url).scheme.startswith("rediss"))) is not None:
             raise RedisAccessDenied(f"Redis at {redacted(url)} refused this process: {refusal}") from exc
         raise
     finally:
         await client.aclose()
 
 
-def _refusal(exc: BaseException) -> str | None:
-    """Why Redis refused us, if ``exc`` (or an error it came from) is a refusal rather than Redis being down."""
+def _refusal(exc: BaseException, tls: bool) -> str | None:
+    """Why Redis refused us, if ``exc`` (or an error it came from) is a refusal rather than Redis being down.
+
+    Over TLS 1.3 the server checks a client certificate after the client's handshake is done: a refused one
+    reaches the client as the server's alert, or, when the client's first command crossed it, as the
+    connection closed (which of the two is a race). A connection that was accepted and then closed is no
+    Redis that is down, so over TLS it counts as a refusal too.
+    """
     for error in _chain(exc):
         text = str(error)
         if isinstance(error, (AuthenticationError, NoPermissionError)) or any(word in text for word in REFUSALS):
@@ -218,6 +226,10 @@ def _refusal(exc: BaseException) -> str | None:
         if isinstance(error, ssl.SSLError) or "[SSL" in text:
             return (f"TLS handshake failed ({text}); check the rediss:// URL's host against the server's "
                     "certificate, the CA file, and the client certificate and key")
+        if tls and (isinstance(error, (ConnectionResetError, BrokenPipeError)) or any(c in text for c in CLOSED)):
+            return (f"TLS handshake failed (Redis closed the connection: {text}; a Redis with tls-auth-clients does "
+                    "so when the client certificate is missing or from another CA); check the client certificate "
+                    "and key, and the CA file")
     return None
 
 

@@ -184,6 +184,23 @@ def test_a_redis_password_file_that_is_missing_stops_the_node(nodes, locked_redi
     assert code == 2 and "cannot read the Redis password file" in log, log
 
 
+def test_a_connection_closed_after_it_was_accepted_is_a_refusal_over_tls_only():
+    """TLS 1.3: a missing client certificate may reach the client as the connection closed, not as an alert."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from ringserve.runtime.redisconn import _refusal
+
+    closed = RedisConnectionError("Error while reading from 127.0.0.1:6380 : (104, 'Connection reset by peer')")
+    assert "client certificate" in _refusal(closed, tls=True)
+    assert _refusal(closed, tls=False) is None  # plaintext: Redis restarting, not a refusal
+    refused = RedisConnectionError("Error 111 connecting to 127.0.0.1:6380. Connection refused.")
+    assert _refusal(refused, tls=True) is None  # down
+    try:
+        raise RedisConnectionError("Redis Cluster cannot be connected") from RedisConnectionError("WRONGPASS x")
+    except RedisConnectionError as exc:
+        assert "credentials refused" in _refusal(exc, tls=False)
+
+
 def test_tls_connections_share_one_ssl_context_until_its_files_change(tmp_path):
     """redis-py would build (and load the system's CA store for) one per connection, on the event loop."""
     ca = make_ca(tmp_path, "ca")
