@@ -202,13 +202,21 @@ class FeatureCache:
         ns = slot.ns
         try:
             pointer = await self.l2.pointer(ns, found)
-            score = self._verified(prepared, pointer.verifier, "l2")
-            if score is None:
-                return None
+        except CorruptValue as exc:
+            log.warning("corrupt fingerprint pointer in L2 treated as a miss: %s", exc)
+            self.metrics.l2_events.add(1, self.metrics.attrs(event="corrupt"))
+            return None
+        except CacheMiss:  # the fingerprint expired: prune the index
+            self.l2.remove_fingerprint(ns, found)
+            return None
+        score = self._verified(prepared, pointer.verifier, "l2")
+        if score is None:
+            return None
+        try:
             vector = await self._l2_value(slot, ns.exact(pointer.digest))
         except CorruptValue:
             return None  # logged and counted; the next computation of it overwrites the value
-        except CacheMiss:  # the fingerprint or the feature it points to expired: prune the index
+        except CacheMiss:  # the feature it points to expired: prune the index
             self.l2.remove_fingerprint(ns, found)
             return None
         return Served(vector, pb.SOURCE_L2, phash=found, perceptual=True, distance=distance,

@@ -29,7 +29,7 @@ BYTES = SIDE * SIDE * CHANNELS
 # The score of two identical thumbnails (PSNR is infinite there).
 SAME = 99.0
 # The threshold of a FeatureCache made without one; a node's is PolicyConfig.verify_min_psnr (the same).
-DEFAULT_MIN_PSNR = 40.0
+DEFAULT_MIN_PSNR = 60.0
 
 
 def region(size: tuple[int, int], fraction: float) -> tuple[float, float, float, float]:

@@ -276,7 +276,10 @@ def two_nodes_sharing_l2() -> tuple[FakeModel, MemoryL2, InferenceServicer, Infe
     """Two started nodes with their own L1, one model (counting for both) and one L2 between them."""
     shared = MemoryL2()
     model = FakeModel()
-    first, second = node_servicer(model, "a", l2=shared), node_servicer(model, "b", l2=shared)
+    # The verifier's threshold these small pictures' re-encodings pass (docs/fidelity.md: 60 dB for photos).
+    policy = PolicyConfig(verify_min_psnr=40)
+    first, second = node_servicer(model, "a", l2=shared, policy=policy), node_servicer(model, "b", l2=shared,
+                                                                                      policy=policy)
     start_batchers(first)
     start_batchers(second)
     return model, shared, first, second
@@ -333,7 +336,7 @@ async def test_a_miss_stores_its_feature_once_and_its_fingerprint_only_where_per
     assert bool(shared.fingerprints.get(ns)) is writes_fingerprint
     if writes_fingerprint:  # a pointer to the exact key, not a second copy of the feature
         assert Pointer.decode(shared.values[ns.perceptual(phash)]).digest == exact_digest(image)
-        other = node_servicer(model, "b", l2=shared)
+        other = node_servicer(model, "b", l2=shared, policy=PolicyConfig(verify_min_psnr=40))
         start_batchers(other)
         near = await one(other, jpeg(410, quality=60), cache_policy=pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL,
                                                                                      max_distance=8))
@@ -432,7 +435,7 @@ async def test_a_spoofed_hint_never_becomes_a_perceptual_key():
     """B's bytes sent with A's fingerprint as their hint: B is computed and kept under B's own pHash, so a
     re-encoding of A is not served B's feature, and a re-encoding of B is (cache poisoning refused)."""
 
-    node = node_servicer(FakeModel(), l2=MemoryL2())
+    node = node_servicer(FakeModel(), l2=MemoryL2(), policy=PolicyConfig(verify_min_psnr=40))  # small pictures
     start_batchers(node)
     a, b = jpeg(3, quality=95), jpeg(4, quality=95)
     perceptual = {"cache_policy": pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=6)}

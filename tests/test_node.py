@@ -44,7 +44,9 @@ def test_miss_then_l1_then_l2_after_restart_with_the_same_feature(nodes, redis_d
 
 def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(nodes, redis_db):
     # A deployment that uses perceptual reuse writes every computed feature's fingerprint to Redis.
-    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "6", "--cache-perceptual-index")
+    # The verifier's threshold these small pictures' re-encodings pass (docs/fidelity.md: 60 dB for photos).
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "6", "--cache-perceptual-index",
+                 "--cache-verify-min-psnr", "40")
     original, reencoded, other = jpeg(10, quality=95), jpeg(10, quality=70), jpeg(11)
     distance = fingerprint.hamming(fingerprint.phash_bytes(original), fingerprint.phash_bytes(reencoded))
     assert 0 < distance <= 6 or distance == 0
@@ -60,7 +62,7 @@ def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(n
         assert c.extract_detailed([reencoded])[0].provenance.source == "l1"  # the exact key is its own now
     node.stop()
     # A fresh node (empty L1) finds the neighbour through the Redis multi-index.
-    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "6")
+    node = nodes("a", "--redis-url", redis_db.url, "--cache-default-radius", "6", "--cache-verify-min-psnr", "40")
     third = jpeg(10, quality=80)
     with Client(node.target) as c:
         hit = c.extract_detailed([third], cache_mode="perceptual", radius=6)[0]

@@ -19,6 +19,7 @@ from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.local.imagegen import alpha_shape, encode, featureless, jpeg, picture
 from ringserve.search.store import Entry, Meta, decode_entry, encode_entry
 from ringserve.search.view import CollectionView
+from ringserve.server.settings import PolicyConfig
 from tests.fakes import FakeModel, MemoryL2, node_servicer, start_batchers
 from tests.test_inprocess import one
 
@@ -169,7 +170,7 @@ def test_featureless_pictures_would_have_matched_each_other() -> None:
 
 async def test_a_low_information_image_is_never_served_nor_serves_a_near_match() -> None:
     l2 = MemoryL2()
-    node = node_servicer(FakeModel(), l2=l2)
+    node = node_servicer(FakeModel(), l2=l2, policy=PolicyConfig(verify_min_psnr=40))  # small pictures' threshold
     start_batchers(node)
     perceptual = {"cache_policy": pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=8)}
     white, grey = (jpeg(featureless(k, (320, 240))) for k in ("flat-255-255-255", "flat-250-250-250"))
