@@ -478,17 +478,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="efficientnet_lite0")
     p.add_argument("--quick", action="store_true", help="every fourth original only (a smoke run)")
+    p.add_argument("--from-json", action="store_true", help="write fidelity.md again from fidelity.json, no study")
     p.add_argument("--no-early", action="store_true", help="leave out the early-blocks candidate (1.4 model runs "
                    "per image here: over the cost target by itself)")
     a = p.parse_args(argv)
-    progress = report.progress_printer()
-    res = run(a.model, a.quick, progress, early=not a.no_early)
-    RESULTS.mkdir(exist_ok=True)
-    meta = report.provenance(argv, "bench.fidelity")
-    (RESULTS / "fidelity.json").write_text(json.dumps({**meta, **res}, indent=2, default=float) + "\n")
-    plot(res, RESULTS / "fidelity.png")
+    if a.from_json:
+        res = json.loads((RESULTS / "fidelity.json").read_text())
+        meta = res
+    else:
+        res = run(a.model, a.quick, report.progress_printer(), early=not a.no_early)
+        RESULTS.mkdir(exist_ok=True)
+        meta = report.provenance(argv, "bench.fidelity")
+        (RESULTS / "fidelity.json").write_text(json.dumps({**meta, **res}, indent=2, default=float) + "\n")
     title, _, rest = markdown(res).partition("\n")
-    (RESULTS / "fidelity.md").write_text(f"{title}\n\n{report.header(meta)}{rest}\n![fidelity](fidelity.png)\n")
+    figure = ""
+    try:
+        plot(res, RESULTS / "fidelity.png")
+        figure = "\n![fidelity](fidelity.png)\n"
+    except ImportError:
+        print("matplotlib missing (pip install -e '.[bench]'): no fidelity.png", file=sys.stderr)
+    (RESULTS / "fidelity.md").write_text(f"{title}\n\n{report.header(meta)}{rest}{figure}")
     for r in res["candidates"]:
         print(f"{r['candidate']}: threshold {r['threshold']} met={r['met_on_calibration']} held out {r['held_out']}")
     return 0
