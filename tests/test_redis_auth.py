@@ -177,6 +177,19 @@ def test_a_redis_that_is_down_at_start_stops_no_node(nodes):
     assert "not reachable at start" in log and WRONG not in log
 
 
+def test_a_search_redis_that_is_down_at_start_stops_no_router(tmp_path):
+    from ringserve.local.processes import RouterProcess
+
+    router = RouterProcess(tmp_path / "router", members="n=127.0.0.1:1",
+                           args=["--search-redis-url", f"redis://:{WRONG}@127.0.0.1:{free_port()}/0"])
+    try:
+        router.start()  # healthy: its own service is SERVING, Search waits for Redis
+        log = router.log_path.read_text()
+    finally:
+        router.stop(5)
+    assert "not reachable at start" in log and WRONG not in log
+
+
 def test_a_redis_password_file_that_is_missing_stops_the_node(nodes, locked_redis, tmp_path):
     node = nodes("no-file", "--redis-url", locked_redis.url_as(), "--redis-password-file", str(tmp_path / "none"),
                  wait=False)
