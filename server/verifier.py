@@ -6,9 +6,11 @@ design shares the pHash and has another answer). Before a near match is served, 
 request's own decode is compared with the one stored beside the cached feature, and the match is served
 only when they agree within ``PolicyConfig.verify_min_psnr`` (docs/fidelity.md: what each threshold gave).
 
-Why this and not the backbone's first blocks: on the study's photos (bench/fidelity.py) the thumbnail
-separated variants that keep the answer from those that do not as well as the candidates measured, for a
-hundredth of a model run and 768 bytes per entry; the first blocks need the model's thread on a miss.
+Why this one: on the study's 121 photos (bench/fidelity.py, docs/fidelity.md) it was the candidate that
+kept cosine >= 0.99 on every serve with no other picture served, for 0.003 of a model run and 768 bytes
+per entry; larger thumbnails, SSIM and Lab distance served no more safely, and the backbone's first
+blocks cost more than the target allows. No cheap verifier keeps the top-1 in 0.99 on efficientnet_lite0:
+the variants within cosine 0.99 of their original keep it in only 0.895.
 
 The thumbnail covers the region the model's transform keeps (its centre crop of the centre square), so
 a crop that changes what the model sees changes the thumbnail too.
