@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ringserve.client import Client
 from ringserve.local.cluster import LocalCluster
 from ringserve.local.imagegen import jpeg
-from ringserve.local.processes import free_port
+from ringserve.local.processes import PARENT_DEATH_SIGNAL, free_port, guarded
 from tests.conftest import SMALL_MODEL
 from tests.test_k8s import render
 from tests.test_protos import missing
@@ -166,9 +166,11 @@ class Prometheus:
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.url = f"http://127.0.0.1:{free_port()}"
         self.log = open(workdir / "prometheus.log", "w")
-        self.proc = subprocess.Popen(
-            [tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}", f"--storage.tsdb.path={workdir / 'data'}",
-             f"--web.listen-address={self.url.removeprefix('http://')}"], stdout=self.log, stderr=subprocess.STDOUT)
+        argv = [tool("prometheus"), f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address={self.url.removeprefix('http://')}"]
+        # dies with the test run, as the cluster's processes do, even when pytest is SIGKILLed
+        self.proc = subprocess.Popen(guarded(argv) if PARENT_DEATH_SIGNAL else argv, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
 
     def get(self, path: str, **params: str) -> dict:
         with urllib.request.urlopen(f"{self.url}{path}?{urllib.parse.urlencode(params)}", timeout=10) as r:
