@@ -19,7 +19,7 @@ from ringserve.local.processes import RedisClusterProcess, RedisProcess, RedisTL
 from ringserve.runtime.redisconn import RedisAccess, SharedTLSConnection, redacted
 from ringserve.server import config as node_config
 from tests.certs import make_ca, make_cert
-from tests.conftest import SMALL_MODEL
+from tests.test_search import search_cluster
 
 PASSWORD = "s3cret pass"  # a space and no URL-safe spelling: it must travel percent-encoded
 USER, USER_PASSWORD = "ringserve", "user-pw-7"
@@ -108,17 +108,19 @@ def test_nodes_share_l2_through_a_password_protected_redis(nodes, locked_redis, 
     assert sources(c) == ["l2"] * len(PICTURES)
 
 
+def index_and_find(cluster: LocalCluster, wanted: int) -> str:
+    """Index PICTURES, then the id nearest to one of them."""
+    with Client(cluster.router.target) as client:
+        client.index([f"id-{i}" for i in range(len(PICTURES))], PICTURES, collection="locked")
+        return client.search(collection="locked", image=PICTURES[wanted], k=1).nearest[0].id
+
+
 def test_search_through_an_acl_user_whose_password_is_in_a_file(locked_redis, tmp_path):
     secret = secret_file(tmp_path, "user-pw", USER_PASSWORD)
-    with LocalCluster(tmp_path / "c", locked_redis.url_as(USER, USER_PASSWORD), SMALL_MODEL,
-                      ["--search-redis-url", locked_redis.url_as(USER), "--search-redis-password-file", str(secret),
-                       "--search-snapshot-dir", str(tmp_path / "views"), "--search-poll-s", "0.02"]) as cluster:
-        cluster.add("node-0")
-        cluster.start_router()
-        with Client(cluster.router.target) as client:
-            client.index([f"id-{i}" for i in range(len(PICTURES))], PICTURES, collection="locked")
-            hits = client.search(collection="locked", image=PICTURES[2], k=1)
-    assert hits.nearest[0].id == "id-2"
+    # the store's URL and password file given after search_cluster's own URL (with the password): they win
+    with search_cluster(tmp_path, locked_redis, nodes=1, **{"search-redis-url": locked_redis.url_as(USER),
+                                                            "search-redis-password-file": str(secret)}) as cluster:
+        assert index_and_find(cluster, 2) == "id-2"
 
 
 @pytest.mark.cluster
@@ -128,15 +130,9 @@ def test_l2_and_search_on_a_password_protected_redis_cluster(tmp_path):
     assert plain != redis.url
     secret = secret_file(tmp_path, "pw", PASSWORD)
     try:
-        with LocalCluster(tmp_path / "c", redis.url, SMALL_MODEL,
-                          ["--search-redis-url", plain, "--search-redis-password-file", str(secret),
-                           "--search-snapshot-dir", str(tmp_path / "views")]) as cluster:
-            cluster.add("node-0")
-            cluster.start_router()
-            with Client(cluster.router.target) as client:
-                client.index([f"id-{i}" for i in range(len(PICTURES))], PICTURES, collection="locked")
-                hits = client.search(collection="locked", image=PICTURES[1], k=1)
-                assert hits.nearest[0].id == "id-1"
+        with search_cluster(tmp_path, redis, nodes=1, **{"search-redis-url": plain,
+                                                         "search-redis-password-file": str(secret)}) as cluster:
+            assert index_and_find(cluster, 1) == "id-1"
             node = cluster.nodes["node-0"]
             node.stop()
             node.start()
