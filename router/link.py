@@ -58,6 +58,7 @@ class _MethodStream:
         self._pending: dict[str, asyncio.Future] = {}
         self.closed = False
         self.unimplemented = False  # the node has no such method (frames on an older node)
+        self.replied = False  # a reply came on this call
         self._reason = "stream ended"  # why the call ended, for the items it leaves unanswered
         self._task = asyncio.get_running_loop().create_task(self._run(rpc), name=f"link-{node}-{method}")
         # However the call ends, even cancelled before its first step, no item is left waiting on it.
@@ -97,6 +98,7 @@ class _MethodStream:
         try:
             if self.framed:  # every item queued when the call can send leaves in one frame
                 async for frame in rpc(frames.pack(self._items(), ready=lambda: not self._queue.empty())):
+                    self.replied = True
                     self._heard()
                     for reply in frame.items:
                         self._answered(reply)
@@ -106,7 +108,10 @@ class _MethodStream:
                     self._answered(reply)
         except grpc.aio.AioRpcError as exc:
             self._reason = f"{exc.code().name}: {exc.details()}"
-            self.unimplemented = exc.code() == grpc.StatusCode.UNIMPLEMENTED
+            # A node without the method answers UNIMPLEMENTED, or, when the items already sent race that answer,
+            # gRPC's own INTERNAL before any reply: either way the call never served an item.
+            self.unimplemented = exc.code() == grpc.StatusCode.UNIMPLEMENTED or (
+                exc.code() == grpc.StatusCode.INTERNAL and not self.replied)
         finally:
             self.closed = True  # at once, so no item is queued on a call that has ended
 
@@ -182,7 +187,10 @@ class NodeLink:
         self._suspicion = None
         if self.heard_at >= since:
             return  # it spoke: late on that item perhaps, but not stalled
-        if time.monotonic() - asked > 1.5 * grace_s:  # the router itself was not running through the grace
+        now = time.monotonic()
+        # the router itself was not running through the grace: listen again, but not for ever (a router that lags
+        # all the time still moves the items of a node silent for ten graces)
+        if now - asked > 1.5 * grace_s and now - since < 10 * grace_s:
             self.suspect(since, grace_s)
             return
         self.stall()

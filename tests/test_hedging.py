@@ -211,6 +211,8 @@ class _ThreadedNode(pb_grpc.InferenceServicer):
     """A node that answers every item at once from gRPC's own threads: it keeps answering while the router's
     event loop is blocked, as a real node does while the router's process is descheduled."""
 
+    framed = True
+
     def __init__(self, name: str, received: threading.Event) -> None:
         self.name = name
         self.received = received
@@ -228,7 +230,12 @@ class _ThreadedNode(pb_grpc.InferenceServicer):
 @contextlib.contextmanager
 def _threaded_serving(node: _ThreadedNode):
     server = grpc.server(ThreadPoolExecutor(4))
-    pb_grpc.add_InferenceServicer_to_server(node, server)
+    if node.framed:
+        pb_grpc.add_InferenceServicer_to_server(node, server)
+    else:  # a node that predates frames has no such method at all: gRPC itself answers UNIMPLEMENTED
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("ringserve.v1.Inference", {
+            "Extract": grpc.stream_stream_rpc_method_handler(node.Extract, pb.ImageRequest.FromString,
+                                                             pb.ExtractReply.SerializeToString)})])
     health = health_sync.HealthServicer()
     health.set(INFERENCE, health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -277,7 +284,7 @@ async def test_a_router_that_wakes_late_listens_before_it_calls_a_node_stalled()
 class _UnframedNode(_ThreadedNode):
     """A node that predates frames: ExtractFrames is UNIMPLEMENTED, Extract answers one item per message."""
 
-    ExtractFrames = pb_grpc.InferenceServicer.ExtractFrames
+    framed = False
 
     def Extract(self, requests, context):
         for request in requests:
