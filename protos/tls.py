@@ -120,6 +120,20 @@ def channel(target: str, options: Options = (), tls: ClientTls | None = None) ->
     return grpc.secure_channel(target, _credentials(tls), options=_named(options, tls))
 
 
+def check(tls: ClientTls, settings: str) -> None:
+    """Read ``tls``'s files as a channel would, so that a process finds a bad file when it starts, not later in a
+    background task; ``settings`` names the flags they came from, for the message.
+
+    Raises:
+        TlsError: a file cannot be read, holds no PEM, or the key is not the certificate's.
+    """
+    if tls.enabled:
+        try:
+            _credentials(tls)
+        except TlsError as exc:
+            raise TlsError(f"{settings}: {exc}") from exc
+
+
 def aio_channel(target: str, options: Options = (), tls: ClientTls | None = None) -> grpc.aio.Channel:
     """An asyncio channel to ``target``, as ``channel``."""
     if tls is None or not tls.enabled:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ringserve.contract.tls import ClientTls, aio_channel
+from ringserve.contract.tls import ClientTls, TlsError, aio_channel
 from ringserve.router.membership.base import Member
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,13 @@ class HealthTracker:
     async def _watch(self, health: NodeHealth) -> None:
         member = health.member
         while True:
-            async with aio_channel(member.address, tls=self.tls) as channel:
+            try:
+                channel = aio_channel(member.address, tls=self.tls)
+            except TlsError as exc:  # files caught mid-rotation: off the ring until a channel can be made
+                self._set_serving(health, False, f"no channel to its health service: {exc}")
+                await asyncio.sleep(self.config.watch_retry_s)
+                continue
+            async with channel:
                 stub = health_pb2_grpc.HealthStub(channel)
                 try:
                     async for reply in stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE)):

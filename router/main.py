@@ -139,6 +139,8 @@ class Router:
 
     async def start(self) -> int:
         cfg = self.config
+        # a bad file stops the router here, not its links and health checks later in the background
+        tls.check(cfg.node_tls, "--node-tls-ca-file, -cert-file, -key-file (the router's TLS to its nodes)")
         if self.search is not None:
             await self._check_search_redis()
         self._membership = asyncio.get_running_loop().create_task(self._follow_membership(), name="membership")
@@ -209,6 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     process.return_large_allocations()
     try:
         asyncio.run(serve(config))
+    except tls.TlsError as exc:
+        log.error("%s", exc)
+        return 2
     except RedisAccessDenied as exc:
         log.error("%s. Set --search-redis-url (user and password in it), or --search-redis-password-file, or "
                   "--search-redis-tls-ca-file/-cert-file/-key-file (RINGSERVE_ROUTER_SEARCH_REDIS_*)", exc)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 from ringserve.contract.ring import Ring
-from ringserve.contract.tls import ClientTls
+from ringserve.contract.tls import ClientTls, TlsError
 from ringserve.router import placement as placement_policies
 from ringserve.router.health import HealthConfig, HealthTracker, NodeHealth
 from ringserve.router.latency import NodeLatency
@@ -32,6 +32,7 @@ from ringserve.router.membership.base import Member
 from ringserve.router.placement import PlacementPolicy
 
 log = logging.getLogger(__name__)
+LINK_RETRY_S = 1.0  # a node whose link could not be made (its TLS files unreadable) is tried again this often
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Registry:
         self.nodes: dict[str, Node] = {}
         self._waiting: deque[asyncio.Future[None]] = deque()
         self._closing: set[asyncio.Task[None]] = set()
+        self._again: asyncio.TimerHandle | None = None  # an update to try again (a node's link could not be made)
 
     def get(self, name: str) -> Node | None:
         return self.nodes.get(name)
@@ -83,16 +85,32 @@ class Registry:
 
     def update(self, members: Iterable[Member]) -> None:
         """Make the table match ``members``: link and watch new ones, let go of departed or moved ones."""
+        members = list(members)
+        if self._again is not None:  # this update is newer than the one waiting to be tried again
+            self._again.cancel()
+            self._again = None
         wanted = {m.name: m for m in members}
         for name in list(self.nodes):
             if name not in wanted or wanted[name] != self.nodes[name].member:
                 self._let_go(self.nodes.pop(name))
         for name, member in wanted.items():
             if name not in self.nodes:
-                node = Node(member, NodeHealth(member), NodeLink(member, on_done=self._released, tls=self.tls))
+                try:
+                    link = NodeLink(member, on_done=self._released, tls=self.tls)
+                except TlsError as exc:  # files caught mid-rotation: this node is linked at the next try
+                    log.error("node %s not linked yet, trying again in %g s: %s", name, LINK_RETRY_S, exc)
+                    self._update_later(members)
+                    continue
+                node = Node(member, NodeHealth(member), link)
                 self.nodes[name] = node
                 self.health.watch(node.health)
         self._refresh()
+
+    def _update_later(self, members: Iterable[Member]) -> None:
+        """Apply ``members`` again in a while, unless a newer update comes first (it replaces this one)."""
+        if self._again is not None:
+            self._again.cancel()
+        self._again = asyncio.get_running_loop().call_later(LINK_RETRY_S, self.update, members)
 
     def _refresh(self) -> None:
         """Set the ring to the members on it now: the one way the ring changes."""
@@ -161,6 +179,8 @@ class Registry:
                 return
 
     async def close(self) -> None:
+        if self._again is not None:
+            self._again.cancel()
         for node in self.nodes.values():
             await self.health.forget(node.health)
             await node.link.close()

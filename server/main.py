@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     process.setup_logging(config.log_level)
     try:
         asyncio.run(serve(config))
-    except models.ModelError as exc:
+    except (models.ModelError, tls.TlsError) as exc:
         log.error("%s", exc)
         return 2
     except RedisAccessDenied as exc:

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ringserve.client import Client
+from ringserve.contract.ring import Ring
 from ringserve.contract.tls import CertificateReloader, ClientTls, ServerTls, TlsError, channel
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import inference_pb2 as pb
@@ -25,12 +26,15 @@ from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
 from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.imagegen import jpeg
 from ringserve.local.load import LoadGenerator
-from ringserve.local.processes import LocalError, NodeProcess, free_port
+from ringserve.local.processes import LocalError, NodeProcess, RouterProcess, free_port
+from ringserve.router.health import HealthConfig
 from ringserve.router.link import LinkError, NodeLink
 from ringserve.router.membership.base import Member
+from ringserve.router.registry import LINK_RETRY_S, Registry
 from ringserve.server import config as node_config
 from tests import certs
 from tests.conftest import SMALL_MODEL, extract_one
+from tests.fakes import wait_until as wait_until_async
 from tests.test_k8s import OVERLAYS, one, render, secret_of
 from tests.test_search import wait_until
 
@@ -257,3 +261,30 @@ async def _answered(link: NodeLink, image: bytes, tries: int = 50) -> pb.Extract
             return await link.send("Extract", pb.ImageRequest(), image)
         await asyncio.sleep(0.2)
     return await link.send("Extract", pb.ImageRequest(), image)
+
+
+def test_a_router_whose_node_certificate_cannot_be_read_does_not_start_and_names_the_setting(tmp_path):
+    # Read first in the background (a link, a health watch), the bad file left a router serving with no node.
+    router = RouterProcess(tmp_path, members="node-0=127.0.0.1:1",
+                           args=["--node-tls-ca-file", str(tmp_path / "absent.pem")])
+    try:
+        with pytest.raises(LocalError, match="exited"):
+            router.start()
+    finally:
+        router.stop(15)
+    assert f"--node-tls-ca-file, -cert-file, -key-file (the router's TLS to its nodes): the CA file " \
+           f"{tmp_path / 'absent.pem'}: cannot read it" in router.log_path.read_text()
+
+
+async def test_a_node_whose_link_cannot_be_made_yet_is_linked_once_the_files_can_be_read(pki, tmp_path):
+    # Files caught mid-rotation when a node joins: the node waits off the table, and is linked at a later try.
+    secret = tmp_path / "secret"
+    tls = ClientTls(ca_file=secret / "ca.crt", cert_file=secret / "tls.crt", key_file=secret / "tls.key")
+    registry = Registry(HealthConfig(watch_retry_s=0.05), Ring(), tls=tls)
+    try:
+        registry.update([Member("node-0", "127.0.0.1:1")])
+        assert "node-0" not in registry.nodes
+        _swap_in(secret, pki["alice"], ca=pki["alice"].ca)
+        await wait_until_async(lambda: "node-0" in registry.nodes, timeout_s=5 * LINK_RETRY_S)
+    finally:
+        await registry.close()
