@@ -42,7 +42,8 @@ class ServerTls:
 
     cert_file: Path | None = setting(None, help="PEM certificate chain this server presents; none: plaintext")
     key_file: Path | None = setting(None, help="PEM private key of --tls-cert-file")
-    client_ca_file: Path | None = setting(None, help="PEM CA bundle that signs the client certificates accepted")
+    client_ca_file: Path | None = setting(None, help="PEM CA bundle that signs the client certificates required "
+                                          "(with --tls-require-client-cert)")
     require_client_cert: bool = setting(False, help="mutual TLS: refuse a caller without a client certificate "
                                         "signed by --tls-client-ca-file")
 
@@ -51,6 +52,9 @@ class ServerTls:
             raise ValueError("give --tls-cert-file and --tls-key-file together (or neither, for plaintext)")
         if self.cert_file is None and (self.client_ca_file is not None or self.require_client_cert):
             raise ValueError("--tls-client-ca-file and --tls-require-client-cert need --tls-cert-file and --tls-key-file")
+        if self.client_ca_file is not None and not self.require_client_cert:
+            raise ValueError("--tls-client-ca-file works only with --tls-require-client-cert (gRPC asks callers for a "
+                             "certificate only when it requires one): add it, or leave the CA out")
         if self.require_client_cert and self.client_ca_file is None:
             raise ValueError("--tls-require-client-cert needs --tls-client-ca-file, the CA of the client certificates")
 

@@ -188,7 +188,9 @@ def test_the_routers_network_policy_names_who_may_reach_it():
 def test_half_a_tls_setting_is_refused_at_the_command_line_naming_what_is_missing(capsys):
     for argv, said in ((["--tls-cert-file", "a.pem"], "give --tls-cert-file and --tls-key-file together"),
                        (["--tls-cert-file", "a.pem", "--tls-key-file", "a.key", "--tls-require-client-cert"],
-                        "--tls-require-client-cert needs --tls-client-ca-file")):
+                        "--tls-require-client-cert needs --tls-client-ca-file"),
+                       (["--tls-cert-file", "a.pem", "--tls-key-file", "a.key", "--tls-client-ca-file", "ca.pem"],
+                        "--tls-client-ca-file works only with --tls-require-client-cert")):
         with pytest.raises(SystemExit) as ended:
             node_config.from_args(argv, {})
         assert ended.value.code == 2 and said in capsys.readouterr().err
