@@ -14,6 +14,7 @@ router taking every other item and any item its node failed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -248,7 +249,10 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left
         if self._membership is not None:
-            await self._membership.current()
+            # the first read of the members within the call's deadline; past it, the items go through the router
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._membership.current(), time_left)
+            time_left = None if deadline is None else max(0.001, deadline - loop.time())
         if self._framed:
             try:
                 return await self._stream_once(method, items, call, time_left, True, via_router)

@@ -115,19 +115,32 @@ class Membership:
     def _apply(self, reply: cpb.MembersReply, began: float) -> None:
         """Make the view match ``reply``: the ring over its serving members, a channel to each of them."""
         serving = {m.name: m for m in reply.members if m.state == cpb.MEMBER_STATE_SERVING}
+        opened = self._open_routes({name: m.address for name, m in serving.items()
+                                    if name not in self.routes or self.routes[name].address != m.address})
         for name in list(self.routes):
-            if name not in serving or serving[name].address != self.routes[name].address:
+            if name not in serving or name in opened:
                 self._retire(self.routes.pop(name))
-        for name, member in serving.items():
-            if name not in self.routes:
-                channel = self._open_channel(member.address)
-                self.routes[name] = NodeRoute(name, member.address, channel, wire.item_calls(channel))
+        self.routes.update(opened)
         if reply.load_factor and reply.load_factor != self.ring.load_factor:
             self.ring = ring.Ring(load_factor=reply.load_factor, min_load=ring.DEFAULT_MIN_LOAD)
         self.ring.set_members({name: m.weight for name, m in serving.items()})
         # A node that failed an item is placed on again once a read begun ``interval_s`` after that failure still
         # lists it serving: by then the router has had that long to see it go.
         self._failed = {n: at for n, at in self._failed.items() if n in serving and began - at < self.interval_s}
+
+    def _open_routes(self, addresses: dict[str, str]) -> dict[str, NodeRoute]:
+        """A route to each of ``addresses``; when one cannot be opened (a TLS file mid-rotation), none, and the view
+        stays as it was (a half-changed one named nodes without a route)."""
+        opened: dict[str, NodeRoute] = {}
+        try:
+            for name, address in addresses.items():
+                channel = self._open_channel(address)
+                opened[name] = NodeRoute(name, address, channel, wire.item_calls(channel))
+        except BaseException:
+            for route in opened.values():
+                self._retire(route)
+            raise
+        return opened
 
     def _retire(self, route: NodeRoute) -> None:
         """Close a departed node's channel once the streams on it are done (or after ``CLOSE_GRACE_S``)."""

@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from ringserve.client.digests import DigestFirst
+from ringserve.client.errors import InvalidArgument
 from ringserve.client.items import ItemCall
 from ringserve.client.lanes import Lanes
 from ringserve.client.outbox import Outbox
@@ -106,3 +107,20 @@ def test_the_calls_deadline_ends_the_try_and_leaves_no_load_counted():
     assert error is not None and error.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # the call's, not a's failure
     assert call.pending and "a" not in membership._failed  # what is left waits for the call's next try, or its end
     assert membership.inflight == {}  # the stopped lanes' items no longer count as load on their nodes
+
+
+async def test_a_view_whose_new_channels_cannot_all_be_opened_stays_as_it_was():
+    # A client's TLS file mid-rotation when a node joins: a half-changed view named nodes without a channel, and
+    # placing items on them raised KeyError to every call until the next read.
+    def open_channel(address: str) -> grpc.aio.Channel:
+        if address.endswith(":12"):
+            raise InvalidArgument("the client certificate file cannot be read")
+        return grpc.aio.insecure_channel(address)
+
+    membership = Membership(grpc.aio.insecure_channel("127.0.0.1:9"), open_channel, interval_s=60)
+    membership._apply(members("a", "b", "c"), 0.0)
+    with pytest.raises(InvalidArgument):
+        membership._apply(members("b", "c", "d", "e"), 1.0)  # d opens, e (127.0.0.1:12) cannot: neither is taken
+    assert set(membership.routes) == set(membership.ring.members) == {"a", "b", "c"}
+    assert all(membership.place(key) is not None for key in range(0, 2**64, 2**58))
+    await membership.close()
