@@ -31,7 +31,8 @@ CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPT
 
 
 class Secret(str):
-    """A string that is never shown: a config's repr, a log line or an error message prints ``***``."""
+    """A string a config's repr never shows (it prints ``***``); ``str`` and f-strings still give the value, so
+    never format one into a log line or a message."""
 
     def __repr__(self) -> str:
         return "'***'"

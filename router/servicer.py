@@ -290,7 +290,8 @@ class RouterServicer(ItemEdge):
         """What an answer teaches: its node's latency for its kind, that its key is answered, and who won."""
         source = reply.provenance.source
         self.latency.observe(done.node.latency, item.kind.rpc, item.kind.image, source, time.monotonic() - done.sent)
-        self.metrics.answered.add(done.node.name, TIERS[source], reply.provenance.model_version)
+        tier = TIERS.get(source) or str(source)  # a source a newer node knows and this router does not
+        self.metrics.answered.add(done.node.name, tier, reply.provenance.model_version)
         if source != pb.SOURCE_UNSPECIFIED:
             self.recent.add(item.key)
         if done.why:
