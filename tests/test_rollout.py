@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 
 from ringserve.contract import fingerprint
-from ringserve.local.cluster import LocalCluster
+from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.imagegen import jpeg
 from ringserve.local.load import LoadGenerator
+from tests import certs
 from tests.conftest import SMALL_MODEL
 
 
@@ -20,6 +21,8 @@ from tests.conftest import SMALL_MODEL
 # each step took is written as it happens, so a run that hits it shows where the time went.
 @pytest.mark.timeout(420)
 def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(workdir, redis_db, busy_cores, capsys):
+    # With mutual TLS on every hop, as the Kubernetes overlays run it: every restarted node and every new one is
+    # reached by the router's links and health checks over it, and the callers' streams through the router too.
     # Every core is kept busy beside the cluster (``busy_cores``): new nodes load their model while the
     # others serve, as in a real roll, and a drain or membership race shows up as failed items.
     # Load factor 3 with 3 nodes and 32 items in flight: the bound (ceil(3 * 33 / 3) = 33) is never reached
@@ -27,8 +30,10 @@ def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(wor
     # A closed loop piles its in-flight items onto whichever node is slowest at the moment, so at the
     # deployed 1.25 (or 2.0) a tenth of the items spill on a busy machine (CI measured 0.868 own at 2.0).
     # Spilling itself is tested by test_router.py::test_a_hot_image_is_spread_by_bounded_loads.
+    pki = workdir / "pki"
+    cert = certs.make_cert(certs.make_ca(pki, "ca"), pki, "cluster")
     cluster = LocalCluster(workdir / "rollout", redis_db.url, node_args=[*SMALL_MODEL, "--drain-delay-s", "0.5"],
-                           router_args=["--load-factor", "3.0"])
+                           router_args=["--load-factor", "3.0"], tls=LocalTls(cert.ca.cert, cert.cert, cert.key))
     events: list[tuple[float, str]] = []
     began = time.monotonic()
 
@@ -44,7 +49,8 @@ def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(wor
         images = [jpeg(20_000 + i) for i in range(120)]
         hints = [fingerprint.phash_bytes(i) for i in images]
         owners_before = cluster.owner(hints)
-        load = LoadGenerator(cluster.router.target, images, streams=4, window=8, hints=hints).start()
+        load = LoadGenerator(cluster.router.target, images, streams=4, window=8, hints=hints,
+                             tls=cluster.client_tls).start()
         event("load started")
         time.sleep(1.0)
         roll_started = time.monotonic()
@@ -62,8 +68,8 @@ def test_roll_then_scale_3_5_3_under_load_fails_loses_and_duplicates_nothing(wor
         cluster.stop()
 
     with capsys.disabled():
-        print(f"\nrollout under load, {busy_cores} cores kept busy: {report.summary()}; during the roll p99 "
-              f"{report.latency_ms(99, roll_started, roll_ended):.1f} ms")
+        print(f"\nrollout under load, mutual TLS on every hop, {busy_cores} cores kept busy: {report.summary()}; "
+              f"during the roll p99 {report.latency_ms(99, roll_started, roll_ended):.1f} ms")
         print("\n".join(f"{t - began:6.1f}s {message}" for t, message in events))
     assert report.stream_errors == []
     assert report.lost == 0 and report.duplicates == 0

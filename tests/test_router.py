@@ -184,10 +184,12 @@ def test_spoofed_hint_through_the_router_is_answered_correctly(cluster):
         assert spoofed.status.code == 0 and spoofed.feature.data == truth.feature.data
 
 
-def test_overload_returns_resource_exhausted_and_nothing_queues_without_bound(cluster):
-    c = cluster(2, node_args=["--max-inflight", "4", "--max-queue", "2", "--max-batch", "1"])
+@pytest.mark.parametrize("tls", [False, True], ids=["plaintext", "mutual-tls"])
+def test_overload_returns_resource_exhausted_and_nothing_queues_without_bound(cluster, tls, request):
+    c = cluster(2, node_args=["--max-inflight", "4", "--max-queue", "2", "--max-batch", "1"],
+                tls=request.getfixturevalue("mutual_tls") if tls else None)
     images = [jpeg(8000 + i, size=(224, 224)) for i in range(8)]
-    with Client(c.router.target, window=300) as client:
+    with Client(c.router.target, window=300, tls=c.client_tls) as client:
         results = client.extract_detailed(images * 40, cache_mode="bypass")
     rejected = [r for r in results if isinstance(r, Overloaded)]
     served = [r for r in results if not isinstance(r, Exception)]
