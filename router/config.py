@@ -100,8 +100,6 @@ class RouterConfig:
     tls: ServerTls = setting(ServerTls(), prefix="tls-", group="TLS of this router's port (docs/deploy.md)")
     health_port: int = setting(0, help="plaintext port serving grpc.health.v1 alone, for kubelet gRPC probes when "
                                "--tls-cert-file puts TLS on the gRPC port (probes speak no TLS); 0: none")
-    health_port: int = setting(0, help="plaintext port serving grpc.health.v1 alone, for kubelet gRPC probes when "
-                               "--tls-cert-file puts TLS on the gRPC port (probes speak no TLS); 0: none")
     # The router's links and health checks to the nodes: their CA, and the router's client certificate.
     node_tls: ClientTls = setting(ClientTls(), prefix="node-tls-", group="TLS to the nodes (links, health checks)")
     membership: MembershipConfig = setting(MembershipConfig(), prefix="members-", group="membership (exactly one)")
