@@ -1,12 +1,13 @@
 """What mutual TLS on every hop costs an L1 hit: one cluster plaintext, one with mutual TLS, side by side.
 
-    python -m bench.tls_cost [--sizes 640x480 1920x1080] [--requests 1280] [--reps 3]
+    python -m bench.tls_cost [--sizes 640x480 1920x1080] [--requests 2560] [--reps 3]
 
 On this machine: one Redis, and two clusters of 2 nodes (mobilenet_v3_small) and a router each, the one
 plaintext, the other with mutual TLS on every hop (caller -> router, the router's links and health checks
 -> nodes; EC P-256 certificates from a throwaway CA, as the tests make them). The Python client sends
 the same 64 JPEGs (hints on, 4 streams x 8 in flight) through each router, after passes that put every
-image in its owner's L1, so every measured item is an L1 hit. Per size and run the two sides alternate,
+image in its owner's L1, so every measured item is an L1 hit; once as the client sends by default (images of
+64 KB and more by their digest alone) and once with every image sent whole. Per size and run the two sides alternate,
 the first side flipped each run; for each: items/s and the CPU time per item of the router, the nodes and
 this process (the client). Writes bench/results/tls.{json,md}.
 """
@@ -31,6 +32,9 @@ from ringserve.local.processes import RedisProcess
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SIDES = ("plaintext", "mutual TLS")
+# What the client sends for a hit: its default (images of 64 KB and more by digest alone), or every image whole
+# (what a caller that never goes digest-first sends): TLS's cost grows with the bytes.
+SENDS = {"digest-first (default)": {}, "the image": {"digest_first_min_bytes": None}}
 CACHED = 64
 
 
@@ -58,16 +62,16 @@ def clusters(work: Path) -> Iterator[dict[str, tuple[LocalCluster, ClientTls | N
         redis.stop()
 
 
-def over(tls: ClientTls | None) -> dict:
-    """The client's TLS setting for a side (plaintext: the default)."""
-    return {"tls": tls} if tls is not None else {}
+def over(tls: ClientTls | None, sends: str = "digest-first (default)") -> dict:
+    """The client's settings for a side (plaintext: the default) and what it sends."""
+    return {**({"tls": tls} if tls is not None else {}), **SENDS[sends]}
 
 
-def measure(c: LocalCluster, tls: ClientTls | None, images: list[bytes], order: list[int]) -> dict:
+def measure(c: LocalCluster, tls: ClientTls | None, images: list[bytes], order: list[int], sends: str) -> dict:
     """One run of L1 hits through ``c``: items/s, and CPU ms per item of router, nodes and client."""
     pids = {"router": [c.router.pid], "nodes": [n.pid for n in c.nodes.values()], "client": [os.getpid()]}
     before = {k: cpu_seconds(v) for k, v in pids.items()}
-    r = asyncio.run(load(c.router.target, images, order, **over(tls)))
+    r = asyncio.run(load(c.router.target, images, order, **over(tls, sends)))
     assert r.get("computed", 0) == 0, f"a cached image was computed: {r}"
     cpu = {k: (cpu_seconds(v) - before[k]) / len(order) * 1000 for k, v in pids.items()}
     return {"items_per_s": r["items_per_s"], "l1_share": r.get("l1", 0) / len(order), "cpu_ms": cpu}
@@ -81,13 +85,21 @@ def size_section(sides: dict, size: tuple[int, int], requests: int, reps: int,
         progress(f"{size[0]}x{size[1]}: {side}, filling the caches")
         for _ in range(2):
             asyncio.run(load(c.router.target, images, order[:CACHED * 2], **over(tls)))
-    runs: dict[str, list[dict]] = {side: [] for side in sides}
-    for rep in range(reps):
-        for side in (SIDES if rep % 2 == 0 else SIDES[::-1]):
-            progress(f"{size[0]}x{size[1]}: {side}, run {rep + 1}/{reps}")
-            runs[side].append(measure(*sides[side], images, order))
     out: dict = {"size": f"{size[0]}x{size[1]}", "bytes_per_image": sorted(map(len, images))[CACHED // 2],
-                 "items_per_run": len(order), "sides": {}}
+                 "items_per_run": len(order), "sends": {}}
+    for sends in SENDS:
+        runs: dict[str, list[dict]] = {side: [] for side in sides}
+        for rep in range(reps):
+            for side in (SIDES if rep % 2 == 0 else SIDES[::-1]):
+                progress(f"{size[0]}x{size[1]}: {side}, sending {sends}, run {rep + 1}/{reps}")
+                runs[side].append(measure(*sides[side], images, order, sends))
+        out["sends"][sends] = summary(runs)
+    return out
+
+
+def summary(runs: dict[str, list[dict]]) -> dict:
+    """Each side's medians (min-max) and mutual TLS / plaintext."""
+    out: dict = {"sides": {}}
     for side, rs in runs.items():
         cpu = {k: report.spread([r["cpu_ms"][k] for r in rs]) for k in ("router", "nodes", "client")}
         cpu["all"] = report.spread([sum(r["cpu_ms"].values()) for r in rs])
@@ -109,21 +121,26 @@ def markdown(meta: dict, args: argparse.Namespace, sections: list[dict]) -> str:
              f"Redis and two clusters of 2 nodes ({MODEL}) and a router each, all on this machine's cores: one "
              "plaintext, one with mutual TLS on every hop (EC P-256). The Python client, 4 streams x "
              f"{IN_FLIGHT} in flight, hints on, sends the same {CACHED} JPEGs (photo-like, generated) through each "
-             "router, every item a hit (the L1 share column: bounded loads spill a few to a second node); "
+             "router, every item a hit (the L1 share column: bounded loads spill a few to a second node), sent as "
+             "the client does by default (digest-first from 64 KB: a hit carries no image) and with every image "
+             "whole; "
              f"{args.reps} runs per side, alternating, the first side flipped each run. "
              "Median (min-max).", "",
-             "| size | bytes | side | items/s | router CPU ms/item | nodes | client | all | L1 share |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| size | bytes | sends | side | items/s | router CPU ms/item | nodes | client | all | L1 share |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for s in sections:
-        for side, r in s["sides"].items():
-            cpu = r["cpu_ms_per_item"]
-            lines.append(f"| {s['size']} | {s['bytes_per_image'] // 1000} KB | {side} | "
-                         f"{report.cell(r['items_per_s'])} | {report.cell(cpu['router'])} | "
-                         f"{report.cell(cpu['nodes'])} | {report.cell(cpu['client'])} | {report.cell(cpu['all'])} | "
-                         f"{r['l1_share']:.3f} |")
-    lines += ["", "Mutual TLS / plaintext (medians):", "", "| size | " + " | ".join(sections[0]["ratios"]) + " |",
-              "| --- |" + " --- |" * len(sections[0]["ratios"])]
-    lines += [f"| {s['size']} | " + " | ".join(f"{v:.3f}" for v in s["ratios"].values()) + " |" for s in sections]
+        for sends, part in s["sends"].items():
+            for side, r in part["sides"].items():
+                cpu = r["cpu_ms_per_item"]
+                lines.append(f"| {s['size']} | {s['bytes_per_image'] // 1000} KB | {sends} | {side} | "
+                             f"{report.cell(r['items_per_s'])} | {report.cell(cpu['router'])} | "
+                             f"{report.cell(cpu['nodes'])} | {report.cell(cpu['client'])} | "
+                             f"{report.cell(cpu['all'])} | {r['l1_share']:.3f} |")
+    names = list(next(iter(sections[0]["sends"].values()))["ratios"])
+    lines += ["", "Mutual TLS / plaintext (medians):", "", "| size | sends | " + " | ".join(names) + " |",
+              "| --- | --- |" + " --- |" * len(names)]
+    lines += [f"| {s['size']} | {sends} | " + " | ".join(f"{v:.3f}" for v in part["ratios"].values()) + " |"
+              for s in sections for sends, part in s["sends"].items()]
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.tls_cost", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["640x480", "1920x1080"], help="JPEG sizes, WxH")
-    p.add_argument("--requests", type=int, default=1280, help="items per run and side")
+    p.add_argument("--requests", type=int, default=2560, help="items per run and side")
     p.add_argument("--reps", type=int, default=3, help="runs per side and size, alternating")
     args = p.parse_args(argv)
     meta = report.provenance(argv, module="bench.tls_cost")
