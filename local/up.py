@@ -37,7 +37,8 @@ from PIL import Image
 from ringserve.client import Client
 from ringserve.client.errors import RingserveError
 from ringserve.contract.images import SUFFIXES
-from ringserve.local.cluster import LocalCluster
+from ringserve.contract.tls import ClientTls
+from ringserve.local.cluster import LocalCluster, LocalTls
 from ringserve.local.load import LoadGenerator
 from ringserve.local.processes import LocalError, RouterProcess, Stopped, scratch_dir, stop_on_signals
 from ringserve.runtime.redisconn import redacted
@@ -57,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", type=Path, help="where logs go (default: a new temporary folder)")
     p.add_argument("--keep", action="store_true",
                    help="after the demo, keep the cluster up until Ctrl-C, SIGTERM or SIGHUP")
+    p.add_argument("--tls-ca-file", type=Path, help="mutual TLS on every hop: the CA that signs --tls-cert-file")
+    p.add_argument("--tls-cert-file", type=Path, help="the certificate every node and the router serve with and "
+                   "call with (serverAuth and clientAuth, for localhost and 127.0.0.1)")
+    p.add_argument("--tls-key-file", type=Path, help="the key of --tls-cert-file")
     p.add_argument("--roll", action="store_true",
                    help="instead of the demo passes: continuous load while every node rolls over (SIGTERM, "
                    "drain, restart under the same name), then scale N -> N+2 -> N; report failures and p99")
@@ -97,19 +102,25 @@ def run(args: argparse.Namespace) -> int:
     if args.nodes < 1:
         print("ringserve-up: --nodes must be at least 1", file=sys.stderr)
         return 2
+    tls_files = (args.tls_ca_file, args.tls_cert_file, args.tls_key_file)
+    if any(tls_files) and not all(tls_files):
+        print("ringserve-up: give --tls-ca-file, --tls-cert-file and --tls-key-file together (or none: plaintext)",
+              file=sys.stderr)
+        return 2
+    tls = LocalTls(*tls_files) if all(tls_files) else None
     workdir = args.workdir or scratch_dir("ringserve-up-")
     files = _images(args.images)
     cluster = None
     try:
         if not args.redis_url:
             print("starting embedded redis-server ...", flush=True)
-        cluster = LocalCluster(workdir, args.redis_url, embedded_redis=True,
+        cluster = LocalCluster(workdir, args.redis_url, embedded_redis=True, tls=tls,
                                node_args=["--models", args.model, "--drain-delay-s", "0.5", "--metrics-port", "0"])
         _start(cluster, args, workdir)
         if args.roll:
             return _roll(cluster, files)
         _demo(cluster, files)
-        return _keep(cluster.router) if args.keep else 0
+        return _keep(cluster.router, tls) if args.keep else 0
     except (LocalError, RuntimeError) as exc:
         print(f"ringserve-up: {exc}", file=sys.stderr)
         return 1
@@ -128,7 +139,9 @@ def _start(cluster: LocalCluster, args: argparse.Namespace, workdir: Path) -> No
     cluster.add(*[f"node-{i}" for i in range(args.nodes)])
     router = cluster.start_router("--search-redis-url", cluster.redis_url, "--search-snapshot-dir",
                                   str(workdir / "search-views"), port=args.port or None, metrics_port=0)
-    print(f"router up at {router.target} over {args.nodes} nodes; Redis at {redacted(cluster.redis_url)}; logs in {workdir}")
+    hops = "mutual TLS on every hop" if cluster.tls is not None else "plaintext"
+    print(f"router up at {router.target} over {args.nodes} nodes ({hops}); Redis at {redacted(cluster.redis_url)}; "
+          f"logs in {workdir}")
 
 
 def _demo(cluster: LocalCluster, files: list[Path]) -> None:
@@ -139,7 +152,7 @@ def _demo(cluster: LocalCluster, files: list[Path]) -> None:
 
     def send(title: str, images: list, labels: list[str], **options) -> None:
         started = time.perf_counter()
-        with Client(cluster.router.target) as client:
+        with Client(cluster.router.target, tls=cluster.client_tls or ClientTls()) as client:
             results = client.classify_detailed(images, top_k=3, **options)
         _report(title, labels, results, time.perf_counter() - started, tiers)
         per_node.update(r.provenance.node for r in results if not isinstance(r, RingserveError))
@@ -156,9 +169,12 @@ def _demo(cluster: LocalCluster, files: list[Path]) -> None:
           + "; per node: " + ", ".join(f"{k} {v}" for k, v in sorted(per_node.items())))
 
 
-def _keep(router: RouterProcess) -> int:
+def _keep(router: RouterProcess, tls: LocalTls | None) -> int:
     """--keep: wait for a stop signal (which unwinds ``run``); the router exiting on its own is a failure."""
-    print(f"\nkept up: ringserve classify FILE --target {router.target}   (Ctrl-C or SIGTERM to stop)", flush=True)
+    flags = "" if tls is None else (f" --tls-ca-file {tls.ca_file} --tls-cert-file {tls.cert_file} "
+                                    f"--tls-key-file {tls.key_file}")
+    print(f"\nkept up: ringserve classify FILE --target {router.target}{flags}   (Ctrl-C or SIGTERM to stop)",
+          flush=True)
     while router.running:
         time.sleep(0.5)
     print(f"ringserve-up: the router exited (code {router.proc.returncode}); its log: {router.log_path}", file=sys.stderr)
@@ -171,7 +187,7 @@ def _roll(cluster: LocalCluster, files: list[Path]) -> int:
     n = len(cluster.nodes)
     print(f"\nload: 4 streams, 8 items in flight each, over {len(images)} images; rolling {n} nodes, "
           f"then scaling {n} -> {n + 2} -> {n}", flush=True)
-    load = LoadGenerator(cluster.router.target, images, streams=4, window=8).start()
+    load = LoadGenerator(cluster.router.target, images, streams=4, window=8, tls=cluster.client_tls).start()
     time.sleep(1.0)
     started = time.monotonic()
     cluster.roll()

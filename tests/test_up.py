@@ -134,3 +134,21 @@ def test_ringserve_up_kept_up_leaves_nothing_running_after_a_signal(case, tmp_pa
         if starter.poll() is None:
             starter.kill()
             starter.wait(10)
+
+
+def test_ringserve_up_runs_mutual_tls_on_every_hop_when_given_certificates(tmp_path):
+    from tests import certs
+
+    cert = certs.make_cert(certs.make_ca(tmp_path / "pki", "ca"), tmp_path / "pki", "local")
+    out = subprocess.run(
+        [sys.executable, "-m", "ringserve.local.up", "--nodes", "1", "--workdir", str(tmp_path / "up"),
+         "--tls-ca-file", str(cert.ca.cert), "--tls-cert-file", str(cert.cert), "--tls-key-file", str(cert.key)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "(mutual TLS on every hop)" in out.stdout and "summary:" in out.stdout
+    logs = {p.name: p.read_text() for p in (tmp_path / "up").glob("*.log")}
+    assert "(mutual TLS)" in logs["node-0.log"] and "(mutual TLS)" in logs["router.log"], list(logs)
+    half = subprocess.run([sys.executable, "-m", "ringserve.local.up", "--tls-ca-file", str(cert.ca.cert)],
+                          capture_output=True, text=True, timeout=60)
+    assert half.returncode == 2 and "give --tls-ca-file, --tls-cert-file and --tls-key-file together" in half.stderr
