@@ -14,8 +14,9 @@ from ringserve.contract.v1 import inference_pb2 as pb
 @dataclass(frozen=True)
 class Provenance:
     """Where an answer came from: the tier (``source``: "l1", "l2" or "computed"), the node and the model
-    version; ``perceptual`` and ``distance`` (Hamming bits) when a near fingerprint's feature served it;
-    ``low_information`` when the image has too little structure to be matched perceptually (so it never is)."""
+    version; ``perceptual`` and ``distance`` (Hamming bits) when a near fingerprint's feature served it, with
+    ``verified`` and ``verifier_score`` (PSNR in dB of the two thumbnails, docs/fidelity.md) when its verifier
+    passed; ``low_information`` when the image has too little structure to be matched perceptually (so it never is)."""
 
     source: str
     node: str
@@ -24,13 +25,15 @@ class Provenance:
     perceptual: bool = False
     distance: int = 0
     low_information: bool = False
+    verified: bool = False
+    verifier_score: float = 0.0
 
     @classmethod
     def from_pb(cls, p: pb.Provenance) -> Provenance:
         return cls(
             source=source_name(p.source),
             node=p.node, model=p.model, model_version=p.model_version, perceptual=p.perceptual, distance=p.distance,
-            low_information=p.low_information,
+            low_information=p.low_information, verified=p.verified, verifier_score=p.verifier_score,
         )
 
 

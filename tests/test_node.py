@@ -54,6 +54,7 @@ def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(n
         base = c.extract_detailed([original])[0]
         near = c.extract_detailed([reencoded], cache_mode="perceptual")[0]
         assert near.provenance.source == "l1" and near.provenance.perceptual
+        assert near.provenance.verified and near.provenance.verifier_score > 0  # what the client shows of the check
         assert near.provenance.distance == distance
         assert np.array_equal(near.vector, base.vector)  # served the original's feature
         exact = c.extract_detailed([reencoded], cache_mode="exact")[0]
