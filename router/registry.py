@@ -93,24 +93,21 @@ class Registry:
         for name in list(self.nodes):
             if name not in wanted or wanted[name] != self.nodes[name].member:
                 self._let_go(self.nodes.pop(name))
+        unlinked = False
         for name, member in wanted.items():
             if name not in self.nodes:
                 try:
                     link = NodeLink(member, on_done=self._released, tls=self.tls)
                 except TlsError as exc:  # files caught mid-rotation: this node is linked at the next try
                     log.error("node %s not linked yet, trying again in %g s: %s", name, LINK_RETRY_S, exc)
-                    self._update_later(members)
+                    unlinked = True
                     continue
                 node = Node(member, NodeHealth(member), link)
                 self.nodes[name] = node
                 self.health.watch(node.health)
+        if unlinked:  # the same members again in a while, unless a newer update comes first (it cancels this)
+            self._again = asyncio.get_running_loop().call_later(LINK_RETRY_S, self.update, members)
         self._refresh()
-
-    def _update_later(self, members: Iterable[Member]) -> None:
-        """Apply ``members`` again in a while, unless a newer update comes first (it replaces this one)."""
-        if self._again is not None:
-            self._again.cancel()
-        self._again = asyncio.get_running_loop().call_later(LINK_RETRY_S, self.update, members)
 
     def _refresh(self) -> None:
         """Set the ring to the members on it now: the one way the ring changes."""
