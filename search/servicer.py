@@ -72,12 +72,18 @@ class SearchServicer(spb_grpc.SearchServicer):
     # ---- Index -----------------------------------------------------------------------------
 
     async def Index(self, request_iterator, context) -> AsyncIterator[spb.IndexReply]:
+        # A refused caller's items are each answered with the refusal, never read further. Not a stream abort:
+        # ending the call while the caller still writes loses its status in gRPC's core (grpc/grpc#36066), and
+        # the caller would see a retryable INTERNAL in place of the refusal.
+        refusal: tuple[grpc.StatusCode, str] | None = None
         try:
             caller = self.access.check(context, Action.WRITE)
-        except ServiceError as exc:  # refused before any item is read
-            await context.abort(*status_of(exc))
+        except ServiceError as exc:
+            refusal = status_of(exc)
 
         async def index(request: spb.IndexRequest) -> spb.IndexReply:
+            if refusal is not None:
+                return _failed(spb.IndexReply(request_id=request.request_id, id=request.id), *refusal)
             return await self._index(request, caller)
 
         async for reply in self.streams.serve(request_iterator, context, index, spb.IndexReply):
