@@ -121,8 +121,11 @@ class Membership:
             if name not in serving or name in opened:
                 self._retire(self.routes.pop(name))
         self.routes.update(opened)
-        if reply.load_factor and reply.load_factor != self.ring.load_factor:
-            self.ring = ring.Ring(load_factor=reply.load_factor, min_load=ring.DEFAULT_MIN_LOAD)
+        # The router's bounded loads (its --load-factor and --min-load), so that both pass over a node alike.
+        load_factor = reply.load_factor or self.ring.load_factor
+        min_load = reply.min_load or ring.DEFAULT_MIN_LOAD  # 0: a router from before the field; its default
+        if (load_factor, min_load) != (self.ring.load_factor, self.ring.min_load):
+            self.ring = ring.Ring(load_factor=load_factor, min_load=min_load)
         self.ring.set_members({name: m.weight for name, m in serving.items()})
         # A node that failed an item is placed on again once a read begun ``interval_s`` after that failure still
         # lists it serving: by then the router has had that long to see it go.

@@ -59,9 +59,10 @@ def test_the_client_picks_the_owner_the_router_names(cluster):
 
 
 def test_hinted_items_go_straight_to_their_owners_with_the_routers_answers(cluster):
-    # The reference must be each image's owner: no bounded loads (24 items at once pass over a node holding more
-    # than its share) and no hedging (on a starved machine a cold node's first items pass the router's first
-    # bound, 1 s, and a hedge may win); the client, which knows no loads, always goes to the owner.
+    # Each answer from each image's owner: no bounded loads (24 items at once pass over a node holding more than
+    # its share; the client reads the router's --min-load from Members and spills alike, but each side sees its
+    # own in-flight items) and no hedging (on a starved machine a cold node's first items pass the router's
+    # first bound, 1 s, and a hedge may win).
     c = cluster(router_args=("--min-load", "1000", "--no-hedge-enabled"))
     images = [jpeg(41_000 + i) for i in range(24)]
     with Client(c.router.target) as routed:  # placement="router": the reference answers, computed on the owners
