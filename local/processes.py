@@ -38,6 +38,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ringserve.contract.errors import ServiceError
 from ringserve.contract.tls import ClientTls
 from ringserve.contract.tls import channel as channel_to
+from ringserve.local import preload  # before the exit hook below: ours must run before multiprocessing's
 
 T = TypeVar("T")
 
@@ -98,7 +99,7 @@ def redis_tls_server() -> str | None:
     return None
 
 
-def wait_healthy(target: str, timeout_s: float = 60.0, service: str = "", proc: subprocess.Popen | None = None,
+def wait_healthy(target: str, timeout_s: float = 60.0, service: str = "", proc: subprocess.Popen | preload.Launched | None = None,
                  tls: ClientTls | None = None) -> None:
     """Block until ``target`` answers SERVING on grpc.health.v1 (over TLS per ``tls``)."""
     deadline = time.monotonic() + timeout_s
@@ -271,7 +272,7 @@ class _Child:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen | preload.Launched | None = None
         self.log_path = workdir / f"{self.name}.log"
 
     def _spawn(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
@@ -281,6 +282,11 @@ class _Child:
         self.workdir.mkdir(parents=True, exist_ok=True)
 
         def start() -> None:
+            module = preload.program(argv)
+            if module is not None:  # forked from a process that has imported it: no 10 s of imports
+                self.proc = preload.launch(module, argv[3:], self.log_path, self.workdir, dict(env or os.environ))
+                _running.add(self)
+                return
             with open(self.log_path, "ab") as log:
                 self.proc = subprocess.Popen(guarded(argv) if PARENT_DEATH_SIGNAL else list(argv), stdout=log,
                                              stderr=subprocess.STDOUT, cwd=self.workdir, env=env,

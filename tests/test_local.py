@@ -7,12 +7,15 @@ import signal
 import subprocess
 import sys
 import time
+from multiprocessing import forkserver, resource_tracker
 from pathlib import Path
 
 import pytest
 
+from ringserve.local import preload
 from ringserve.local.cluster import LocalCluster
-from ringserve.local.processes import PARENT_DEATH_SIGNAL, STOP_SIGNALS, _Child, guarded
+from ringserve.local.processes import PARENT_DEATH_SIGNAL, STOP_SIGNALS, NodeProcess, _Child, guarded
+from tests.conftest import SMALL_MODEL
 
 
 class Sleeper(_Child):
@@ -188,3 +191,23 @@ def test_a_cluster_asked_to_handle_signals_stops_its_children_on_one(sig, tmp_pa
         for pid in pids:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not preload.ENABLED, reason="preloading is Linux only, and RINGSERVE_LOCAL_PRELOAD=0 turns it off")
+def test_a_node_is_forked_from_the_preloading_server_into_its_own_session_directory_and_log(tmp_path):
+    node = NodeProcess(tmp_path / "n", "solo", args=SMALL_MODEL).start()
+    try:
+        pid = node.pid
+        parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        assert b"multiprocessing.forkserver" in Path(f"/proc/{parent}/cmdline").read_bytes()  # not a fresh python
+        assert os.getsid(pid) == pid and os.getpgid(pid) == pid  # a stop to its group reaches it and nothing else
+        assert Path(f"/proc/{pid}/cwd").resolve() == (tmp_path / "n").resolve()
+        # The liveness pipes multiprocessing hands its children are closed: the server ends with its starter.
+        liveness = {os.readlink(f"/proc/self/fd/{fd}") for fd in (forkserver._forkserver._forkserver_alive_fd,
+                                                                  resource_tracker._resource_tracker._fd)}
+        held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        assert len(liveness) == 2 and all(p.startswith("pipe:") for p in liveness) and not liveness & held, held
+        assert node.stop(30) == 0
+        assert "node solo serving" in node.log_path.read_text() and "stopped" in node.log_path.read_text()
+    finally:
+        node.kill()
