@@ -1,16 +1,19 @@
-"""Node and router processes forked from one process that has already imported them.
+"""Node processes forked from one process that has already imported them.
 
 A node's imports cost about 10 s of CPU (torch 3.5 s, torchvision 4 s of which 3 s is torch._dynamo, which
 torchvision.ops imports eagerly). A local cluster starts nodes again and again: a roll, a scale-out, every
 integration test; on a 2-core machine those imports were most of the test suite's time. So, as gunicorn's
-``--preload`` and multiprocessing's forkserver do, one server process imports the programs once and forks a
+``--preload`` and multiprocessing's forkserver do, one server process imports the node once and forks a
 child for each start: the child runs ``python -m MODULE ARGS`` as ``runpy`` would, with its own session, its
 own environment, working directory and log file, and a parent-death signal, in under a second.
 
-Fork-safe because the server only imports: no thread is started, no gRPC channel or server made, no torch
-kernel run (its thread pools start in the child, on its first batch). The server ends when the process that
-started it ends (multiprocessing's forkserver watches a pipe to it), and each child is SIGKILLed when the
-server ends (its parent-death signal), so nothing outlives the starter, as with ``processes.guarded``.
+Fork-safe because the server only imports: no gRPC channel or server is made and no torch kernel run (its
+thread pools start in the child, on its first batch). The server ends when the process that started it ends
+(multiprocessing's forkserver watches a pipe to it), and each child is SIGKILLed when the server ends (its
+parent-death signal), so nothing outlives the starter, as with ``processes.guarded``.
+
+As with any multiprocessing start, each child imports the starter's main module first (as ``__mp_main__``):
+a script that starts a ``LocalCluster`` keeps its work under ``if __name__ == "__main__":``.
 
 Linux only; ``RINGSERVE_LOCAL_PRELOAD=0`` turns it off (each start then runs a fresh interpreter).
 """
@@ -20,18 +23,22 @@ from __future__ import annotations
 import ctypes
 import io
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.util  # its exit hook is registered before the one in processes.py, which so runs first
 import os
 import runpy
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-# The programs a server imports ahead: what ``python -m`` would run, for the modules named here.
-PROGRAMS = ("ringserve.server.main", "ringserve.router.main")
+# The programs a server imports ahead: what ``python -m`` would run, for the modules named here. The node only:
+# a router imports no torch (1.7 s of imports), and forked from a server holding torch it would hold it too,
+# hundreds of MB that a deployed router never has (bench/router_memory.py measures it).
+PROGRAMS = ("ringserve.server.main",)
 # Imported by the server before them: out of the starter's process group, deaf to its stop signals.
 _SERVER_SETUP = "ringserve.local.detach"
 
@@ -54,6 +61,10 @@ class Launched:
     def __init__(self, process: multiprocessing.process.BaseProcess, args: list[str]) -> None:
         self._process = process
         self.args = args
+        # Two threads polling at once would both read the exit status from the server's pipe: the loser reads
+        # EOF and multiprocessing records 255. One at a time, and multiprocessing's own sweep of its children
+        # at each start (``_cleanup``) is kept off it (below, in launch).
+        self._lock = threading.Lock()
 
     @property
     def pid(self) -> int:
@@ -62,10 +73,11 @@ class Launched:
 
     @property
     def returncode(self) -> int | None:
-        return self._process.exitcode
+        return self.poll()
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        with self._lock:
+            return self._process.exitcode
 
     def wait(self, timeout: float | None = None) -> int:
         """The exit code (negative: the signal that ended it), once it has ended.
@@ -73,8 +85,12 @@ class Launched:
         Raises:
             subprocess.TimeoutExpired: still running after ``timeout`` seconds.
         """
-        self._process.join(timeout)
-        code = self._process.exitcode
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            multiprocessing.connection.wait([self._process.sentinel], None if left is None else min(left, 0.5))
         if code is None:
             raise subprocess.TimeoutExpired(self.args, timeout or 0.0)
         return code
@@ -92,7 +108,12 @@ def launch(module: str, args: Sequence[str], log_path: Path, cwd: Path, env: dic
     context.set_forkserver_preload([_SERVER_SETUP, *PROGRAMS])
     process = context.Process(target=_run, args=(module, list(args), str(log_path), str(cwd), env),
                               name=f"ringserve:{module}", daemon=True)
-    process.start()
+    try:
+        process.start()
+    except (EOFError, ConnectionError) as exc:
+        raise OSError(f"the preloading server ended while starting {module} (its error is on this program's "
+                      "stderr); set RINGSERVE_LOCAL_PRELOAD=0 to start a fresh interpreter instead") from exc
+    multiprocessing.process._children.discard(process)  # reaped through Launched alone (see its lock)
     launched = Launched(process, [sys.executable, "-m", module, *args])
     while launched.poll() is None:  # until its setsid(): killpg() before it would miss the child
         try:
@@ -106,24 +127,12 @@ def launch(module: str, args: Sequence[str], log_path: Path, cwd: Path, env: dic
 
 def _run(module: str, args: list[str], log_path: str, cwd: str, env: dict[str, str]) -> None:
     """In the child: become ``python -m module *args`` with its own session, log, directory and environment."""
-    os.setsid()
-    # multiprocessing hands every child the write ends of the server's and its resource tracker's liveness
-    # pipes, so that they live as long as any child: ours must end with the starter instead (then the
-    # server's end SIGKILLs this child). A program started as a fresh interpreter would not hold them either.
-    from multiprocessing import forkserver, resource_tracker
-
-    for owner, attribute in ((forkserver._forkserver, "_forkserver_alive_fd"),
-                             (resource_tracker._resource_tracker, "_fd")):
-        fd = getattr(owner, attribute, None)
-        if fd is not None:
-            os.close(fd)
-            setattr(owner, attribute, None)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise SystemExit(f"ringserve: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}")
-    if os.getppid() == 1:  # the server is already gone: the signal will never come
-        raise SystemExit(f"ringserve: the preloading server is gone; not starting {module}")
-    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    # The server's ignored stop signals (``detach``) are the first thing undone: once launch() has returned, a
+    # stop must reach the program. SIGINT as a fresh interpreter has it.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # so that whatever fails is in it
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(log, 1)
@@ -134,14 +143,31 @@ def _run(module: str, args: list[str], log_path: str, cwd: str, env: dict[str, s
     sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), write_through=True, line_buffering=True)
     sys.stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), write_through=True, line_buffering=True,
                                   errors="backslashreplace")
+    server = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise SystemExit(f"ringserve: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}")
+    if os.getppid() != server:  # the server ended before the prctl: the signal will never come
+        raise SystemExit(f"ringserve: the preloading server is gone; not starting {module}")
+    # multiprocessing hands every child the write ends of the server's and its resource tracker's liveness
+    # pipes, so that they live as long as any child: ours must end with the starter instead (then the
+    # server's end SIGKILLs this child). A program started as a fresh interpreter would not hold them either.
+    # Closed after the prctl, so the server cannot end unnoticed in between.
+    from multiprocessing import forkserver, resource_tracker
+
+    for owner, attribute in ((forkserver._forkserver, "_forkserver_alive_fd"),
+                             (resource_tracker._resource_tracker, "_fd")):
+        fd = getattr(owner, attribute, None)
+        if fd is not None:
+            os.close(fd)
+            setattr(owner, attribute, None)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
-        signal.signal(sig, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has it
     sys.argv = [module, *args]
     sys.path.insert(0, cwd)  # as ``python -m`` puts the working directory first
+    sys.modules.pop(module, None)  # run afresh as __main__, as ``python -m`` does (and without runpy's warning)
+    os.setsid()  # last: launch() returns once this is done
     import atexit
 
     try:
