@@ -164,6 +164,9 @@ def _run(module: str, args: list[str], log_path: str, cwd: str, env: dict[str, s
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(env)
+    torch = sys.modules.get("torch")  # read OMP_NUM_THREADS at its import, in the server: the child's value here
+    if torch is not None and env.get("OMP_NUM_THREADS", "").isdigit() and int(env["OMP_NUM_THREADS"]) > 0:
+        torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     sys.argv = [module, *args]
     sys.path.insert(0, cwd)  # as ``python -m`` puts the working directory first
     sys.modules.pop(module, None)  # run afresh as __main__, as ``python -m`` does (and without runpy's warning)
