@@ -21,7 +21,6 @@ item's tries; the servicer decides where they go.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,10 +42,6 @@ class HedgingConfig:
     stall_grace_s: float = setting(0.1, help="a node silent past an item's bound is found stalled only after "
                                    "this long more with the router running on time (its answers may wait unread, "
                                    "or it was briefly off the CPU)")
-    stall_after_s: float = setting(0.25, help="a node that has said nothing this long while it had items is "
-                                   "asked for its health, which it must answer within --hedge-stall-grace-s, or "
-                                   "it is found stalled before any item's bound passes (a node computing answers "
-                                   "a health check; a frozen one does not)")
     budget_share: float = setting(0.05, help="hedges allowed per item sent (a token bucket's rate)")
     budget_burst: float = setting(20.0, help="most hedges saved up in the bucket")
     recent_keys: int = setting(65_536, help="placement keys remembered as answered lately (their items are "
@@ -62,9 +57,8 @@ class HedgingConfig:
         if self.min_samples < 1 or self.window < 2 * self.min_samples:
             raise ValueError(f"need 1 <= --hedge-min-samples ({self.min_samples}) <= --hedge-window "
                              f"({self.window}) / 2")
-        if self.stall_grace_s <= 0 or self.stall_after_s <= 0:
-            raise ValueError(f"need --hedge-stall-grace-s ({self.stall_grace_s}) and --hedge-stall-after-s "
-                             f"({self.stall_after_s}) > 0")
+        if self.stall_grace_s <= 0:
+            raise ValueError(f"--hedge-stall-grace-s {self.stall_grace_s} must be > 0")
         if self.budget_share < 0 or self.budget_burst < 1:
             raise ValueError("need --hedge-budget-share >= 0 and --hedge-budget-burst >= 1")
 
@@ -95,9 +89,8 @@ class Try:
     answer: asyncio.Future  # the node's reply, or LinkError
     stalled: asyncio.Future  # done when the node is found stalled
     sent: float  # monotonic
-    late_at: float  # monotonic: when the try is looked at next (its node's silence, or its bound)
+    late_at: float  # monotonic: when the per-try bound passes
     why: str = ""  # a hedge: "late" or "stalled"; the first try: ""
-    bound_at: float = math.inf  # monotonic: when the per-try bound passes
     # The bound was acted on (a hedge sent, or none could be); a try moved off a stalled node is also done.
     handled: bool = False
     moved: bool = False

@@ -18,15 +18,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
-from grpc_health.v1 import health_pb2
 
 from ringserve.contract import frames, wire
 from ringserve.contract.errors import ServiceError
 from ringserve.contract.tls import ClientTls, TlsError, aio_channel
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.router.membership.base import Member
-
-HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 
 log = logging.getLogger(__name__)
 _CLOSE = object()
@@ -162,10 +159,6 @@ class NodeLink:
         self.framed = True
         # When the node last said anything (a reply on any stream, or a stream's end), on the monotonic clock.
         self.heard_at = time.monotonic()
-        # When the node last went from no item to one (``quiet_since``: silence counts only while it has items).
-        self._busy_since = self.heard_at
-        self._probe: asyncio.Task[None] | None = None  # a health check asked of a quiet node (``suspect``)
-        self.health_at = 0.0  # when it last answered one
         # Done when the node is found stalled (``stall``); a fresh one once it is heard again.
         self.stall_signal: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._suspicion: asyncio.TimerHandle | None = None  # a stall verdict to come (``suspect``)
@@ -175,55 +168,30 @@ class NodeLink:
         """Found silent with items on it (``hedging.py``): no item is placed here until it is heard again."""
         return self.stall_signal.done()
 
-    @property
-    def quiet_since(self) -> float:
-        """Since when the node has said nothing while it had items: its last word, or its first item after none."""
-        return max(self.heard_at, self._busy_since)
-
-    def suspect(self, since: float, grace_s: float, ask_health: bool = False) -> None:
-        """No word from the node since ``since`` (an item's per-try bound passed, or with ``ask_health`` it has
-        been quiet a while with items on it): stalled, unless a word comes within ``grace_s`` of this router
-        running on time; with ``ask_health``, an answer to a health check asked now counts as one.
+    def suspect(self, since: float, grace_s: float) -> None:
+        """An item's per-try bound passed with no word from the node since ``since``: stalled, unless a word
+        comes within ``grace_s`` of this router running on time.
 
         Silence is only evidence while this process runs: a router that was descheduled, or whose loop was
         busy, wakes with its timers due and the node's answers still unread in its sockets. So the verdict
         waits ``grace_s`` (the answers, if any, are read meanwhile) and is put off again when that wait itself
         ran late (the router was not running through it); a node that is truly frozen stays silent and is
-        found stalled ``grace_s`` after its bound, or after its quiet time when its health was asked. The
-        health answer clears only the early suspicion: a node whose loop answers it but whose items hang (a
-        stuck batcher) is still found stalled when an item's bound passes.
+        found stalled ``grace_s`` after its bound.
         """
         if self.stalled or self._suspicion is not None:
             return
         asked = time.monotonic()
-        loop = asyncio.get_running_loop()
-        self._suspicion = loop.call_later(grace_s, self._verdict, since, asked, grace_s, ask_health)
-        if ask_health and (self._probe is None or self._probe.done()):
-            self._probe = loop.create_task(self._ask_health(grace_s), name=f"probe-{self.member.name}")
+        self._suspicion = asyncio.get_running_loop().call_later(grace_s, self._verdict, since, asked, grace_s)
 
-    async def _ask_health(self, timeout_s: float) -> None:
-        """A health check on the items' channel: a node busy computing answers it, a frozen one, or one
-        partitioned away, does not. No answer in time is itself the evidence the verdict weighs, so that outcome
-        is logged, not raised."""
-        check = self.channel.unary_unary(HEALTH_CHECK,
-                                         request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                                         response_deserializer=health_pb2.HealthCheckResponse.FromString)
-        try:
-            await check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            log.debug("%s: no answer to a health check within %g s: %s", self.member.name, timeout_s, exc.code().name)
-            return
-        self.health_at = time.monotonic()
-
-    def _verdict(self, since: float, asked: float, grace_s: float, ask_health: bool) -> None:
+    def _verdict(self, since: float, asked: float, grace_s: float) -> None:
         self._suspicion = None
-        if self.heard_at >= since or (ask_health and self.health_at >= since):
-            return  # it spoke: late on that item perhaps, or busy, but not stalled
+        if self.heard_at >= since:
+            return  # it spoke: late on that item perhaps, but not stalled
         now = time.monotonic()
         # the router itself was not running through the grace: listen again, but not for ever (a router that lags
         # all the time still moves the items of a node silent for ten graces)
         if now - asked > 1.5 * grace_s and now - since < 10 * grace_s:
-            self.suspect(since, grace_s, ask_health)
+            self.suspect(since, grace_s)
             return
         self.stall()
 
@@ -262,8 +230,6 @@ class NodeLink:
                                    heard=self._heard)
             self._streams[method] = stream
         self.placed += 1
-        if self.inflight == 0:
-            self._busy_since = time.monotonic()
         future = stream.submit(f"r{next(self._ids)}", request, image)
         future.add_done_callback(lambda _f: self._on_done())
         return future
@@ -295,10 +261,6 @@ class NodeLink:
     async def close(self) -> None:
         if self._suspicion is not None:
             self._suspicion.cancel()
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
         for stream in self._streams.values():
             await stream.close()
         for channel in (*self._retired, self.channel):

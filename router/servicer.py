@@ -258,12 +258,8 @@ class RouterServicer(ItemEdge):
         except LinkError as exc:  # settled with the others: the item goes elsewhere
             answer = asyncio.get_running_loop().create_future()
             answer.set_exception(exc)
-        if self.hedging.enabled:
-            bound_at = now + self.latency.bound(node.latency, item.kind, now)
-            look_at = min(bound_at, node.link.quiet_since + self.hedging.stall_after_s)
-        else:
-            bound_at = look_at = math.inf
-        race.add(Try(node, answer, node.link.stall_signal, now, look_at, why=why, bound_at=bound_at))
+        bound = self.latency.bound(node.latency, item.kind, now) if self.hedging.enabled else math.inf
+        race.add(Try(node, answer, node.link.stall_signal, now, now + bound, why=why))
 
     def _settle(self, item: _Item, done: Try, attempts: Attempts, race: Race) -> Reply | None:
         """A try that finished: the reply for the caller, or None when its node could not take the item."""
@@ -302,26 +298,18 @@ class RouterServicer(ItemEdge):
             self.metrics.hedges_won.add(1, {"node": done.node.name, "reason": done.why})
 
     def _hedge(self, item: _Item, race: Race, attempts: Attempts) -> None:
-        """Act on tries looked at now: a node silent past a bound, or quiet too long and deaf to a health check,
-        is stalled (its items move, free); a late try on a node that answers others is hedged if the budget
-        allows."""
-        late, now, grace, quiet = [], time.monotonic(), self.hedging.stall_grace_s, self.hedging.stall_after_s
+        """Act on tries whose bound passed: a silent node is stalled (its items move, free); a late try on a node
+        that answers others is hedged if the budget allows."""
+        late, now, grace = [], time.monotonic(), self.hedging.stall_grace_s
         for t in race.late(now):
-            link = t.node.link
-            # Stalled once the router has listened on time (``NodeLink.suspect``): that wakes every item on it,
-            # and each moves as this one does below; heard by then, the try is looked at again.
-            if now >= t.bound_at:
-                if link.heard_at < t.sent:  # not a word from the node since this try went out
-                    link.suspect(t.sent, grace)
-                    t.late_at = now + 2 * grace
-                    continue
-                t.handled = True
-                late.append(t)
-            elif now - link.quiet_since >= quiet:  # quiet that long with items on it: busy, or frozen?
-                link.suspect(now, grace, ask_health=True)
-                t.late_at = min(t.bound_at, now + 2 * grace)
-            else:  # it speaks: look again when it may have gone quiet, or at the bound
-                t.late_at = min(t.bound_at, link.quiet_since + quiet)
+            if t.node.link.heard_at < t.sent:  # not a word from the node since this try went out
+                # stalled once the router has listened on time (``NodeLink.suspect``): that wakes every item
+                # on it, and each moves as this one does below; heard by then, the try is looked at again
+                t.node.link.suspect(t.sent, grace)
+                t.late_at = now + 2 * grace
+                continue
+            t.handled = True
+            late.append(t)
         for t in race.stalled():
             t.moved = t.handled = True
             self._hedge_to_next(item, race, attempts, "stalled")
