@@ -404,7 +404,10 @@ def test_a_node_frozen_under_load_holds_no_item_for_long_and_loses_or_duplicates
 
     from ringserve.local.load import LoadGenerator
 
-    c = cluster(3)
+    # The per-try bound follows the misses' p99, which on a loaded 2-core machine reaches 0.7-0.8 s (a bound of
+    # up to --hedge-max-s, 2 s): an item on the frozen node would wait that out before its silence is judged
+    # (issue 17's open item). Capped here at 0.5 s, so the test holds the stall rule itself to the 1.5 s below.
+    c = cluster(3, router_args=["--hedge-max-s", "0.5"])
     images = [jpeg(9700 + i) for i in range(90)]
     load = LoadGenerator(c.router.target, images, streams=4, window=8).start()
     time.sleep(4.0)  # every image computed once, then mostly hits: the router has learnt the nodes' latency
