@@ -43,3 +43,25 @@ def drive(target: str, images: list[bytes], order: list[int], window: int = 16, 
     total = sum(tiers.values())
     return {"images_per_s": round(total / elapsed, 1), "batch_ms_p50": ms(latencies, 50),
             "batch_ms_p99": ms(latencies, 99), "l1": tiers["l1"], "l2": tiers["l2"], "computed": tiers["computed"]}
+
+
+def zipf_workload(n_requests: int, n_keys: int, exponent: float, seed: int = 0) -> list[int]:
+    """``n_requests`` key indexes in ``range(n_keys)``, drawn from a bounded Zipf law with ``exponent``.
+
+    Rank r (1 = hottest) is drawn with probability proportional to ``1 / r ** exponent`` over the ``n_keys``
+    ranks (a finite working set, unlike ``numpy``'s unbounded ``zipf``); exponent 0 is uniform. Ranks map to key
+    indexes through a permutation seeded by ``seed``, so the hot keys are not the lowest image seeds (and land on
+    ring points unrelated to their rank). Same arguments, same list.
+    """
+    if n_keys < 1:
+        raise ValueError(f"n_keys {n_keys} must be >= 1")
+    if exponent < 0:
+        raise ValueError(f"exponent {exponent} must be >= 0 (0 is uniform)")
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, n_keys + 1, dtype=np.float64)
+    weights = np.ones(n_keys) if exponent == 0 else ranks**-exponent
+    cdf = np.cumsum(weights / weights.sum())
+    cdf[-1] = 1.0
+    drawn = np.searchsorted(cdf, rng.random(n_requests), side="right")  # 0-based rank: 0 is the hottest
+    keys = rng.permutation(n_keys)  # rank -> key index
+    return [int(k) for k in keys[np.minimum(drawn, n_keys - 1)]]
