@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import decimal
+import math
 import os
 import platform
 import shlex
@@ -73,3 +75,16 @@ def spread(values: list[float]) -> dict:
 def cell(s: dict, unit: str = "") -> str:
     """``median (min-max)`` for a table cell."""
     return f"{s['median']:g}{unit} ({s['min']:g}-{s['max']:g})"
+
+
+def ratio(value: float, digits: int = 2, higher_is_better: bool = True) -> str:
+    """A ratio printed so that it never rounds across a target: cut toward the side that does not flatter.
+
+    A measure that should reach a target from below (a speed-up, "at least 3x") is cut down (2.996 -> "2.99",
+    never "3.00"); one that should stay under a target (a cost, "at most 0.5x") is cut up (0.5004 -> "0.51").
+    The value is read as it prints (its shortest repr), so 0.123 is 0.123, not 0.12300000000000001.
+    """
+    if not math.isfinite(value):
+        return str(value)
+    mode = decimal.ROUND_FLOOR if higher_is_better else decimal.ROUND_CEILING
+    return str(decimal.Decimal(repr(float(value))).quantize(decimal.Decimal(1).scaleb(-digits), rounding=mode))
