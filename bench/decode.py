@@ -1,6 +1,6 @@
 """What decoding only what is needed costs and keeps: the fingerprint, and a miss's model input.
 
-    python -m bench.decode [--model efficientnet_lite0] [--photos 18] [--part all|real|synthetic]
+    python -m bench.decode [--model efficientnet_lite0] [--photos N] [--part all|real|synthetic]
                            [--cache DIR] [--repeats 3] [--threads 1]
 
 Real photos (``--part real``): 35 camera photographs at their native resolution, 2.3 to
@@ -11,9 +11,11 @@ full decode with the same steps after it: cosine, top-1 agreement, and the time 
 decode and preprocess. The target: every photo at cosine >= 0.995. Also how far each step
 moves the full decode's feature from the model's plain transform.
 
-Synthetic (``--part synthetic``): the fidelity study's photos (scikit-image, scikit-learn) are
-cropped to 640x480, 1920x1080 and 4000x3000 and saved as JPEG q90 (the larger ones upscaled
-from photos of about 512 px: real sizes and real JPEG structure, not real detail). For each:
+Synthetic (``--part synthetic``): the fidelity study's photos (``bench.fidelity.photos``: 16 from
+scikit-image's data module, and scikit-learn's china and flower when scikit-learn is installed, 18
+in all; ``--photos N`` takes the first N) are cropped to 640x480, 1920x1080 and 4000x3000 and
+saved as JPEG q90 (the larger ones upscaled from photos of about 512 px: real sizes and real
+JPEG structure, not real detail). For each:
 
 1. the fingerprint: version 1 (every pixel decoded) against the current version (a JPEG
    decoded at its smallest DCT scale that keeps 256 px per side): time per image, and the
@@ -282,7 +284,8 @@ def synthetic_section(model, count: int, progress: Callable[[str], None]) -> dic
     from ringserve.local.imagegen import jpeg
 
     names = list(photos().items())[:count]
-    out: dict = {"photos": len(names), "decode_side": model.decode_side, "sizes": {}}
+    out: dict = {"photos": len(names), "names": [name for name, _ in names], "decode_side": model.decode_side,
+                 "sizes": {}}
     for size in SIZES:
         originals = [jpeg(ImageOps.fit(img, size), 90) for _, img in names]
         v1_ms, v1 = per_image_ms(phash_v1, originals)
@@ -327,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.decode", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="efficientnet_lite0", help="model whose features are compared")
-    p.add_argument("--photos", type=int, default=18, help="how many of the fidelity photos the synthetic part uses")
+    p.add_argument("--photos", type=int, default=None,
+                   help="how many of the fidelity photos the synthetic part uses (default all: 18, 16 without scikit-learn)")
     p.add_argument("--part", choices=("all", "real", "synthetic"), default="all", help="which measurements to run")
     p.add_argument("--cache", type=Path, default=CACHE, help=f"where the real photos are unpacked (default {CACHE})")
     p.add_argument("--repeats", type=int, default=5, help="timings per photo and rule (the fastest is kept)")
@@ -466,10 +470,28 @@ def _real_markdown(x: dict) -> list[str]:
     return [*lines, ""]
 
 
+def _synthetic_names(r: dict) -> list[str]:
+    """The fidelity photos a synthetic run used: recorded since issue 20; before, the first r["photos"] in
+    bench.fidelity.photos()'s order (scikit-image's, then scikit-learn's two), which is what the run took."""
+    if "names" in r:
+        return r["names"]
+    from bench.fidelity import GRAY_PHOTOS, RGB_PHOTOS
+
+    return [*RGB_PHOTOS, *GRAY_PHOTOS, "china", "flower"][: r["photos"]]
+
+
 def _synthetic_markdown(r: dict) -> list[str]:
+    names = _synthetic_names(r)
+    sklearn = [n for n in names if n in ("china", "flower")]
+    if sklearn:
+        source = f"{len(names) - len(sklearn)} from scikit-image's data module and scikit-learn's {' and '.join(sklearn)}"
+    else:
+        source = "all from scikit-image's data module (scikit-learn, whose china and flower would make 18, was not installed)"
     lines = [
         "## Synthetic: the fidelity photos fitted to three sizes", "",
-        f"{r['photos']} photos per size, JPEG q90 (upscaled from about 512 px: not real detail). Fingerprint v1 "
+        f"{r['photos']} photos, {source}: {', '.join(names)}. Each, about 512 px, is cropped and scaled to each size "
+        f"({', '.join(r['sizes'])}) and saved as JPEG q90 (upscaled: not real detail): "
+        f"{r['photos']} images per size. Fingerprint v1 "
         f"decodes every pixel, the current version at >= {fingerprint.DECODE_SIDE} px; model input through the "
         f"full decode and the node's reduced one (>= {r['decode_side']} px per side).", "",
         "| size | fingerprint v1 / current ms | speed-up | v1-current distance (max, mean) | re-encodings at 0: v1 / "
