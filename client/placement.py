@@ -70,6 +70,7 @@ class Membership:
         self._has_read = False  # a read has ended (with a view or without): calls no longer wait for one
         self._reading: asyncio.Task[None] | None = None
         self._why_none = ""  # why the last read gave no view ("" when it gave one)
+        self._unknown_spill = ""  # a spill rule the router named that this client does not know (said once)
         self._closing: set[asyncio.Task[None]] = set()
 
     async def current(self) -> None:
@@ -121,15 +122,29 @@ class Membership:
             if name not in serving or name in opened:
                 self._retire(self.routes.pop(name))
         self.routes.update(opened)
-        # The router's bounded loads (its --load-factor and --min-load), so that both pass over a node alike.
+        # The router's bounded loads (its --load-factor, --min-load and --spill), so that both pass over a node alike.
         load_factor = reply.load_factor or self.ring.load_factor
         min_load = reply.min_load or ring.DEFAULT_MIN_LOAD  # 0: a router from before the field; its default
-        if (load_factor, min_load) != (self.ring.load_factor, self.ring.min_load):
-            self.ring = ring.Ring(load_factor=load_factor, min_load=min_load)
+        spill = self._spill(reply.spill)
+        if (load_factor, min_load, spill) != (self.ring.load_factor, self.ring.min_load, self.ring.spill):
+            self.ring = ring.Ring(load_factor=load_factor, min_load=min_load, spill=spill)
         self.ring.set_members({name: m.weight for name, m in serving.items()})
         # A node that failed an item is placed on again once a read begun ``interval_s`` after that failure still
         # lists it serving: by then the router has had that long to see it go.
         self._failed = {n: at for n, at in self._failed.items() if n in serving and began - at < self.interval_s}
+
+    def _spill(self, name: str) -> ring.Spill:
+        """The router's spill rule: "" from a router from before the field (clockwise, all it had); one this client
+        does not know (a newer router) is said once and placed clockwise: its items may then land on other nodes
+        than the router's would, never on a wrong one."""
+        try:
+            return ring.Spill(name or ring.Spill.CLOCKWISE)
+        except ValueError:
+            if name != self._unknown_spill:
+                log.warning("client placement: the router spills by %r, which this client does not know; spilling "
+                            "clockwise", name)
+            self._unknown_spill = name
+            return ring.Spill.CLOCKWISE
 
     def _open_routes(self, addresses: dict[str, str]) -> dict[str, NodeRoute]:
         """A route to each of ``addresses``; when one cannot be opened (a TLS file mid-rotation), none, and the view
@@ -154,8 +169,8 @@ class Membership:
     # ---- placing an item -------------------------------------------------------------------
 
     def place(self, key: int) -> NodeRoute | None:
-        """The node for an item with placement ``key``: its owner on the ring, or the next clockwise under bounded
-        loads, never a node that failed an item since; None: no view or no node left (the router takes it)."""
+        """The node for an item with placement ``key``: its owner on the ring, or the next under bounded loads by
+        the router's spill rule, never a node that failed an item since; None: no view or no node left (the router takes it)."""
         if not len(self.ring):
             return None
         name = self.ring.place(key, self.inflight, exclude=self._failed)

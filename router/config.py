@@ -74,6 +74,10 @@ class PlacementConfig:
     # Below this many items in flight a node is never passed over (bounded loads apply above it).
     min_load: int = setting(ring.DEFAULT_MIN_LOAD, help="in-flight items below which a node keeps its own keys "
                             "whatever the mean (1: no floor)")
+    # Where a key goes when its owner is over capacity (contract/ring.py's Spill; issue 20 part 3 compares them).
+    spill: ring.Spill = setting(ring.Spill.CLOCKWISE, help="where a key over its owner's bounded load goes: the next "
+                                "node clockwise, a random jump per key (Chen et al., Envoy), or for hot keys the less "
+                                "loaded of their first two nodes")
     # Items in flight through the router, all callers together; past it RESOURCE_EXHAUSTED.
     max_inflight: int = setting(4096, help="items in flight through this router; past it RESOURCE_EXHAUSTED")
     # Items this router has in flight on one node; more wait here for room (Ray Serve's

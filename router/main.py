@@ -71,7 +71,8 @@ class Router:
         self.metrics = RouterMetrics(telemetry.meter_provider(tconfig), config.router_id)
         self.tracer_provider = telemetry.tracer_provider(tconfig)
         self.source = source or make_source(config.membership)
-        ring = Ring(load_factor=config.placement.load_factor, min_load=config.placement.min_load)
+        ring = Ring(load_factor=config.placement.load_factor, min_load=config.placement.min_load,
+                    spill=config.placement.spill)
         self.registry = Registry(config.health, ring, config.placement.policy, on_ring_change=self._ring_changed,
                                  tls=config.node_tls,
                                  on_eject=lambda node: self.metrics.ejections.add(1, {"node": node}))

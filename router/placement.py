@@ -27,7 +27,7 @@ class Placement(Protocol):
 
 
 class RingPlacement:
-    """The first node clockwise from the key with room under bounded loads."""
+    """The key's owner, or under bounded loads the next node with room by the ring's spill rule (``Ring.place``)."""
 
     def __init__(self, ring: Ring) -> None:
         self.ring = ring

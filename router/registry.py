@@ -55,7 +55,7 @@ class Registry:
 
     Args:
         health: the health policy (ejection after failures, watch retries).
-        ring: an empty ring (its load factor and floor set); from here on the registry alone sets its members.
+        ring: an empty ring (its load factor, floor and spill rule set); from here on the registry alone sets its members.
         policy: how ``pick`` chooses among the nodes on the ring.
         on_ring_change: told after the ring's members changed (the router publishes its readiness).
         on_eject: told the name of every node ejected (a metric).

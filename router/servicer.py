@@ -368,7 +368,8 @@ class ClusterServicer(cpb_grpc.ClusterServicer):
         answered = [cpb.Answered(node=node, tier=tier, model_version=version, items=count)
                     for (node, tier, version), count in sorted(r.metrics.answered.counts.items())]
         return cpb.MembersReply(members=members, router=r.router_id, load_factor=r.registry.ring.load_factor,
-                                min_load=r.registry.ring.min_load, answered=answered)
+                                min_load=r.registry.ring.min_load, spill=r.registry.ring.spill.value,
+                                answered=answered)
 
     async def Owner(self, request, context) -> cpb.OwnerReply:
         r = self.router

@@ -24,27 +24,27 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aringserve/v1/cluster.proto\x12\x0cringserve.v1\"\x10\n\x0eMembersRequest\"\xa6\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.ringserve.v1.MemberState\x12\x10\n\x08inflight\x18\x05 \x01(\r\x12\x0e\n\x06placed\x18\x06 \x01(\x04\x12\x11\n\tejections\x18\x07 \x01(\r\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\x96\x01\n\x0cMembersReply\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.ringserve.v1.Member\x12\x0e\n\x06router\x18\x02 \x01(\t\x12\x13\n\x0bload_factor\x18\x03 \x01(\x01\x12(\n\x08\x61nswered\x18\x04 \x03(\x0b\x32\x16.ringserve.v1.Answered\x12\x10\n\x08min_load\x18\x05 \x01(\r\"L\n\x08\x41nswered\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\r\n\x05items\x18\x04 \x01(\x04\"7\n\x0cOwnerRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05phash\x18\x02 \x01(\x06H\x00\x42\x05\n\x03key\"I\n\nOwnerReply\x12\r\n\x05phash\x18\x01 \x01(\x06\x12\r\n\x05owner\x18\x02 \x01(\t\x12\r\n\x05order\x18\x03 \x03(\t\x12\x0e\n\x06placed\x18\x04 \x01(\t*}\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MEMBER_STATE_SERVING\x10\x01\x12\x1c\n\x18MEMBER_STATE_NOT_SERVING\x10\x02\x12\x18\n\x14MEMBER_STATE_EJECTED\x10\x03\x32\x8d\x01\n\x07\x43luster\x12\x43\n\x07Members\x12\x1c.ringserve.v1.MembersRequest\x1a\x1a.ringserve.v1.MembersReply\x12=\n\x05Owner\x12\x1a.ringserve.v1.OwnerRequest\x1a\x18.ringserve.v1.OwnerReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aringserve/v1/cluster.proto\x12\x0cringserve.v1\"\x10\n\x0eMembersRequest\"\xa6\x01\n\x06Member\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\r\x12(\n\x05state\x18\x04 \x01(\x0e\x32\x19.ringserve.v1.MemberState\x12\x10\n\x08inflight\x18\x05 \x01(\r\x12\x0e\n\x06placed\x18\x06 \x01(\x04\x12\x11\n\tejections\x18\x07 \x01(\r\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\xa5\x01\n\x0cMembersReply\x12%\n\x07members\x18\x01 \x03(\x0b\x32\x14.ringserve.v1.Member\x12\x0e\n\x06router\x18\x02 \x01(\t\x12\x13\n\x0bload_factor\x18\x03 \x01(\x01\x12(\n\x08\x61nswered\x18\x04 \x03(\x0b\x32\x16.ringserve.v1.Answered\x12\x10\n\x08min_load\x18\x05 \x01(\r\x12\r\n\x05spill\x18\x06 \x01(\t\"L\n\x08\x41nswered\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0c\n\x04tier\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\r\n\x05items\x18\x04 \x01(\x04\"7\n\x0cOwnerRequest\x12\x0f\n\x05image\x18\x01 \x01(\x0cH\x00\x12\x0f\n\x05phash\x18\x02 \x01(\x06H\x00\x42\x05\n\x03key\"I\n\nOwnerReply\x12\r\n\x05phash\x18\x01 \x01(\x06\x12\r\n\x05owner\x18\x02 \x01(\t\x12\r\n\x05order\x18\x03 \x03(\t\x12\x0e\n\x06placed\x18\x04 \x01(\t*}\n\x0bMemberState\x12\x1c\n\x18MEMBER_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14MEMBER_STATE_SERVING\x10\x01\x12\x1c\n\x18MEMBER_STATE_NOT_SERVING\x10\x02\x12\x18\n\x14MEMBER_STATE_EJECTED\x10\x03\x32\x8d\x01\n\x07\x43luster\x12\x43\n\x07Members\x12\x1c.ringserve.v1.MembersRequest\x1a\x1a.ringserve.v1.MembersReply\x12=\n\x05Owner\x12\x1a.ringserve.v1.OwnerRequest\x1a\x18.ringserve.v1.OwnerReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ringserve.contract.v1.cluster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MEMBERSTATE']._serialized_start=594
-  _globals['_MEMBERSTATE']._serialized_end=719
+  _globals['_MEMBERSTATE']._serialized_start=609
+  _globals['_MEMBERSTATE']._serialized_end=734
   _globals['_MEMBERSREQUEST']._serialized_start=44
   _globals['_MEMBERSREQUEST']._serialized_end=60
   _globals['_MEMBER']._serialized_start=63
   _globals['_MEMBER']._serialized_end=229
   _globals['_MEMBERSREPLY']._serialized_start=232
-  _globals['_MEMBERSREPLY']._serialized_end=382
-  _globals['_ANSWERED']._serialized_start=384
-  _globals['_ANSWERED']._serialized_end=460
-  _globals['_OWNERREQUEST']._serialized_start=462
-  _globals['_OWNERREQUEST']._serialized_end=517
-  _globals['_OWNERREPLY']._serialized_start=519
-  _globals['_OWNERREPLY']._serialized_end=592
-  _globals['_CLUSTER']._serialized_start=722
-  _globals['_CLUSTER']._serialized_end=863
+  _globals['_MEMBERSREPLY']._serialized_end=397
+  _globals['_ANSWERED']._serialized_start=399
+  _globals['_ANSWERED']._serialized_end=475
+  _globals['_OWNERREQUEST']._serialized_start=477
+  _globals['_OWNERREQUEST']._serialized_end=532
+  _globals['_OWNERREPLY']._serialized_start=534
+  _globals['_OWNERREPLY']._serialized_end=607
+  _globals['_CLUSTER']._serialized_start=737
+  _globals['_CLUSTER']._serialized_end=878
 # @@protoc_insertion_point(module_scope)

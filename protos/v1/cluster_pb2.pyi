@@ -43,18 +43,20 @@ class Member(_message.Message):
     def __init__(self, name: _Optional[str] = ..., address: _Optional[str] = ..., weight: _Optional[int] = ..., state: _Optional[_Union[MemberState, str]] = ..., inflight: _Optional[int] = ..., placed: _Optional[int] = ..., ejections: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class MembersReply(_message.Message):
-    __slots__ = ("members", "router", "load_factor", "answered", "min_load")
+    __slots__ = ("members", "router", "load_factor", "answered", "min_load", "spill")
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     ROUTER_FIELD_NUMBER: _ClassVar[int]
     LOAD_FACTOR_FIELD_NUMBER: _ClassVar[int]
     ANSWERED_FIELD_NUMBER: _ClassVar[int]
     MIN_LOAD_FIELD_NUMBER: _ClassVar[int]
+    SPILL_FIELD_NUMBER: _ClassVar[int]
     members: _containers.RepeatedCompositeFieldContainer[Member]
     router: str
     load_factor: float
     answered: _containers.RepeatedCompositeFieldContainer[Answered]
     min_load: int
-    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., router: _Optional[str] = ..., load_factor: _Optional[float] = ..., answered: _Optional[_Iterable[_Union[Answered, _Mapping]]] = ..., min_load: _Optional[int] = ...) -> None: ...
+    spill: str
+    def __init__(self, members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., router: _Optional[str] = ..., load_factor: _Optional[float] = ..., answered: _Optional[_Iterable[_Union[Answered, _Mapping]]] = ..., min_load: _Optional[int] = ..., spill: _Optional[str] = ...) -> None: ...
 
 class Answered(_message.Message):
     __slots__ = ("node", "tier", "model_version", "items")
