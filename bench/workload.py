@@ -65,3 +65,26 @@ def zipf_workload(n_requests: int, n_keys: int, exponent: float, seed: int = 0) 
     drawn = np.searchsorted(cdf, rng.random(n_requests), side="right")  # 0-based rank: 0 is the hottest
     keys = rng.permutation(n_keys)  # rank -> key index
     return [int(k) for k in keys[np.minimum(drawn, n_keys - 1)]]
+
+
+def answered_repeats_workload(n: int, repeat_share: float, gap: int, seed: int = 0) -> list[int]:
+    """Like ``repeats_workload``, but a repeat at position i is drawn only from requests at positions <= i - ``gap``.
+
+    With ``gap`` at least the number of concurrent callers, an image's first request (its miss) is normally
+    answered before any repeat of it is sent, so no server sees a repeat while that image is being computed:
+    nothing for single-flight coalescing to share. The order alone does not guarantee it (a slow miss can stay
+    in flight while hits race ahead); a sender that waits for an image's first request to be answered before
+    sending its repeats (it rarely has to wait) does. The first ``gap`` requests are distinct images. Repeats are
+    drawn over earlier requests, as in ``repeats_workload``, so popular images get more of them.
+    """
+    if gap < 1:
+        raise ValueError(f"gap {gap} must be >= 1")
+    rng = random.Random(seed)
+    seq, distinct = [], 0
+    for i in range(n):
+        if i >= gap and rng.random() < repeat_share:
+            seq.append(rng.choice(seq[: i - gap + 1]))
+        else:
+            seq.append(distinct)
+            distinct += 1
+    return seq
