@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{result['max_mean']}, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
                          f"{result['items_per_s']} items/s, computed {result['computed']}, failed {result['failed']}")
     shutil.rmtree(work, ignore_errors=True)  # kept when a run failed: the processes' logs are in it
-    summary = {name: {key: report.spread([r[key] for r in rs])
+    summary = {name: {key: report.spread([r[key] for r in rs], digits=3 if key in ("l1_ratio", "max_mean") else 2)
                       for key in ("l1_ratio", "max_mean", "p50_ms", "p99_ms", "items_per_s", "computed")}
                for name, rs in runs.items()}
     args.out.mkdir(parents=True, exist_ok=True)

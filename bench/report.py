@@ -66,10 +66,10 @@ def progress_printer() -> Callable[[str], None]:
     return progress
 
 
-def spread(values: list[float]) -> dict:
-    """Median, min and max of repeated runs (the results report all three)."""
-    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2),
-            "runs": [round(v, 2) for v in values]}
+def spread(values: list[float], digits: int = 2) -> dict:
+    """Median, min and max of repeated runs (the results report all three), to ``digits`` decimals."""
+    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
+            "max": round(max(values), digits), "runs": [round(v, digits) for v in values]}
 
 
 def cell(s: dict, unit: str = "") -> str:

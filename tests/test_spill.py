@@ -132,7 +132,7 @@ def test_hot_keys_counts_decay_and_stay_bounded():
 
 
 def test_hot_puts_a_hot_key_on_the_less_loaded_of_its_first_two_nodes():
-    r = Ring(NODES, load_factor=1.25, min_load=10_000, spill=Spill.HOT)  # a high floor: no bounded-load spill
+    r = Ring(NODES, load_factor=1000, min_load=1, spill=Spill.HOT)  # a high load factor: no bounded-load spill
     hot_key, cold = KEYS[0], KEYS[1:800]
     first, second = list(r.walk(hot_key))[:2]
     seen = Counter()
@@ -147,6 +147,16 @@ def test_hot_puts_a_hot_key_on_the_less_loaded_of_its_first_two_nodes():
     c = Ring(NODES, load_factor=1.25, min_load=10_000, spill=Spill.CLOCKWISE)
     assert all(c.place(hot_key, {first: i}) == first for i in range(10))  # clockwise keeps it on its owner
     assert r.place(cold[0], {r.owner(cold[0]): 5}) == r.owner(cold[0])  # a cold key stays on its owner
+
+
+def test_hot_keeps_a_hot_key_on_its_owner_below_the_floor():
+    r = Ring(NODES, load_factor=1000, min_load=8, spill=Spill.HOT)
+    hot_key = KEYS[0]
+    first, second = list(r.walk(hot_key))[:2]
+    for _ in range(20):
+        r.place(hot_key, {})  # hot by now: every placement is this key
+    assert r.place(hot_key, {first: 6, second: 0}) == first  # 7 items on the owner: under the floor of 8
+    assert r.place(hot_key, {first: 8, second: 0}) == second  # 9 would be over it: the less loaded of the two
 
 
 def test_the_router_flag_parses_and_reaches_the_ring_and_members_reply(capsys):
