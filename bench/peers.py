@@ -455,6 +455,9 @@ def markdown(r: dict) -> list[str]:
               "of the same size, but not while it runs the model;",
               "- its Redis second tier (L2): unused by these workloads (each image is new to every tier, and L1 holds "
               "them all), but it is one more process on the machine;",
+              "- every server is up for the whole run, so each side's turn shares the machine with the others' idle "
+              "processes (Ray's GCS, raylet and HTTP proxy are the busiest of them); on a small machine that costs "
+              "every side, not ringserve alone;",
               "- its client and router are its own; the peers are called with their own clients (httpx for Ray's "
               "HTTP proxy, tritonclient's gRPC aio client for Triton)."]
     return lines
