@@ -28,9 +28,9 @@ items follows the router's, read from ``Cluster.Members``):
   members, so a hot key that overflows keeps landing on the same second node while it overflows (whose L1 then
   holds it).
 - ``hot``: the hottest keys (``HotKeys``: a decaying count of the keys placed) go to the less loaded of their first
-  two distinct nodes clockwise (two choices within the key's preference list) once their owner holds ``min_load``
-  items, so that both nodes' L1 hold them, as groupcache's hot cache copies a hot key to a second peer; every other
-  key as ``clockwise``. Below the floor a hot key stays on its owner: a few items ride one batch there.
+  two distinct nodes clockwise (two choices within the key's preference list; the owner on a tie), so that both
+  nodes' L1 hold them, as groupcache's hot cache copies a hot key to a second peer; every other key as
+  ``clockwise``.
 
 In each rule the owner takes the key whenever it has room (the common case, one lookup), a node in ``exclude`` is
 never chosen, and when every remaining candidate is full the first remaining one in the rule's order takes it
@@ -208,9 +208,11 @@ class Ring:
         """
         total = sum(loads.get(n, 0) for n in self._weights) + 1  # once per item, not per candidate
         owner = self.owner(key)
-        # A hot key is shared only above the floor: on a quiet node it rides its owner's batch like any other.
-        hot = (self._hot is not None and owner is not None and self._hot.count(key)
-               and loads.get(owner, 0) + 1 > self.min_load)
+        # A hot key goes to the less loaded of its two nodes whatever the floor: with fast L1 hits its owner's
+        # in-flight count seldom reaches --min-load, and a floor here kept the hot head on one node (max/mean items
+        # per node 1.19-1.29 against 1.09-1.16 without it, bench/results/hotkeys.md). On a quiet cluster both hold
+        # nothing and the owner takes it (a tie goes to the owner).
+        hot = self._hot is not None and owner is not None and self._hot.count(key)
         if (not hot and owner is not None and owner not in exclude
                 and loads.get(owner, 0) + 1 <= self._capacity(owner, total)):
             return owner  # the common case, without walking the ring

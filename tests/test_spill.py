@@ -149,14 +149,16 @@ def test_hot_puts_a_hot_key_on_the_less_loaded_of_its_first_two_nodes():
     assert r.place(cold[0], {r.owner(cold[0]): 5}) == r.owner(cold[0])  # a cold key stays on its owner
 
 
-def test_hot_keeps_a_hot_key_on_its_owner_below_the_floor():
+def test_hot_keeps_a_hot_key_on_its_owner_on_a_tie():
     r = Ring(NODES, load_factor=1000, min_load=8, spill=Spill.HOT)
     hot_key = KEYS[0]
     first, second = list(r.walk(hot_key))[:2]
     for _ in range(20):
         r.place(hot_key, {})  # hot by now: every placement is this key
-    assert r.place(hot_key, {first: 6, second: 0}) == first  # 7 items on the owner: under the floor of 8
-    assert r.place(hot_key, {first: 8, second: 0}) == second  # 9 would be over it: the less loaded of the two
+    assert r.place(hot_key, {}) == first  # a quiet cluster: the owner, as any key
+    assert r.place(hot_key, {first: 2, second: 2}) == first  # a tie: the owner
+    assert r.place(hot_key, {first: 2, second: 1}) == second  # the less loaded of the two, under the floor too
+
 
 
 def test_the_router_flag_parses_and_reaches_the_ring_and_members_reply(capsys):
