@@ -60,6 +60,9 @@ DEFAULT_MIN_LOAD = 8
 # is hot. At Zipf 1.2 over 600 keys that is about the 8 hottest (rank 1 alone is about a quarter of the requests).
 HOT_WINDOW = 1024
 HOT_SHARE = 0.02
+# ... and the fewest recent placements of a hot key: a few items of a small set (a test, a quiet hour) are each a
+# large share of little traffic, and sharing them would cost cache locality for no relief.
+HOT_MIN_COUNT = 16
 
 
 class Spill(StrEnum):
@@ -73,15 +76,16 @@ class Spill(StrEnum):
 class HotKeys:
     """Which keys are hot: a count of recent placements per key, every count halved each ``window`` placements.
 
-    A key is hot when its count is at least ``share`` of all the counts (and at least 2, so that one early
-    placement is not hot). Memory stays within about ``window`` keys: a halving drops the keys whose count reaches 0.
+    A key is hot when its count is at least ``share`` of all the counts and at least ``min_count``. Memory stays
+    within about ``window`` keys: a halving drops the keys whose count reaches 0.
     Changed only by ``count``.
     """
 
-    def __init__(self, window: int = HOT_WINDOW, share: float = HOT_SHARE) -> None:
-        if window < 1 or not 0.0 < share <= 1.0:
-            raise ValueError(f"hot keys: window {window} must be >= 1 and share {share} in (0, 1]")
-        self.window, self.share = window, share
+    def __init__(self, window: int = HOT_WINDOW, share: float = HOT_SHARE, min_count: int = HOT_MIN_COUNT) -> None:
+        if window < 1 or not 0.0 < share <= 1.0 or min_count < 1:
+            raise ValueError(f"hot keys: window {window} and min_count {min_count} must be >= 1 and share {share} "
+                             "in (0, 1]")
+        self.window, self.share, self.min_count = window, share, min_count
         self._counts: dict[int, int] = {}
         self._total = 0
         self._until_decay = window
@@ -96,7 +100,7 @@ class HotKeys:
             self._total = sum(self._counts.values())
             self._until_decay = self.window
             n = self._counts.get(key, 0)
-        return n >= 2 and n >= self.share * self._total
+        return n >= self.min_count and n >= self.share * self._total
 
 
 class Ring:

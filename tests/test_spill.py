@@ -119,7 +119,7 @@ def test_exclude_and_the_all_full_fallback(spill):
 
 
 def test_hot_keys_counts_decay_and_stay_bounded():
-    hot = HotKeys(window=100, share=0.1)
+    hot = HotKeys(window=100, share=0.1, min_count=2)
     assert not hot.count(7)  # one placement is never hot
     assert hot.count(7)  # two of two
     for k in range(1000, 1300):
@@ -129,6 +129,12 @@ def test_hot_keys_counts_decay_and_stay_bounded():
     assert any(hot.count(7) for _ in range(30))  # hot again once it is a tenth of the recent placements
     with pytest.raises(ValueError):
         HotKeys(window=0)
+
+
+def test_a_few_placements_of_a_small_set_are_never_hot():
+    hot = HotKeys()  # the defaults: 2 % and at least 16 placements
+    assert not any(hot.count(k) for _ in range(3) for k in range(24))  # 24 images sent three times: each 4 %
+    assert [hot.count(99) for _ in range(16)][-1]  # the 16th placement of one key among them is hot
 
 
 def test_hot_puts_a_hot_key_on_the_less_loaded_of_its_first_two_nodes():
@@ -154,7 +160,7 @@ def test_hot_keeps_a_hot_key_on_its_owner_on_a_tie():
     hot_key = KEYS[0]
     first, second = list(r.walk(hot_key))[:2]
     for _ in range(20):
-        r.place(hot_key, {})  # hot by now: every placement is this key
+        r.place(hot_key, {})  # hot by now: every placement is this key, 16 and more
     assert r.place(hot_key, {}) == first  # a quiet cluster: the owner, as any key
     assert r.place(hot_key, {first: 2, second: 2}) == first  # a tie: the owner
     assert r.place(hot_key, {first: 2, second: 1}) == second  # the less loaded of the two, under the floor too
