@@ -74,8 +74,9 @@ class PlacementConfig:
     # Below this many items in flight a node is never passed over (bounded loads apply above it).
     min_load: int = setting(ring.DEFAULT_MIN_LOAD, help="in-flight items below which a node keeps its own keys "
                             "whatever the mean (1: no floor)")
-    # Where a key goes when its owner is over capacity (contract/ring.py's Spill; issue 20 part 3 compares them).
-    spill: ring.Spill = setting(ring.Spill.CLOCKWISE, help="where a key over its owner's bounded load goes: the next "
+    # Where a key goes when its owner is over capacity (contract/ring.py's Spill). "hot" by default: at Zipf 1.2 it
+    # kept max/mean items per node at 1.07-1.18 with the best L1 hit ratio (bench/results/hotkeys.md, docs/design.md).
+    spill: ring.Spill = setting(ring.Spill.HOT, help="where a key over its owner's bounded load goes: the next "
                                 "node clockwise, a random jump per key (Chen et al., Envoy), or for hot keys the less "
                                 "loaded of their first two nodes")
     # Items in flight through the router, all callers together; past it RESOURCE_EXHAUSTED.

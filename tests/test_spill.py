@@ -169,9 +169,9 @@ def test_hot_keeps_a_hot_key_on_its_owner_on_a_tie():
 
 def test_the_router_flag_parses_and_reaches_the_ring_and_members_reply(capsys):
     members = ["--members-static", "a=127.0.0.1:1"]
-    assert config.from_args(members, {}).placement.spill is Spill.CLOCKWISE  # the default, for now
+    assert config.from_args(members, {}).placement.spill is Spill.HOT  # the default (bench/results/hotkeys.md)
     assert config.from_args([*members, "--spill", "jump"], {}).placement.spill is Spill.JUMP
-    assert config.from_args(members, {"RINGSERVE_ROUTER_SPILL": "hot"}).placement.spill is Spill.HOT
+    assert config.from_args(members, {"RINGSERVE_ROUTER_SPILL": "clockwise"}).placement.spill is Spill.CLOCKWISE
     with pytest.raises(SystemExit):
         config.from_args([*members, "--spill", "sideways"], {})
     assert "--spill" in capsys.readouterr().err
