@@ -47,6 +47,7 @@ from bench import report
 from bench.photos import photo
 from bench.workload import zipf_workload
 from ringserve.client import AsyncClient
+from ringserve.contract import fingerprint
 from ringserve.local.cluster import LocalCluster
 from ringserve.local.processes import RouterProcess, scratch_dir
 from ringserve.server.l1 import ENTRY_OVERHEAD_BYTES
@@ -61,6 +62,8 @@ WORKLOADS = {"Zipf 0.8": 0.8, "Zipf 1.0": 1.0, "Zipf 1.2": 1.2, "uniform": 0.0}
 SIDES = ("ringserve ring", "ringserve round-robin", "Triton round-robin")
 # A feature as the nodes keep it (float16) and L1's bookkeeping per entry: what ``cache bytes`` buys.
 ENTRY_BYTES = DIM * 2 + ENTRY_OVERHEAD_BYTES
+# What one image costs ringserve's L1: the feature, and the perceptual twin (its verifier and the overhead).
+IMAGE_BYTES = ENTRY_BYTES + 768 + ENTRY_OVERHEAD_BYTES
 
 Send = Callable[[bytes], Awaitable[str]]  # sends one image, returns the replica that answered
 
@@ -190,6 +193,7 @@ async def run_all(sides: list[Side], args: argparse.Namespace, progress: Callabl
     size = tuple(int(x) for x in args.size.split("x"))
     warm = [photo(9_000_000 + i, size) for i in range(32)]
     runs: dict = {s.name: {w: [] for w in WORKLOADS} for s in sides}
+    fingerprints: dict = {w: [] for w in WORKLOADS}
     senders = {}
     async with contextlib.AsyncExitStack() as stack:
         for side in sides:
@@ -198,6 +202,7 @@ async def run_all(sides: list[Side], args: argparse.Namespace, progress: Callabl
         for rep in range(args.reps):
             for name, exponent in WORKLOADS.items():
                 images = workload_images(rep, name, args.working_set, size)
+                fingerprints[name].append(len({fingerprint.phash_bytes(image) for image in images}))
                 order = zipf_workload(args.requests, args.working_set, exponent, seed=rep)
                 turn = (rep * len(WORKLOADS) + list(WORKLOADS).index(name)) % len(sides)
                 for side in sides[turn:] + sides[:turn]:  # the first side rotates run by run
@@ -211,7 +216,7 @@ async def run_all(sides: list[Side], args: argparse.Namespace, progress: Callabl
                     runs[side.name][name].append(run)
                     progress(f"  {run.images_per_s} items/s, p99 {run.p99_ms} ms, {run.model_runs} model runs, "
                              f"max/mean {run.max_over_mean:.3f}")
-    return runs
+    return runs, fingerprints
 
 
 def summarize(runs: dict, distinct: dict[str, list[int]]) -> dict:
@@ -252,14 +257,19 @@ def ratios(summary: dict) -> dict:
 def markdown(r: dict) -> list[str]:
     lines = [
         f"Images: {r['working_set']} JPEGs per run and workload at {r['size']} (`bench/photos.py`: the fidelity set's "
-        f"real photos, fitted, with sensor noise and a random square; {r['distinct_bases']} distinct base pictures, "
-        "so several images of a working set share a perceptual hash and so a ring position), new for every run, "
+        f"real photos, fitted, with sensor noise and a random square; {r['distinct_bases']} distinct base pictures; "
+        "distinct perceptual hashes, so ring positions, per working set: "
+        + ", ".join(f"{name} {'/'.join(map(str, n))}" for name, n in r["distinct_fingerprints"].items())
+        + "), new for every run, "
         f"the same bytes in the same order for every side. {r['requests']} requests per run, {r['concurrency']} "
         f"callers each waiting for its answer, {r['reps']} runs per side and workload (median, with min-max), sides "
         "interleaved with the first side rotated per run.", "",
-        f"Cache per replica: {r['cache_bytes']:,} bytes (about {r['cache_entries']} features at {ENTRY_BYTES} bytes, "
-        f"ringserve's L1 accounting); the working set is {r['working_set'] / r['cache_entries']:.2f}x one replica's "
-        "cache. Triton's response cache gets the same bytes (it also counts its own keys and response framing). "
+        f"Cache per replica: {r['cache_bytes']:,} bytes ({r['cache_entries']} features at {ENTRY_BYTES} bytes: a "
+        "float16 feature and L1's per-entry overhead); the working set is "
+        f"{r['working_set'] / r['cache_entries']:.2f}x that many features. ringserve's L1 spends {IMAGE_BYTES:,} bytes "
+        f"per image (the feature, and its perceptual twin: the 768-byte verifier and overhead), so a node holds about "
+        f"{r['cache_bytes'] // IMAGE_BYTES} images; Triton's response cache gets the same bytes and counts its own "
+        "keys and response framing. "
         "ringserve runs without Redis here, so both sides have the same total cache.", "",
         f"Every replica: {MODEL}, 1 torch thread, 2 decode threads, max batch {MAX_BATCH}, {BATCH_WAIT_S * 1000:g} ms "
         f"batch wait; {REPLICAS} replicas per side on this 2-core machine.", "",
@@ -336,14 +346,14 @@ def main(argv: list[str] | None = None) -> int:
             sides.append(Side("Triton round-robin", lambda: round_robin_sender([t.target for t in replicas]),
                               lambda: sum(t.counts()["model_runs"] for t in replicas)))
         sides = [s for s in sides if s.name in a.sides]
-        runs = asyncio.run(run_all(sides, a, progress))
+        runs, fingerprints = asyncio.run(run_all(sides, a, progress))
     distinct = {name: [len(set(zipf_workload(a.requests, a.working_set, e, seed=rep))) for rep in range(a.reps)]
                 for name, e in WORKLOADS.items()}
     summary = summarize(runs, distinct)
     result = {**report.provenance(argv, "bench.cluster"), "size": a.size, "working_set": a.working_set,
               "cache_entries": a.cache_entries, "cache_bytes": cache_bytes, "requests": a.requests,
               "concurrency": a.concurrency, "reps": a.reps, "distinct_bases": 2 * len(_bases()),
-              "distinct_images": distinct, "sides": summary,
+              "distinct_images": distinct, "distinct_fingerprints": fingerprints, "sides": summary,
               "ratios": ratios(summary) if "ringserve ring" in summary and len(summary) > 1 else {}}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "cluster.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -31,15 +31,21 @@ class L1Config:
 
 @dataclass(frozen=True)
 class _Near:
-    """A perceptual entry: the feature and the verifier of the image it was computed from (``server.verifier``)."""
+    """A perceptual entry: the feature and the verifier of the image it was computed from (``server.verifier``).
+
+    ``twin``: the vector is the very array of an exact entry stored with it, which counts its bytes; this entry
+    lives no longer than that one (``L1._evicted``), so its own size is the verifier and the bookkeeping alone.
+    """
 
     vector: np.ndarray
     verifier: bytes | None
+    twin: bool = False
 
 
 def _size(value: np.ndarray | _Near) -> int:
     if isinstance(value, _Near):
-        return int(value.vector.nbytes) + len(value.verifier or b"") + ENTRY_OVERHEAD_BYTES
+        vector = 0 if value.twin else int(value.vector.nbytes)
+        return vector + len(value.verifier or b"") + ENTRY_OVERHEAD_BYTES
     return int(value.nbytes) + ENTRY_OVERHEAD_BYTES
 
 
@@ -73,6 +79,9 @@ class L1:
         self._lru = _EvictingLRU(config.max_bytes, self._evicted)
         self._hamming: dict[Namespace, mih.HammingIndex] = {}
         self._perceptual_keys: dict[str, tuple[Namespace, int]] = {}
+        # Twins: an exact key and the perceptual key whose entry shares its vector, each way.
+        self._twins: dict[str, str] = {}
+        self._twin_of: dict[str, str] = {}
         self.evictions = 0
 
     @property
@@ -107,20 +116,52 @@ class L1:
 
     def store(self, ns: Namespace, digest: str | None, phash: int | None, vector: np.ndarray,
               verifier: bytes | None = None) -> None:
-        """Store under the exact key and the perceptual key (with the image's ``verifier``), each where known."""
+        """Store under the exact key and the perceptual key (with the image's ``verifier``), each where known.
+
+        Stored under both, the feature is held and counted once: the perceptual entry is the exact one's twin and
+        goes when it goes. Counted twice, the same bytes held half as many images as a response cache that keeps
+        one entry per image (bench/results/cluster-two-entries.md).
+        """
         if _size(vector) * 2 > self.config.max_bytes:
             return  # larger than the whole budget allows; cachetools would raise
-        if digest is not None:
-            self._lru[ns.exact(digest)] = vector
+        exact = ns.exact(digest) if digest is not None else None
+        if exact is not None:
+            self._untwin(exact)  # its twin shares the array this store replaces
+            self._lru[exact] = vector
         if phash is not None:
             key = ns.perceptual(phash)
-            self._lru[key] = _Near(vector, verifier)
+            self._untwin(key)
+            twin = exact is not None and exact in self._lru
+            self._lru[key] = _Near(vector, verifier, twin=twin)
+            if twin and exact not in self._lru:  # making room for it evicted the exact entry: it counts the vector
+                twin = False
+                self._lru[key] = _Near(vector, verifier)
             self._perceptual_keys[key] = (ns, phash)
             self._hamming.setdefault(ns, mih.HammingIndex()).add(phash)
+            if twin:
+                self._twins[exact], self._twin_of[key] = key, exact
+
+    def _untwin(self, key: str) -> None:
+        """End ``key``'s twinship: a perceptual twin is dropped (its vector is counted by the exact entry)."""
+        exact = self._twin_of.pop(key, None)
+        if exact is not None:  # a perceptual key: being replaced or gone, the exact entry stays
+            self._twins.pop(exact, None)
+            return
+        twin = self._twins.pop(key, None)
+        if twin is not None:
+            del self._twin_of[twin]
+            if twin in self._lru:
+                del self._lru[twin]
+            self._forget(twin)
 
     def _evicted(self, key: str) -> None:
         self.evictions += 1
+        self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        """An entry is gone: its fingerprint leaves the index, and a twin goes with its exact entry."""
         owner = self._perceptual_keys.pop(key, None)
         if owner is not None:
             ns, phash = owner
             self._hamming[ns].discard(phash)
+        self._untwin(key)

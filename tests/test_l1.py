@@ -54,3 +54,48 @@ def test_perceptual_lookup_within_radius_and_index_follows_eviction():
     with pytest.raises(CacheMiss):
         l1.get_near(NS, 0b1111, radius=0)
     assert len(l1._hamming[NS]) == 0
+
+
+def test_a_perceptual_twin_counts_its_vector_once_and_goes_with_its_exact_entry():
+    exact, twin = vec(0).nbytes + ENTRY_OVERHEAD_BYTES, 100 + ENTRY_OVERHEAD_BYTES
+    l1 = L1(L1Config(max_bytes=(exact + twin) * 3))
+    l1.store(NS, "a", 0b1, vec(1), verifier=b"v" * 100)
+    assert l1.bytes_used == exact + twin  # the feature once, the verifier beside it
+    for i in range(2, 4):
+        l1.store(NS, f"d{i}", 1 << i, vec(i), verifier=b"v" * 100)
+    assert len(l1) == 6 and l1.bytes_used == 3 * (exact + twin)  # three images in three images' room
+    l1.get_exact(NS, "d2"), l1.get_exact(NS, "d3")  # "a" least recently used
+    l1.get_near(NS, 1 << 2, 0), l1.get_near(NS, 1 << 3, 0)
+    l1.store(NS, "d4", 1 << 4, vec(4), verifier=b"v" * 100)  # evicts "a": its twin goes with it
+    with pytest.raises(CacheMiss):
+        l1.get_near(NS, 0b1, 0)
+    assert 0b1 not in {p for _, p in l1._hamming[NS].near(0b1, 0)}
+    assert len(l1) == 6 and l1.bytes_used == 3 * (exact + twin)
+
+
+def test_a_twin_evicted_first_leaves_its_exact_entry_and_a_lone_fingerprint_counts_its_vector():
+    exact = vec(0).nbytes + ENTRY_OVERHEAD_BYTES
+    l1 = L1(L1Config(max_bytes=3 * exact + 100))  # two images, then room for a lone fingerprint once twins go
+    l1.store(NS, "a", 0b1, vec(1), verifier=b"v" * 100)
+    l1.store(NS, "b", 0b10, vec(2), verifier=b"v" * 100)
+    l1.get_exact(NS, "a"), l1.get_exact(NS, "b")  # both fingerprints older than both exact entries
+    l1.store(NS, None, 0b100, vec(3), verifier=b"v" * 100)  # a near match from L2: no exact key, its own vector
+    assert l1.get_exact(NS, "a")[0] == 1 and l1.get_exact(NS, "b")[0] == 2  # the twins went first
+    with pytest.raises(CacheMiss):
+        l1.get_near(NS, 0b1, 0)
+    assert l1.get_near(NS, 0b100, 0).vector[0] == 3
+    assert l1.bytes_used == 2 * exact + (exact + 100) == l1.config.max_bytes  # the lone one counts its vector
+
+
+def test_a_fingerprint_stored_again_for_other_bytes_is_their_twin():
+    l1 = L1(L1Config(max_bytes=100_000))
+    l1.store(NS, "a", 0b1, vec(1), verifier=b"v")
+    l1.store(NS, "b", 0b1, vec(2), verifier=b"w")  # another encoding with the same pHash
+    assert l1.get_near(NS, 0b1, 0).vector[0] == 2
+    l1._lru.pop(NS.exact("a"))  # "a" goes (as an eviction would): "b"'s twin stays
+    l1._forget(NS.exact("a"))
+    assert l1.get_near(NS, 0b1, 0).vector[0] == 2
+    l1._lru.pop(NS.exact("b"))
+    l1._forget(NS.exact("b"))
+    with pytest.raises(CacheMiss):
+        l1.get_near(NS, 0b1, 0)

@@ -72,14 +72,18 @@ def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(n
 
 
 def test_l1_evicts_by_bytes(nodes):
-    # 576 float16 values = 1152 bytes plus overhead, twice per image (exact and perceptual keys)
-    node = nodes("a", "--l1-max-bytes", str(8 * 2 * (1152 + 200)))
+    # An image is its exact entry (576 float16 values = 1152 bytes, plus overhead) and its perceptual twin, which
+    # shares that vector and counts its 768-byte verifier and overhead alone: room for 8 images
+    per_image = (1152 + 200) + (768 + 200)
+    node = nodes("a", "--l1-max-bytes", str(8 * per_image))
     images = [jpeg(100 + i) for i in range(20)]
     with Client(node.target) as c:
-        c.extract_detailed(images)
-        assert node.metric("ringserve_l1_bytes") <= 8 * 2 * (1152 + 200)
-        assert node.metric("ringserve_l1_entries") <= 16
+        for image in images:  # one at a time: stored in this order, so the LRU order is known
+            c.extract_detailed([image])
+        assert node.metric("ringserve_l1_bytes") <= 8 * per_image
+        assert node.metric("ringserve_l1_entries") == 16
         assert c.extract_detailed([images[-1]])[0].provenance.source == "l1"
+        assert c.extract_detailed([images[-8]])[0].provenance.source == "l1"  # counted twice, 5 would fit
         assert c.extract_detailed([images[0]])[0].provenance.source == "computed"  # evicted
 
 
