@@ -13,8 +13,8 @@ that owns its fingerprint, so each image is cached once. This measures what that
   replica *i mod 3*.
 - **ringserve ring**: three nodes with an L1 of the same ``cache bytes`` each and no Redis (so the
   total cache is the same: Redis would be a fourth cache the other side does not have), one router.
-- **ringserve round-robin**: the same nodes behind a second router with ``--policy round-robin``:
-  what the ring buys, apart from the rest of ringserve.
+- **ringserve round-robin**: three more such nodes behind a router with ``--policy round-robin``: what
+  the ring buys, apart from the rest of ringserve.
 
 Every side runs the same model (mobilenet_v3_small), one torch thread per replica (three replicas on
 this 2-core machine), two decode threads per replica, max batch 16 and a 5 ms batch wait. Workloads:
@@ -49,7 +49,7 @@ from bench.workload import zipf_workload
 from ringserve.client import AsyncClient
 from ringserve.contract import fingerprint
 from ringserve.local.cluster import LocalCluster
-from ringserve.local.processes import RouterProcess, scratch_dir
+from ringserve.local.processes import scratch_dir
 from ringserve.server.l1 import ENTRY_OVERHEAD_BYTES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -113,8 +113,11 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
 
 
 @contextlib.contextmanager
-def ringserve(work: Path, cache_bytes: int) -> Iterator[tuple[str, str, Callable[[], int]]]:
-    """Three nodes without Redis and two routers (ring, round-robin); yields both targets and the model-run count."""
+def ringserve(work: Path, cache_bytes: int, policy: str) -> Iterator[tuple[str, Callable[[], int]]]:
+    """Three nodes without Redis and a router with ``--policy``; yields its target and the nodes' model-run count.
+
+    Each policy gets its own nodes: on shared nodes the side run second would find the images the first cached.
+    """
     cluster = LocalCluster(work, None, router_args=["--drain-delay-s", "0"],
                            node_args=["--models", MODEL, "--max-batch", str(MAX_BATCH),
                                       "--max-delay-ms", str(BATCH_WAIT_S * 1000), "--drain-delay-s", "0",
@@ -122,18 +125,11 @@ def ringserve(work: Path, cache_bytes: int) -> Iterator[tuple[str, str, Callable
     with contextlib.ExitStack() as stack:
         stack.callback(cluster.stop)
         cluster.add(*(f"node-{i}" for i in range(REPLICAS)))
-        ring = cluster.start_router("--policy", "ring").target
-        round_robin = RouterProcess(work, "router-rr", members_file=cluster.members_file,
-                                    args=["--members-interval-s", "0.1", "--drain-delay-s", "0", "--policy",
-                                          "round-robin"])
-        stack.callback(round_robin.stop, 15)
-        round_robin.start()
-        round_robin.wait_members(REPLICAS)
 
         def model_runs() -> int:
             return int(sum(node.metric("ringserve_backbone_images_total") for node in cluster.nodes.values()))
 
-        yield ring, round_robin.target, model_runs
+        yield cluster.start_router("--policy", policy).target, model_runs
 
 
 @contextlib.asynccontextmanager
@@ -335,11 +331,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with contextlib.ExitStack() as stack:
         sides = []
-        if {"ringserve ring", "ringserve round-robin"} & set(a.sides):
-            progress("starting ringserve: 3 nodes, a ring router and a round-robin router")
-            ring, rr, node_runs = stack.enter_context(ringserve(work / "ringserve", cache_bytes))
-            sides += [Side("ringserve ring", lambda: ringserve_sender(ring), node_runs),
-                      Side("ringserve round-robin", lambda: ringserve_sender(rr), node_runs)]
+        for name, policy in (("ringserve ring", "ring"), ("ringserve round-robin", "round-robin")):
+            if name in a.sides:
+                progress(f"starting {name}: 3 nodes and a router with --policy {policy}")
+                target, node_runs = stack.enter_context(ringserve(work / policy, cache_bytes, policy))
+                sides.append(Side(name, lambda t=target: ringserve_sender(t), node_runs))
         if "Triton round-robin" in a.sides:
             progress("starting 3 Triton replicas")
             replicas = stack.enter_context(tritons(work / "triton", cache_bytes, decode_threads=2))
