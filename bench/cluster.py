@@ -1,7 +1,7 @@
 """ringserve's central claim at cluster scale: three nodes on the ring against three Triton replicas behind
 round-robin, with the same cache bytes.
 
-    python -m bench.cluster [--working-set 600] [--requests 3000] [--concurrency 24] [--reps 2]
+    python -m bench.cluster [--working-set 600] [--requests 3000] [--concurrency 24] [--reps 2] [--workloads ...]
 
 What a user would deploy instead of ringserve is N replicas of a server with its own response cache
 behind a Kubernetes Service, which spreads connections (and so items) round-robin: every replica sees
@@ -20,9 +20,12 @@ Every side runs the same model (mobilenet_v3_small), one torch thread per replic
 this 2-core machine), two decode threads per replica, max batch 16 and a 5 ms batch wait. Workloads:
 Zipf over a working set of about twice one replica's cache (exponent 0.8, 1.0, 1.2) and uniform; each
 run sends the same images in the same order to every side, on images no side has seen (new per run
-and workload), with the sides interleaved and the first side rotated run by run. Reported: model runs
-(Triton's executed inferences, the nodes' backbone images), items/s, p50/p99, per-replica items
-max/mean. Needs the bench extra. Writes bench/results/cluster.{json,md,png}.
+and workload), with the sides interleaved and the first side rotated run by run. A run is two phases of
+``--requests`` each, one stream of the workload cut in two: **cold**, from empty caches, and **warm**, the
+same workload going on with what the cold phase left cached, which is what a cluster that has been up a
+while serves. Reported per phase: model runs (Triton's executed inferences, the nodes' backbone images),
+items/s, p50/p99, per-replica items max/mean. Needs the bench extra. Writes
+bench/results/cluster.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -60,10 +63,10 @@ BATCH_WAIT_S = 0.005
 REPLICAS = 3
 WORKLOADS = {"Zipf 0.8": 0.8, "Zipf 1.0": 1.0, "Zipf 1.2": 1.2, "uniform": 0.0}
 SIDES = ("ringserve ring", "ringserve round-robin", "Triton round-robin")
-# A feature as the nodes keep it (float16) and L1's bookkeeping per entry: what ``cache bytes`` buys.
+PHASES = ("cold", "warm")
+# A feature as the nodes keep it (float16) and L1's bookkeeping per entry: what ``cache bytes`` buys, and what one
+# image costs ringserve's L1 in a deployment that does not use perceptual reuse (as here: no perceptual twin).
 ENTRY_BYTES = DIM * 2 + ENTRY_OVERHEAD_BYTES
-# What one image costs ringserve's L1: the feature, and the perceptual twin (its verifier and the overhead).
-IMAGE_BYTES = ENTRY_BYTES + 768 + ENTRY_OVERHEAD_BYTES
 
 Send = Callable[[bytes], Awaitable[str]]  # sends one image, returns the replica that answered
 
@@ -185,47 +188,65 @@ def workload_images(rep: int, name: str, working_set: int, size: tuple[int, int]
     return [photo(base + i, size) for i in range(working_set)]
 
 
+def phases(order: list[int], requests: int) -> dict[str, list[int]]:
+    """One stream of the workload cut in two: the cold phase, from empty caches, then the warm one."""
+    return dict(zip(PHASES, (order[:requests], order[requests:]), strict=True))
+
+
 async def run_all(sides: list[Side], args: argparse.Namespace, progress: Callable[[str], None]) -> dict:
     size = tuple(int(x) for x in args.size.split("x"))
     warm = [photo(9_000_000 + i, size) for i in range(32)]
-    runs: dict = {s.name: {w: [] for w in WORKLOADS} for s in sides}
-    fingerprints: dict = {w: [] for w in WORKLOADS}
+    runs: dict = {s.name: {w: {p: [] for p in PHASES} for w in args.workloads} for s in sides}
+    fingerprints: dict = {w: [] for w in args.workloads}
     senders = {}
     async with contextlib.AsyncExitStack() as stack:
         for side in sides:
             senders[side.name] = await stack.enter_async_context(side.open_sender())
             await measure(senders[side.name], warm, list(range(len(warm))) * 2, args.concurrency)  # equal warm-up
         for rep in range(args.reps):
-            for name, exponent in WORKLOADS.items():
+            for name in args.workloads:
                 images = workload_images(rep, name, args.working_set, size)
                 fingerprints[name].append(len({fingerprint.phash_bytes(image) for image in images}))
-                order = zipf_workload(args.requests, args.working_set, exponent, seed=rep)
+                order = zipf_workload(2 * args.requests, args.working_set, WORKLOADS[name], seed=rep)
                 turn = (rep * len(WORKLOADS) + list(WORKLOADS).index(name)) % len(sides)
                 for side in sides[turn:] + sides[:turn]:  # the first side rotates run by run
-                    progress(f"run {rep + 1}/{args.reps}, {name}: {side.name}")
-                    before = side.model_runs()
-                    elapsed, latencies, served = await measure(senders[side.name], images, order, args.concurrency)
-                    ms = np.array(latencies) * 1000
-                    run = Run(images_per_s=round(len(order) / elapsed, 1), p50_ms=round(float(np.percentile(ms, 50)), 1),
-                              p99_ms=round(float(np.percentile(ms, 99)), 1), model_runs=side.model_runs() - before,
-                              per_replica=dict(sorted(served.items())))
-                    runs[side.name][name].append(run)
-                    progress(f"  {run.images_per_s} items/s, p99 {run.p99_ms} ms, {run.model_runs} model runs, "
-                             f"max/mean {run.max_over_mean:.3f}")
+                    for phase, part in phases(order, args.requests).items():
+                        progress(f"run {rep + 1}/{args.reps}, {name}, {phase}: {side.name}")
+                        before = side.model_runs()
+                        elapsed, latencies, served = await measure(senders[side.name], images, part, args.concurrency)
+                        ms = np.array(latencies) * 1000
+                        run = Run(images_per_s=round(len(part) / elapsed, 1),
+                                  p50_ms=round(float(np.percentile(ms, 50)), 1),
+                                  p99_ms=round(float(np.percentile(ms, 99)), 1), model_runs=side.model_runs() - before,
+                                  per_replica=dict(sorted(served.items())))
+                        runs[side.name][name][phase].append(run)
+                        progress(f"  {run.images_per_s} items/s, p99 {run.p99_ms} ms, {run.model_runs} model runs, "
+                                 f"max/mean {run.max_over_mean:.3f}")
     return runs, fingerprints
 
 
-def summarize(runs: dict, distinct: dict[str, list[int]]) -> dict:
+def summarize(runs: dict) -> dict:
+    """Per side, workload and phase: the spread of each measure over the runs."""
+    return {side: {name: {phase: {
+        "images_per_s": report.spread([r.images_per_s for r in rs]),
+        "p50_ms": report.spread([r.p50_ms for r in rs]), "p99_ms": report.spread([r.p99_ms for r in rs]),
+        "model_runs": report.spread([r.model_runs for r in rs]),
+        "max_over_mean": report.spread([round(r.max_over_mean, 3) for r in rs]),
+        "per_replica": [r.per_replica for r in rs]} for phase, rs in by_phase.items()}
+        for name, by_phase in by_workload.items()} for side, by_workload in runs.items()}
+
+
+def distinct_images(workloads: list[str], requests: int, working_set: int, reps: int) -> dict:
+    """Per workload and phase, the distinct images each run asks for: in the warm phase, those the cold phase
+    did not ask for (the misses no cache avoids) and all it asks for."""
     out: dict = {}
-    for side, by_workload in runs.items():
-        out[side] = {}
-        for name, rs in by_workload.items():
-            out[side][name] = {
-                "images_per_s": report.spread([r.images_per_s for r in rs]),
-                "p50_ms": report.spread([r.p50_ms for r in rs]), "p99_ms": report.spread([r.p99_ms for r in rs]),
-                "model_runs": report.spread([r.model_runs for r in rs]),
-                "max_over_mean": report.spread([round(r.max_over_mean, 3) for r in rs]),
-                "per_replica": [r.per_replica for r in rs], "distinct_images": distinct[name]}
+    for name in workloads:
+        out[name] = {"cold": [], "warm": [], "warm_new": []}
+        for rep in range(reps):
+            cold, warm = phases(zipf_workload(2 * requests, working_set, WORKLOADS[name], seed=rep), requests).values()
+            out[name]["cold"].append(len(set(cold)))
+            out[name]["warm"].append(len(set(warm)))
+            out[name]["warm_new"].append(len(set(warm) - set(cold)))
     return out
 
 
@@ -237,52 +258,59 @@ def ratios(summary: dict) -> dict:
     def ceil3(x: float) -> float:
         return float(np.ceil(x * 1000) / 1000)
 
+    def of(ring: dict, other: dict) -> dict:
+        # model runs: lower is better, so the ratio is rounded up; items/s: higher is better, rounded down.
+        return {"model_runs": ceil3(ring["model_runs"]["median"] / max(other["model_runs"]["median"], 1)),
+                "images_per_s": floor3(ring["images_per_s"]["median"] / other["images_per_s"]["median"])}
+
     ring = summary["ringserve ring"]
-    out: dict = {}
-    for side in summary:
-        if side == "ringserve ring":
-            continue
-        out[side] = {name: {
-            # model runs: lower is better, so the ratio is rounded up; items/s: higher is better, rounded down.
-            "model_runs": ceil3(ring[name]["model_runs"]["median"] / summary[side][name]["model_runs"]["median"]),
-            "images_per_s": floor3(ring[name]["images_per_s"]["median"] / summary[side][name]["images_per_s"]["median"]),
-        } for name in ring}
-    return out
+    return {side: {name: {phase: of(ring[name][phase], summary[side][name][phase]) for phase in ring[name]}
+                   for name in ring} for side in summary if side != "ringserve ring"}
 
 
 def markdown(r: dict) -> list[str]:
+    workloads = list(r["distinct_images"])
     lines = [
         f"Images: {r['working_set']} JPEGs per run and workload at {r['size']} (`bench/photos.py`: the fidelity set's "
         f"real photos, fitted, with sensor noise and a random square; {r['distinct_bases']} distinct base pictures; "
         "distinct perceptual hashes, so ring positions, per working set: "
         + ", ".join(f"{name} {'/'.join(map(str, n))}" for name, n in r["distinct_fingerprints"].items())
         + "), new for every run, "
-        f"the same bytes in the same order for every side. {r['requests']} requests per run, {r['concurrency']} "
-        f"callers each waiting for its answer, {r['reps']} runs per side and workload (median, with min-max), sides "
-        "interleaved with the first side rotated per run.", "",
+        f"the same bytes in the same order for every side. A run is one stream of {2 * r['requests']} requests cut in "
+        f"two phases of {r['requests']}: cold (from empty caches) and warm (the workload going on with what the cold "
+        f"phase left cached). {r['concurrency']} callers each waiting for its answer, {r['reps']} runs per side and "
+        "workload (median, with min-max), sides interleaved with the first side rotated per run.", "",
         f"Cache per replica: {r['cache_bytes']:,} bytes ({r['cache_entries']} features at {ENTRY_BYTES} bytes: a "
         "float16 feature and L1's per-entry overhead); the working set is "
-        f"{r['working_set'] / r['cache_entries']:.2f}x that many features. ringserve's L1 spends {IMAGE_BYTES:,} bytes "
-        f"per image (the feature, and its perceptual twin: the 768-byte verifier and overhead), so a node holds about "
-        f"{r['cache_bytes'] // IMAGE_BYTES} images; Triton's response cache gets the same bytes and counts its own "
+        f"{r['working_set'] / r['cache_entries']:.2f}x that many features. ringserve's L1 spends {ENTRY_BYTES:,} "
+        "bytes per image here (no perceptual twin: these nodes run the default exact policy without "
+        "`--cache-perceptual-index`), so a node holds about "
+        f"{r['cache_bytes'] // ENTRY_BYTES} images; Triton's response cache gets the same bytes and counts its own "
         "keys and response framing. "
         "ringserve runs without Redis here, so both sides have the same total cache.", "",
         f"Every replica: {MODEL}, 1 torch thread, 2 decode threads, max batch {MAX_BATCH}, {BATCH_WAIT_S * 1000:g} ms "
-        f"batch wait; {REPLICAS} replicas per side on this 2-core machine.", "",
-        "| workload | side | model runs | items/s | p50 ms | p99 ms | items per replica, max/mean |",
-        "| --- | --- | --- | --- | --- | --- | --- |"]
-    for name in WORKLOADS:
-        for side, s in r["sides"].items():
-            w = s[name]
-            lines.append(f"| {name} | {side} | {report.cell(w['model_runs'])} | {report.cell(w['images_per_s'])} "
-                         f"| {report.cell(w['p50_ms'])} | {report.cell(w['p99_ms'])} | {report.cell(w['max_over_mean'])} |")
-    lines += ["", "Distinct images requested per run: "
-              + "; ".join(f"{name} {', '.join(map(str, d))}" for name, d in r["distinct_images"].items()) + ".", "",
-              "| ringserve ring / | workload | model runs (lower is better) | items/s (higher is better) |",
-              "| --- | --- | --- | --- |"]
+        f"batch wait; {REPLICAS} replicas per side on this 2-core machine, with the caller (one Python process) "
+        "on the same cores.", "",
+        "| workload | phase | side | model runs | items/s | p50 ms | p99 ms | items per replica, max/mean |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in workloads:
+        for phase in PHASES:
+            for side, s in r["sides"].items():
+                w = s[name][phase]
+                lines.append(f"| {name} | {phase} | {side} | {report.cell(w['model_runs'])} "
+                             f"| {report.cell(w['images_per_s'])} | {report.cell(w['p50_ms'])} "
+                             f"| {report.cell(w['p99_ms'])} | {report.cell(w['max_over_mean'])} |")
+    d = r["distinct_images"]
+    lines += ["", "Distinct images asked for per run (the fewest model runs any one cache could make): "
+              + "; ".join(f"{name}: cold {', '.join(map(str, d[name]['cold']))}, warm "
+                          f"{', '.join(map(str, d[name]['warm']))} of which not asked for in the cold phase "
+                          f"{', '.join(map(str, d[name]['warm_new']))}" for name in workloads) + ".", "",
+              "| ringserve ring / | workload | phase | model runs (lower is better) | items/s (higher is better) |",
+              "| --- | --- | --- | --- | --- |"]
     for side, by in r["ratios"].items():
-        for name, v in by.items():
-            lines.append(f"| {side} | {name} | {v['model_runs']:.3f} | {v['images_per_s']:.3f} |")
+        for name, by_phase in by.items():
+            for phase, v in by_phase.items():
+                lines.append(f"| {side} | {name} | {phase} | {v['model_runs']:.3f} | {v['images_per_s']:.3f} |")
     lines += ["", "Ratios are of medians, 3 decimals, rounded away from the target (model runs up, items/s down)."]
     return lines
 
@@ -293,17 +321,18 @@ def plot(r: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    names = list(WORKLOADS)
+    fig, axes = plt.subplots(len(PHASES), 2, figsize=(11, 3.6 * len(PHASES)), squeeze=False)
+    names = list(r["distinct_images"])
     x = np.arange(len(names))
     width = 0.8 / len(r["sides"])
-    for i, (side, s) in enumerate(r["sides"].items()):
-        for ax, key in zip(axes, ("model_runs", "images_per_s"), strict=True):
-            ax.bar(x + i * width, [s[n][key]["median"] for n in names], width, label=side)
-    for ax, title in zip(axes, ("model runs per run (lower is better)", "items/s (higher is better)"), strict=True):
-        ax.set_xticks(x + width * (len(r["sides"]) - 1) / 2, names)
-        ax.set_title(title)
-    axes[0].legend()
+    for row, phase in zip(axes, PHASES, strict=True):
+        for i, (side, s) in enumerate(r["sides"].items()):
+            for ax, key in zip(row, ("model_runs", "images_per_s"), strict=True):
+                ax.bar(x + i * width, [s[n][phase][key]["median"] for n in names], width, label=side)
+        for ax, title in zip(row, ("model runs (lower is better)", "items/s (higher is better)"), strict=True):
+            ax.set_xticks(x + width * (len(r["sides"]) - 1) / 2, names)
+            ax.set_title(f"{phase}: {title}")
+    axes[0][0].legend()
     fig.suptitle(f"{REPLICAS} replicas, same cache bytes, working set {r['working_set']} images "
                  f"({r['working_set'] / r['cache_entries']:.1f}x one replica's cache)")
     fig.tight_layout()
@@ -316,11 +345,12 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--working-set", type=int, default=600, help="distinct images per run and workload")
     p.add_argument("--cache-entries", type=int, default=300, help="one replica's cache, in features (sets its bytes)")
-    p.add_argument("--requests", type=int, default=3000, help="requests per run")
+    p.add_argument("--requests", type=int, default=3000, help="requests per phase (a run is a cold and a warm phase)")
     p.add_argument("--concurrency", type=int, default=24, help="callers at once")
     p.add_argument("--reps", type=int, default=2, help="runs per side and workload")
     p.add_argument("--size", default="320x240", help="JPEG size, WxH")
     p.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     p.add_argument("--out", type=Path, default=RESULTS, help="folder for cluster.{json,md,png}")
     a = p.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"  # the nodes inherit it: one torch thread per replica, as Triton's
@@ -343,13 +373,12 @@ def main(argv: list[str] | None = None) -> int:
                               lambda: sum(t.counts()["model_runs"] for t in replicas)))
         sides = [s for s in sides if s.name in a.sides]
         runs, fingerprints = asyncio.run(run_all(sides, a, progress))
-    distinct = {name: [len(set(zipf_workload(a.requests, a.working_set, e, seed=rep))) for rep in range(a.reps)]
-                for name, e in WORKLOADS.items()}
-    summary = summarize(runs, distinct)
+    summary = summarize(runs)
     result = {**report.provenance(argv, "bench.cluster"), "size": a.size, "working_set": a.working_set,
               "cache_entries": a.cache_entries, "cache_bytes": cache_bytes, "requests": a.requests,
               "concurrency": a.concurrency, "reps": a.reps, "distinct_bases": 2 * len(_bases()),
-              "distinct_images": distinct, "distinct_fingerprints": fingerprints, "sides": summary,
+              "distinct_images": distinct_images(a.workloads, a.requests, a.working_set, a.reps),
+              "distinct_fingerprints": fingerprints, "sides": summary,
               "ratios": ratios(summary) if "ringserve ring" in summary and len(summary) > 1 else {}}
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "cluster.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -134,6 +134,8 @@ class FeatureCache:
             if perceptual and prepared.phash is not None:
                 # The flight was another item's, which may not have asked for perceptual reuse: this one did.
                 self.l2.point(slot.ns, digest, prepared.phash, prepared.verifier)
+                self._remember(slot.ns, replace(served, digest=digest, phash=prepared.phash,
+                                                verifier=prepared.verifier))
         return replace(served, low_information=prepared.fingerprint.low_information)
 
     async def find(self, slot: ModelSlot, digest: str) -> Served | None:
@@ -246,11 +248,13 @@ class FeatureCache:
 
     async def _load(self, slot: ModelSlot, digest: str, prepared: Prepared, perceptual: bool) -> Served:
         """The feature of these bytes, from L1, another node's computation, or the model; ``perceptual``:
-        also make it findable in L2 by its fingerprint.
+        also make it findable by its fingerprint, in L2 and in L1 (the exact entry's twin, 968 more bytes of
+        L1 per image, which a deployment that never asks for perceptual reuse does not pay).
 
         Its result is remembered in L1 before the flight ends, so a request arriving just after finds it.
         """
         ns = slot.ns
+        phash = prepared.phash if perceptual else None  # the L1 keys of what this flight keeps
         # L1 again, inside the flight (groupcache's load does the same): a request that missed L1 just
         # before another finished computing these bytes enters a new flight after that one has ended,
         # and would otherwise compute them a second time.
@@ -265,7 +269,7 @@ class FeatureCache:
             else:  # another node computes these bytes right now: wait briefly for its result
                 vector = await self._wait_for_peer(slot, ns.exact(digest))
                 if vector is not None:
-                    return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest, phash=prepared.phash,
+                    return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest, phash=phash,
                                                      verifier=prepared.verifier))
         except CacheUnavailable:
             pass  # Redis away: no cross-node flight, compute here
@@ -278,7 +282,7 @@ class FeatureCache:
         self.l2.store(ns, digest, prepared.phash, vector, slot.model.version, perceptual, prepared.verifier)
         if lock is not None:
             self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
-        return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=prepared.phash,
+        return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=phash,
                                          verifier=prepared.verifier))
 
     def _remember(self, ns: Namespace, served: Served) -> Served:

@@ -334,6 +334,8 @@ async def test_a_miss_stores_its_feature_once_and_its_fingerprint_only_where_per
     assert set(shared.values) == ({exact, pointer} if writes_fingerprint else {exact})
     assert codec.decode(shared.values[exact], model.version).tobytes() == reply.feature.data
     assert bool(shared.fingerprints.get(ns)) is writes_fingerprint
+    # L1 follows the same rule: the exact entry, and its perceptual twin only where perceptual reuse is used
+    assert len(node.cache.l1) == (2 if writes_fingerprint else 1)
     if writes_fingerprint:  # a pointer to the exact key, not a second copy of the feature
         assert Pointer.decode(shared.values[ns.perceptual(phash)]).digest == exact_digest(image)
         other = node_servicer(model, "b", l2=shared, policy=PolicyConfig(verify_min_psnr=40))
@@ -435,7 +437,8 @@ async def test_a_spoofed_hint_never_becomes_a_perceptual_key():
     """B's bytes sent with A's fingerprint as their hint: B is computed and kept under B's own pHash, so a
     re-encoding of A is not served B's feature, and a re-encoding of B is (cache poisoning refused)."""
 
-    node = node_servicer(FakeModel(), l2=MemoryL2(), policy=PolicyConfig(verify_min_psnr=40))  # small pictures
+    # A deployment that keeps every feature findable by its fingerprint; the threshold small pictures pass.
+    node = node_servicer(FakeModel(), l2=MemoryL2(), policy=PolicyConfig(verify_min_psnr=40, perceptual_index=True))
     start_batchers(node)
     a, b = jpeg(3, quality=95), jpeg(4, quality=95)
     perceptual = {"cache_policy": pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL, max_distance=6)}
@@ -610,3 +613,5 @@ async def test_an_item_that_asks_for_perceptual_reuse_writes_its_fingerprint_tho
     ns, phash = Namespace(model.name, model.version), fingerprint.of_bytes(image, ImageLimits()).phash
     pointer = Pointer.decode(shared.values[ns.perceptual(phash)])
     assert pointer.digest == exact_digest(image) and pointer.verifier and phash in shared.fingerprints[ns]
+    near_in_l1 = next(node.cache.l1.near(ns, phash, 0))  # and L1 keeps its twin, with the verifier, for the next
+    assert near_in_l1.verifier == pointer.verifier and len(node.cache.l1) == 2

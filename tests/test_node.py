@@ -71,19 +71,21 @@ def test_exact_policy_refuses_a_perceptual_match_that_perceptual_policy_serves(n
         assert c.extract_detailed([third], cache_mode="exact")[0].provenance.source == "computed"
 
 
-def test_l1_evicts_by_bytes(nodes):
-    # An image is its exact entry (576 float16 values = 1152 bytes, plus overhead) and its perceptual twin, which
-    # shares that vector and counts its 768-byte verifier and overhead alone: room for 8 images
-    per_image = (1152 + 200) + (768 + 200)
-    node = nodes("a", "--l1-max-bytes", str(8 * per_image))
+@pytest.mark.parametrize("perceptual_index", [False, True])
+def test_l1_evicts_by_bytes(nodes, perceptual_index):
+    # An image is its exact entry (576 float16 values = 1152 bytes, plus overhead); where a deployment uses
+    # perceptual reuse, also its perceptual twin, which shares that vector and counts its 768-byte verifier and
+    # overhead alone. Room for 8 images either way.
+    per_image = (1152 + 200) + (768 + 200 if perceptual_index else 0)
+    node = nodes("a", "--l1-max-bytes", str(8 * per_image), *(["--cache-perceptual-index"] if perceptual_index else []))
     images = [jpeg(100 + i) for i in range(20)]
     with Client(node.target) as c:
         for image in images:  # one at a time: stored in this order, so the LRU order is known
             c.extract_detailed([image])
         assert node.metric("ringserve_l1_bytes") <= 8 * per_image
-        assert node.metric("ringserve_l1_entries") == 16
+        assert node.metric("ringserve_l1_entries") == (16 if perceptual_index else 8)
         assert c.extract_detailed([images[-1]])[0].provenance.source == "l1"
-        assert c.extract_detailed([images[-8]])[0].provenance.source == "l1"  # counted twice, 5 would fit
+        assert c.extract_detailed([images[-8]])[0].provenance.source == "l1"  # counted twice, fewer would fit
         assert c.extract_detailed([images[0]])[0].provenance.source == "computed"  # evicted
 
 

@@ -44,7 +44,9 @@ def cluster(workdir, request, redis_db):
 
 
 def test_same_image_and_its_reencoding_go_to_the_same_node_and_hit_its_l1(cluster):
-    c = cluster(3, node_args=["--cache-verify-min-psnr", "40"])  # what these small pictures' re-encodings pass
+    # A deployment that uses perceptual reuse keeps every feature findable by its fingerprint, in L1 too; the
+    # verifier's threshold is what these small pictures' re-encodings pass.
+    c = cluster(3, node_args=["--cache-perceptual-index", "--cache-verify-min-psnr", "40"])
     # pictures whose re-encoding at another JPEG quality keeps the pHash (where pHash agrees)
     pairs = []
     for seed in range(3000, 3060):
