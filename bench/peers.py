@@ -12,6 +12,10 @@ and preprocessing, one replica, the same max batch (16) and batch delay (5 ms), 
   router, with its default hints and window). The node decodes and hashes in its pool (``--decode-workers``)
   while the model runs, and runs one computation per image however many requests for it are in flight
   (single-flight coalescing), with Redis as its second cache tier.
+- ringserve, one node: one replica as the peers are one, a node of its own and nothing else (no router, no
+  Redis: L1 is its one cache, as the peers have one), the Python client straight to it. The router places
+  images on a ring; with one node there is nothing to place, and the router's hop is a cost the peers'
+  single replicas do not pay.
 - Ray Serve: a deployment behind Ray's HTTP proxy with ``@serve.batch`` and an LRU keyed by the image's
   BLAKE3 digest in the deployment (what a Ray user adds). A miss is decoded in a thread pool in the request
   handler, so decoding overlaps the model as in ringserve, and the batch method runs the model in a worker
@@ -85,8 +89,10 @@ Send = Callable[[bytes], Awaitable[None]]
 
 ALL_DISTINCT, REPEATS, ANSWERED = "all distinct", "92% repeats", "92% answered repeats"
 WORKLOADS = (ALL_DISTINCT, REPEATS, ANSWERED)
-RINGSERVE, RAY, TRITON = "ringserve", "Ray Serve + LRU", "Triton + response cache"
-SIDES = (RINGSERVE, RAY, TRITON)
+RINGSERVE, RINGSERVE_NODE = "ringserve", "ringserve, one node"
+RAY, TRITON = "Ray Serve + LRU", "Triton + response cache"
+SIDES = (RINGSERVE, RINGSERVE_NODE, RAY, TRITON)
+OURS = (RINGSERVE, RINGSERVE_NODE)
 
 
 @dataclass
@@ -143,17 +149,18 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
 
 
 @contextlib.contextmanager
-def ringserve(work: Path, decode_threads: int) -> Iterator[tuple[str, Callable[[], dict[str, int]]]]:
-    """Redis, one node and a router; yields the router's address and the node's counts."""
-    redis = RedisProcess(work / "redis").start()
-    cluster = LocalCluster(work / "ringserve", redis.url, router_args=["--drain-delay-s", "0"],
+def ringserve(work: Path, decode_threads: int, router: bool = True) -> Iterator[tuple[str, Callable[[], dict[str, int]]]]:
+    """Redis, one node and a router, or (``router=False``) one node alone; yields the address the client
+    calls and the node's counts."""
+    redis = RedisProcess(work / "redis").start() if router else None
+    cluster = LocalCluster(work / "ringserve", redis.url if redis else None, router_args=["--drain-delay-s", "0"],
                            node_args=["--models", MODEL, "--max-batch", str(MAX_BATCH),
                                       "--max-delay-ms", str(BATCH_WAIT_S * 1000), "--drain-delay-s", "0",
                                       "--decode-workers", str(decode_threads)])
     try:
         cluster.add("node-0")
-        target = cluster.start_router().target
         node = cluster.nodes["node-0"]
+        target = cluster.start_router().target if router else node.target
 
         def counts() -> dict[str, int]:
             return {"model_runs": int(node.metric("ringserve_backbone_images_total")),
@@ -162,7 +169,8 @@ def ringserve(work: Path, decode_threads: int) -> Iterator[tuple[str, Callable[[
         yield target, counts
     finally:
         cluster.stop()
-        redis.stop()
+        if redis is not None:
+            redis.stop()
 
 
 @contextlib.asynccontextmanager
@@ -358,9 +366,10 @@ def compare(work: Path, size: tuple[int, int] = (640, 480), requests: int = 400,
         up: list[Side] = []
         for name in sides:
             progress(f"starting {name}")
-            if name == RINGSERVE:
-                target, counts = stack.enter_context(ringserve(work / "ringserve", decode_threads))
-                up.append(Side(name, lambda t=target: ringserve_sender(t, sources[RINGSERVE]), counts))
+            if name in OURS:
+                target, counts = stack.enter_context(ringserve(work / name.replace(", ", "-").replace(" ", "-"),
+                                                               decode_threads, router=name == RINGSERVE))
+                up.append(Side(name, lambda t=target, n=name: ringserve_sender(t, sources[n]), counts))
             elif name == RAY:
                 port = stack.enter_context(ray_serve(threads, decode_threads))
                 up.append(Side(name, lambda p=port: ray_sender(p, concurrency), lambda p=port: ray_counts(p)))
@@ -390,14 +399,12 @@ def compare(work: Path, size: tuple[int, int] = (640, 480), requests: int = 400,
             out["sides"][side][name] = summary
     # ringserve's images/s over each peer's (medians): cut down to 3 decimals (report.ratio), never up across 1.0.
     out["ratios"], out["ratios_unrounded"] = {}, {}
-    if RINGSERVE in sides:
-        for side in sides:
-            if side == RINGSERVE:
-                continue
-            key = f"ringserve / {side}"
+    for ours in (s for s in sides if s in OURS):
+        for side in (s for s in sides if s not in OURS):
+            key = f"{ours} / {side}"
             out["ratios"][key], out["ratios_unrounded"][key] = {}, {}
             for name in workloads:
-                x = (out["sides"][RINGSERVE][name]["images_per_s"]["median"]
+                x = (out["sides"][ours][name]["images_per_s"]["median"]
                      / out["sides"][side][name]["images_per_s"]["median"])
                 out["ratios"][key][name] = float(report.ratio(x, 3))
                 out["ratios_unrounded"][key][name] = x
@@ -434,10 +441,10 @@ def markdown(r: dict) -> list[str]:
         lines += [f"| {k} | " + " | ".join(report.ratio(v[w], 3) for w in workloads) + " |"
                   for k, v in r["ratios"].items()]
         lines += ["", "(3 decimals, cut down: a ratio just under 1 never prints as 1.000)"]
-    if RINGSERVE in r["sides"]:
-        lines += ["", "ringserve's coalesced requests (served by a computation already in flight, the node's "
+    for ours in (s for s in OURS if s in r["sides"]):
+        lines += ["", f"{ours}: coalesced requests (served by a computation already in flight, the node's "
                   "`ringserve_singleflight_shared_total`), median per run: "
-                  + ", ".join(f"{w} {r['sides'][RINGSERVE][w]['coalesced']['median']:g}" for w in workloads) + "."]
+                  + ", ".join(f"{w} {r['sides'][ours][w]['coalesced']['median']:g}" for w in workloads) + "."]
     if ANSWERED in workloads:
         waits = {side: statistics.median(x.get("gate_waits", 0) for x in r["runs"][side][ANSWERED]) for side in r["sides"]}
         lines += ["", f"In \"{ANSWERED}\" a caller holds a repeat until its image's first request is answered; "
@@ -453,8 +460,9 @@ def markdown(r: dict) -> list[str]:
               "- its node decodes and hashes in a pool of decode threads while the model runs. Ray's deployment does "
               "the same (a decode pool in the request handler); Triton's model function decodes its batch in a pool "
               "of the same size, but not while it runs the model;",
-              "- its Redis second tier (L2): unused by these workloads (each image is new to every tier, and L1 holds "
-              "them all), but it is one more process on the machine;",
+              "- its Redis second tier (L2, through the router only): unused by these workloads (each image is new "
+              "to every tier, and L1 holds them all), but it is one more process on the machine; \"ringserve, one "
+              "node\" has none, and so writes nothing to Redis on a miss;",
               "- every server is up for the whole run, so each side's turn shares the machine with the others' idle "
               "processes (Ray's GCS, raylet and HTTP proxy are the busiest of them); on a small machine that costs "
               "every side, not ringserve alone;",
