@@ -38,7 +38,6 @@ RESULTS = ROOT / "bench" / "results"
 # is an expected one (xfail) until then. Empty this set once they are re-run: a file listed here that
 # passes fails the test, so the list cannot outlive its reason.
 RERUN_PENDING = {
-    "router_profile.md": "written at d488706-dirty; re-run `python -m bench.router_profile` from a clean tree",
     "suite.md": "written at c2d9dbe-dirty; re-run `python -m bench.suite --skip-fidelity --skip-peer` from a clean tree",
     "suite.json": "written at c2d9dbe-dirty; re-run `python -m bench.suite --skip-fidelity --skip-peer` from a clean tree",
 }
