@@ -37,10 +37,7 @@ RESULTS = ROOT / "bench" / "results"
 # Results files that fail this check today and are being re-run from a clean tree (issue 20): their failure
 # is an expected one (xfail) until then. Empty this set once they are re-run: a file listed here that
 # passes fails the test, so the list cannot outlive its reason.
-RERUN_PENDING = {
-    "suite.md": "written at c2d9dbe-dirty; re-run `python -m bench.suite --skip-fidelity --skip-peer` from a clean tree",
-    "suite.json": "written at c2d9dbe-dirty; re-run `python -m bench.suite --skip-fidelity --skip-peer` from a clean tree",
-}
+RERUN_PENDING: dict[str, str] = {}
 
 # "`python -m bench.x ...` at commit abc1234, 2026-...": the header report.header() writes (an older form drops "commit").
 HEADER = re.compile(r"^`(?P<command>[^`]+)` at (?:commit )?(?P<commit>[^\s,.;()]+)", re.MULTILINE)
