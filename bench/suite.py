@@ -37,8 +37,9 @@ from ringserve.local.imagegen import jpeg
 from ringserve.local.processes import NodeProcess, RedisProcess, scratch_dir
 
 RESULTS = Path(__file__).resolve().parent / "results"
-# One feature's bytes in L1 (float16 + entry overhead), twice per image (exact and perceptual keys).
-L1_BYTES_PER_IMAGE = {"mobilenet_v3_small": 2 * (576 * 2 + 200), "resnet50": 2 * (2048 * 2 + 200)}
+# One image's bytes in L1 under the default exact policy: its float16 feature and the entry's overhead (a perceptual
+# twin is kept only where perceptual reuse is used, server/cache.py).
+L1_BYTES_PER_IMAGE = {"mobilenet_v3_small": 576 * 2 + 200, "resnet50": 2048 * 2 + 200}
 
 
 # ---- tiers ------------------------------------------------------------------------------------

@@ -259,9 +259,17 @@ class FeatureCache:
         # before another finished computing these bytes enters a new flight after that one has ended,
         # and would otherwise compute them a second time.
         try:
-            return Served(self.l1.get_exact(ns, digest), pb.SOURCE_L1)
+            vector = self.l1.get_exact(ns, digest)
         except CacheMiss:
             pass
+        else:
+            if phash is None:
+                return Served(vector, pb.SOURCE_L1)
+            # Kept by an exact-only flight that ended after this item looked: it has paid the decode, so it
+            # keeps what its perceptual reuse needs (the pointer and the twin), as a joined flight's item does.
+            self.l2.point(ns, digest, phash, prepared.verifier)
+            return self._remember(ns, Served(vector, pb.SOURCE_L1, digest=digest, phash=phash,
+                                             verifier=prepared.verifier))
         lock = None
         try:
             if await self.l2.try_lock(ns.lock(digest), self._lock_token):
@@ -269,6 +277,8 @@ class FeatureCache:
             else:  # another node computes these bytes right now: wait briefly for its result
                 vector = await self._wait_for_peer(slot, ns.exact(digest))
                 if vector is not None:
+                    if phash is not None:  # the other node's item may not have asked for perceptual reuse
+                        self.l2.point(ns, digest, phash, prepared.verifier)
                     return self._remember(ns, Served(vector, pb.SOURCE_L2, digest=digest, phash=phash,
                                                      verifier=prepared.verifier))
         except CacheUnavailable:

@@ -78,8 +78,9 @@ class ServerConfig:
         "default_mode": "policy of requests that set none",
         "default_radius": "perceptual Hamming radius of requests that set none",
         "max_radius": "largest radius a request may ask for",
-        "perceptual_index": "write every computed feature's fingerprint to Redis, not only those of items that "
-                            "ask for perceptual reuse (on by itself with --cache-default-mode perceptual)",
+        "perceptual_index": "write every computed feature's fingerprint to Redis and keep it in L1, not only those "
+                            "of items that ask for perceptual reuse (on by itself with --cache-default-mode "
+                            "perceptual)",
         "digest_lookups": "answer items that name their image by digest (no image) from the caches; a caller who "
                           "knows a digest learns whether the image was seen, and its feature. Off: every such "
                           "item is answered image_required",

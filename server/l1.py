@@ -125,6 +125,9 @@ class L1:
         if _size(vector) * 2 > self.config.max_bytes:
             return  # larger than the whole budget allows; cachetools would raise
         exact = ns.exact(digest) if digest is not None else None
+        if (exact is not None and phash is not None and self._twins.get(exact) == ns.perceptual(phash)
+                and self._lru.get(exact) is vector):
+            return  # held already, with this twin (each item that joins a flight stores it): nothing to churn
         if exact is not None:
             self._untwin(exact)  # its twin shares the array this store replaces
             self._lru[exact] = vector

@@ -33,8 +33,9 @@ class PolicyConfig:
     default_radius: int = 4
     max_radius: int = 8
     # Write every computed feature's fingerprint to Redis (a pointer and four index sets, about 1.2 KB) so any
-    # node finds it perceptually. Off, only items that ask for CACHE_MODE_PERCEPTUAL write theirs; on by
-    # itself where perceptual is the default mode.
+    # node finds it perceptually, and keep its perceptual twin in L1 (the verifier and bookkeeping, 968 bytes with
+    # mobilenet_v3_small). Off, only items that ask for CACHE_MODE_PERCEPTUAL write theirs; on by itself where
+    # perceptual is the default mode.
     perceptual_index: bool = False
     # Answer items that name their image by digest and carry none (ImageRequest.digest) from the caches. Such a
     # lookup tells a caller who knows a digest whether the image was seen, and its feature; off, every such item
@@ -48,7 +49,7 @@ class PolicyConfig:
 
     @property
     def writes_fingerprints(self) -> bool:
-        """Whether every computed feature's fingerprint goes to L2, whatever the item asked."""
+        """Whether every computed feature's fingerprint goes to L2 (and its twin to L1), whatever the item asked."""
         return self.perceptual_index or self.default_mode is CacheMode.PERCEPTUAL
 
     def __post_init__(self) -> None:

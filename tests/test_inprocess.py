@@ -595,6 +595,28 @@ async def test_an_l1_hit_is_answered_in_the_turn_that_read_it_and_a_miss_takes_t
     assert node.admission.inflight == 0 and node.streams.received == 10
 
 
+async def test_an_item_that_asks_for_perceptual_reuse_keeps_its_fingerprint_when_an_exact_flight_ended_first():
+    """The race ``_load``'s second look at L1 covers: a perceptual item decoded and missed, and before its own
+    flight began an exact-only flight stored the feature (no twin, no pointer). It keeps both; no model run."""
+    shared, model = MemoryL2(), FakeModel()
+    node = node_servicer(model, "a", l2=shared)
+    start_batchers(node)
+    image = jpeg(431)
+    assert (await one(node, image)).provenance.source == pb.SOURCE_COMPUTED  # exact: the feature only
+    slot, cache = node.slots[model.name], node.cache
+    ns, digest = slot.ns, exact_digest(image)
+    assert len(cache.l1) == 1 and set(shared.values) == {ns.exact(digest)}
+    prepared = await cache._prepare(slot, digest, image)
+    served = await cache._load(slot, digest, prepared, perceptual=True)
+    assert served.source == pb.SOURCE_L1 and model.images == 1
+    pointer = Pointer.decode(shared.values[ns.perceptual(prepared.phash)])
+    assert pointer.digest == digest and pointer.verifier == prepared.verifier
+    assert len(cache.l1) == 2 and next(cache.l1.near(ns, prepared.phash, 0)).verifier == prepared.verifier
+    bytes_used = cache.l1.bytes_used
+    await cache._load(slot, digest, prepared, perceptual=True)  # again: held with its twin, nothing churns
+    assert (len(cache.l1), cache.l1.bytes_used) == (2, bytes_used)
+
+
 async def test_an_item_that_asks_for_perceptual_reuse_writes_its_fingerprint_though_another_items_flight_computed_it():
     gate = threading.Event()
     shared, model = MemoryL2(), FakeModel(gate=gate)

@@ -85,7 +85,7 @@ def test_l1_evicts_by_bytes(nodes, perceptual_index):
         assert node.metric("ringserve_l1_bytes") <= 8 * per_image
         assert node.metric("ringserve_l1_entries") == (16 if perceptual_index else 8)
         assert c.extract_detailed([images[-1]])[0].provenance.source == "l1"
-        assert c.extract_detailed([images[-8]])[0].provenance.source == "l1"  # counted twice, fewer would fit
+        assert c.extract_detailed([images[-8]])[0].provenance.source == "l1"  # the eighth newest still fits
         assert c.extract_detailed([images[0]])[0].provenance.source == "computed"  # evicted
 
 
