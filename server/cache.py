@@ -133,9 +133,7 @@ class FeatureCache:
             self.metrics.singleflight.add(1, self.metrics.attrs())
             if perceptual and prepared.phash is not None:
                 # The flight was another item's, which may not have asked for perceptual reuse: this one did.
-                self.l2.point(slot.ns, digest, prepared.phash, prepared.verifier)
-                self._remember(slot.ns, replace(served, digest=digest, phash=prepared.phash,
-                                                verifier=prepared.verifier))
+                self._findable(slot.ns, digest, prepared, served.vector)
         return replace(served, low_information=prepared.fingerprint.low_information)
 
     async def find(self, slot: ModelSlot, digest: str) -> Served | None:
@@ -263,13 +261,9 @@ class FeatureCache:
         except CacheMiss:
             pass
         else:
-            if phash is None:
-                return Served(vector, pb.SOURCE_L1)
-            # Kept by an exact-only flight that ended after this item looked: it has paid the decode, so it
-            # keeps what its perceptual reuse needs (the pointer and the twin), as a joined flight's item does.
-            self.l2.point(ns, digest, phash, prepared.verifier)
-            return self._remember(ns, Served(vector, pb.SOURCE_L1, digest=digest, phash=phash,
-                                             verifier=prepared.verifier))
+            if phash is not None:  # kept by an exact-only flight that ended after this item looked
+                self._findable(ns, digest, prepared, vector)
+            return Served(vector, pb.SOURCE_L1)
         lock = None
         try:
             if await self.l2.try_lock(ns.lock(digest), self._lock_token):
@@ -294,6 +288,12 @@ class FeatureCache:
             self.l2.unlock_later(*lock)  # after the values: a waiting node polls for them
         return self._remember(ns, Served(vector, pb.SOURCE_COMPUTED, digest=digest, phash=phash,
                                          verifier=prepared.verifier))
+
+    def _findable(self, ns: Namespace, digest: str, prepared: Prepared, vector: np.ndarray) -> None:
+        """Make a feature another item's flight kept by its exact key alone findable by this image's fingerprint: its
+        pointer in L2 and its twin in L1. For an item that asked for perceptual reuse and has paid the decode."""
+        self.l2.point(ns, digest, prepared.phash, prepared.verifier)
+        self._remember(ns, Served(vector, pb.SOURCE_L1, digest=digest, phash=prepared.phash, verifier=prepared.verifier))
 
     def _remember(self, ns: Namespace, served: Served) -> Served:
         """The one place L1 is written: under the keys ``served`` may be kept under."""
