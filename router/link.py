@@ -1,32 +1,32 @@
 """How to reach a node: one channel and long-lived streams that multiplex items of every caller.
 
 Opening a stream per item would cost a round trip per image; instead each node
-gets one Extract and one Classify stream, items carry router-made ids, and replies
-are matched back to the waiting item whatever their order. When a stream breaks
-(the node died, or drained and ended it), every item still waiting on it fails
-with ``LinkError`` so the router can place it elsewhere, and the next item opens
-a fresh stream. Knows nothing of the ring or of health.
+gets one Extract and one Classify stream (``contract.multiplex``), items carry
+router-made ids, and replies are matched back to the waiting item whatever their
+order. When a stream breaks (the node died, or drained and ended it), every item
+still waiting on it fails with ``LinkError`` so the router can place it elsewhere,
+and the next item opens a fresh stream. Knows nothing of the ring or of health.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import grpc
 
 from ringserve.contract import frames, wire
 from ringserve.contract.errors import ServiceError
+from ringserve.contract.multiplex import SharedStream, StreamEnd
 from ringserve.contract.tls import ClientTls, TlsError, aio_channel
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.router.membership.base import Member
 
 log = logging.getLogger(__name__)
-_CLOSE = object()
 
 
 class LinkError(ServiceError, ConnectionError):
@@ -37,105 +37,6 @@ class LinkError(ServiceError, ConnectionError):
 
 class FramesUnsupported(LinkError):
     """The node serves no frames (it predates them): not its failure; the item goes to it again, one per message."""
-
-
-class _MethodStream:
-    """One long-lived bidirectional call to a node, shared by many items.
-
-    Framed (the node's ``ExtractFrames``/``ClassifyFrames``): every item queued when the call is ready
-    to send leaves in one message, as ``contract.frames`` packs them, and reply frames are taken apart.
-    Unframed (a node that predates frames): one item per message. Either way an item's image bytes are
-    copied once and never re-encoded.
-    """
-
-    def __init__(self, rpc: grpc.aio.StreamStreamMultiCallable, node: str, method: str, framed: bool,
-                 heard: Callable[[], None] = lambda: None) -> None:
-        self.node = node
-        self._heard = heard  # told whenever the node says anything on this call: replies, or its end
-        self.method = method
-        self.framed = framed
-        self._queue: asyncio.Queue = asyncio.Queue()
-        self._pending: dict[str, asyncio.Future] = {}
-        self.closed = False
-        self.unimplemented = False  # the node has no such method (frames on an older node)
-        self.replied = False  # a reply came on this call
-        self._reason = "stream ended"  # why the call ended, for the items it leaves unanswered
-        self._task = asyncio.get_running_loop().create_task(self._run(rpc), name=f"link-{node}-{method}")
-        # However the call ends, even cancelled before its first step, no item is left waiting on it.
-        self._task.add_done_callback(self._broken)
-
-    @property
-    def inflight(self) -> int:
-        return len(self._pending)
-
-    def submit(self, item_id: str, request: pb.ImageRequest, image: bytes) -> asyncio.Future:
-        """Queue one item now under ``item_id``; the future gets its reply, or LinkError if the stream breaks first."""
-        if self.closed:
-            raise LinkError(f"stream to {self.node} is closed")
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._pending[item_id] = future
-        future.add_done_callback(lambda _f: self._pending.pop(item_id, None))  # answered, broken or abandoned
-        self._queue.put_nowait((item_id, request, image))
-        return future
-
-    async def _items(self) -> AsyncIterator[frames.Item]:
-        """The queued items until close, each request carrying this link's id as it is written (a retry
-        re-stamps it)."""
-        while True:
-            item = await self._queue.get()
-            if item is _CLOSE:
-                return
-            item_id, request, image = item
-            request.request_id = item_id
-            yield request, image
-
-    def _answered(self, reply: pb.ExtractReply | pb.ClassifyReply) -> None:
-        future = self._pending.get(reply.request_id)
-        if future is not None and not future.done():
-            future.set_result(reply)
-
-    async def _run(self, rpc: grpc.aio.StreamStreamMultiCallable) -> None:
-        try:
-            if self.framed:  # every item queued when the call can send leaves in one frame
-                async for frame in rpc(frames.pack(self._items(), ready=lambda: not self._queue.empty())):
-                    self.replied = True
-                    self._heard()
-                    for reply in frame.items:
-                        self._answered(reply)
-            else:
-                async for reply in rpc(frames.singles(self._items())):
-                    self._heard()
-                    self._answered(reply)
-        except grpc.aio.AioRpcError as exc:
-            self._reason = f"{exc.code().name}: {exc.details()}"
-            # A node without the method answers UNIMPLEMENTED, or, when the items already sent race that answer,
-            # gRPC's own INTERNAL before any reply: either way the call never served an item.
-            self.unimplemented = exc.code() == grpc.StatusCode.UNIMPLEMENTED or (
-                exc.code() == grpc.StatusCode.INTERNAL and not self.replied)
-        finally:
-            self.closed = True  # at once, so no item is queued on a call that has ended
-
-    def _broken(self, task: asyncio.Task) -> None:
-        """Fail every item still waiting on the ended call with LinkError, so it can go elsewhere."""
-        self.closed = True
-        self._heard()  # a call that ended is news too: the next item opens a fresh one and tests the node again
-        reason = self._reason
-        if task.cancelled():
-            reason = "link closed"
-        elif task.exception() is not None:
-            exc = task.exception()
-            log.error("%s %s: the stream to the node failed", self.node, self.method, exc_info=exc)
-            reason = f"{type(exc).__name__}: {exc}"
-        error = FramesUnsupported if self.unimplemented and self.framed else LinkError
-        for future in list(self._pending.values()):
-            if not future.done():
-                future.set_exception(error(f"{self.node} {self.method}: {reason}"))
-
-    async def close(self) -> None:
-        self._queue.put_nowait(_CLOSE)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
 
 class NodeLink:
@@ -153,7 +54,7 @@ class NodeLink:
         self.channel = self._open_channel()
         self._retired: list[grpc.aio.Channel] = []  # channels of older certificates, their open streams going on
         self._calls = wire.item_calls(self.channel)  # they send bytes written by ``contract.wire``
-        self._streams: dict[str, _MethodStream] = {}
+        self._streams: dict[str, SharedStream] = {}
         self.placed = 0
         # Many items per message to this node, until it turns out not to serve frames.
         self.framed = True
@@ -226,13 +127,18 @@ class NodeLink:
             if stream is not None and stream.unimplemented and stream.framed:
                 log.warning("%s serves no frames; one item per message from now on", self.member.name)
                 self.framed = False
-            stream = _MethodStream(self._calls[method, self.framed], self.member.name, method, self.framed,
-                                   heard=self._heard)
+            stream = SharedStream(self._calls[method, self.framed], f"{self.member.name} {method}", self.framed,
+                                  functools.partial(self._error, method, self.framed), heard=self._heard)
             self._streams[method] = stream
         self.placed += 1
         future = stream.submit(f"r{next(self._ids)}", request, image)
         future.add_done_callback(lambda _f: self._on_done())
         return future
+
+    def _error(self, method: str, framed: bool, end: StreamEnd) -> LinkError:
+        """What an item left on an ended stream fails with: on to another node, or again without frames."""
+        message = f"{self.member.name} {method}: {end.reason}"
+        return FramesUnsupported(message) if end.unimplemented and framed else LinkError(message)
 
     def _open_channel(self) -> grpc.aio.Channel:
         return aio_channel(self.member.address, tls=self._tls, options=[

@@ -150,7 +150,7 @@ async def test_an_item_on_a_link_closed_before_its_stream_first_ran_fails_over_i
         await asyncio.wait_for(future, 5.0)
         raise AssertionError("a stream that never ran answered an item")
     except LinkError as exc:
-        assert "gone Extract: link closed" in str(exc)
+        assert "gone Extract: stream closed" in str(exc)
     assert link.inflight == 0
 
 
