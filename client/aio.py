@@ -35,6 +35,7 @@ from ringserve.client.outbox import Outbox
 from ringserve.client.placement import Membership
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
+from ringserve.client.shared import SharedStreams
 from ringserve.contract import arguments, fingerprint, frames, tls, tracecontext, wire
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.contract.v1 import inference_pb2_grpc as pb_grpc
@@ -71,6 +72,8 @@ class AsyncClient:
         # Hints being computed for images the cluster asked for, by digest: one decode however many items wait.
         self._hinting: dict[bytes, asyncio.Future[int | None]] = {}
         self._framed = self.config.frames  # until the server turns out to serve no frames
+        # Every call's items on one long-lived stream per method to the target (``shared.py``).
+        self._shared = SharedStreams(self._calls) if self.config.shared_stream else None
         self._digests = digests.DigestFirst(self.config.digest_first_min_bytes, self.config.target)
         # The router's members, read from the target, with placement="client": hinted items go to their owners.
         self._membership = (Membership(self._channel, self._open_channel, self.config.members_interval_s)
@@ -94,6 +97,8 @@ class AsyncClient:
     async def close(self) -> None:
         if self._membership is not None:
             await self._membership.close()
+        if self._shared is not None:
+            await self._shared.close()
         await self._channel.close()
         self._hash_pool.shutdown(wait=False)
 
@@ -310,6 +315,8 @@ class AsyncClient:
         try:
             if self._placed_here(items, via_router):
                 await Lanes(outbox, self._membership, self._calls, stream, take, call.pending, via_router).run()
+            elif framed and metadata is None and self._shared is not None:  # no trace to carry in the metadata
+                await self._shared.carry(method, outbox, take, time_left)
             else:
                 async for reply in stream(self._calls, outbox.items(), outbox.ready):
                     take(reply)

@@ -59,6 +59,10 @@ class ClientConfig:
     # Many items per message (ExtractFrames, ClassifyFrames); off, or against a server without them,
     # one item per message.
     frames: bool = setting(True, help="send many images per message where the server can take them")
+    # Every call's items on one long-lived frame stream per method (client/shared.py), as a router carries its
+    # callers' items to a node; off: a stream per call. A call whose caller traces keeps a stream of its own.
+    shared_stream: bool = setting(True, help="carry every call's images on one long-lived stream per method, "
+                                  "which spares each call a stream of its own; off: a stream per call")
     # Images of at least this many bytes go digest-first: named by their digest, their bytes sent only if the
     # server has no answer for them (client/digests.py; bench/results/digest_first.md for the default); None:
     # never.

@@ -124,8 +124,15 @@ class ItemEdge(pb_grpc.InferenceServicer):
 
     async def item(self, request: pb.ImageRequest, method: Method, parent: Context | None = None,
                    deadline: float | None = None) -> Reply:
-        """One item of ``method``, answered once: never raises for the item's own failure (that is its status)."""
+        """One item of ``method``, answered once: never raises for the item's own failure (that is its status).
+
+        ``deadline`` is the call's; an item that carries its own (``timeout_ms``: a sender that multiplexes many
+        calls on one stream) ends at the earlier of the two.
+        """
         started = time.perf_counter()
+        if request.timeout_ms:
+            own = time.monotonic() + request.timeout_ms / 1000
+            deadline = own if deadline is None else min(deadline, own)
         refusal = self.admission.enter()
         if refusal is not None:
             reply = error_reply(method.reply, request, grpc.StatusCode.RESOURCE_EXHAUSTED, refusal)

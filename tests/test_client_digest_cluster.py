@@ -26,6 +26,8 @@ def counted(client: Client) -> Counter:
 
     inner = client._client
     inner._calls = {key: wrap(call) for key, call in inner._calls.items()}
+    if inner._shared is not None:  # the shared stream opens its calls from the same methods
+        inner._shared._calls = inner._calls
     return sent
 
 

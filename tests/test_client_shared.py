@@ -1,0 +1,141 @@
+"""The client's shared stream (client/shared.py): every call's items on one long-lived stream per method, each
+with its call's own deadline, against the counting fake Inference server of test_client_digest; and a server's
+edge that takes an item's own deadline (``timeout_ms``) as the item's, as a router must for such a client."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+
+from ringserve.client import DeadlineExceeded, RingserveError
+from ringserve.contract import fingerprint
+from ringserve.contract.v1 import inference_pb2 as pb
+from ringserve.runtime.edge import EXTRACT, Admission, ItemEdge
+from tests.fakes import serving
+from tests.test_client_digest import IMAGES, FakeServer, client, expected, vectors
+
+
+@dataclass
+class RecordingServer(FakeServer):
+    """The fake, also keeping each item's ``timeout_ms`` and refusing its next ``refuse`` streams outright."""
+
+    timeouts: list[int] = field(default_factory=list)
+    refuse: int = 0
+
+    def answer(self, request, reply_type):
+        self.timeouts.append(request.timeout_ms)
+        return super().answer(request, reply_type)
+
+    async def ExtractFrames(self, request_iterator, context):
+        if self.refuse:
+            self.refuse -= 1
+            self.streams += 1
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, "not this caller")
+        async for frame in super().ExtractFrames(request_iterator, context):
+            yield frame
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_calls_made_at_once_share_one_stream_and_each_gets_its_own_answers(shared):
+    fake = RecordingServer()
+    async with serving(fake) as target, client(target, digest_first_min_bytes=None, shared_stream=shared) as c:
+        singles = await asyncio.gather(*(c.extract_detailed([image]) for image in IMAGES * 2))
+        later = await c.extract_detailed(IMAGES[::-1])
+    assert [vectors(r) for r in singles] == [[v] for v in expected(IMAGES * 2)]
+    assert vectors(later) == expected(IMAGES[::-1])
+    assert len(set(expected(IMAGES))) == len(IMAGES)  # the answers tell the images apart
+    # one stream for 25 calls; a stream per call without it
+    assert fake.streams == (1 if shared else len(IMAGES) * 2 + 1)
+
+
+async def test_each_item_carries_its_own_calls_remaining_deadline():
+    fake = RecordingServer()
+    async with serving(fake) as target:
+        async with client(target, digest_first_min_bytes=None, timeout_s=20) as c:
+            await c.extract_detailed(IMAGES[:3])
+            await c.extract_detailed(IMAGES[3:6], timeout_s=2)
+        async with client(target, digest_first_min_bytes=None, timeout_s=None) as c:
+            await c.extract_detailed(IMAGES[6:8])
+    assert all(15_000 < t <= 20_000 for t in fake.timeouts[:3]), fake.timeouts
+    assert all(1_000 < t <= 2_000 for t in fake.timeouts[3:6]), fake.timeouts
+    assert fake.timeouts[6:] == [0, 0]  # no deadline, none sent
+
+
+async def test_a_call_past_its_deadline_leaves_the_others_on_the_stream_answered():
+    fake = RecordingServer(never_answer_images=True)
+    async with serving(fake) as target, client(target, timeout_s=20) as c:
+        fake.cache[(fingerprint.digest(IMAGES[0]), len(IMAGES[0]))] = b"\1\2"  # a hit by digest; the rest hang
+        started = time.monotonic()
+        late, hit = await asyncio.gather(c.extract_detailed(IMAGES[1:4], timeout_s=0.5),
+                                         c.extract_detailed(IMAGES[:1]))
+        took = time.monotonic() - started
+        after = await c.extract_detailed(IMAGES[:1])  # the stream outlives the call that timed out
+    assert all(isinstance(r, DeadlineExceeded) for r in late), late
+    assert hit[0].vector.tolist() == [1, 2] and after[0].vector.tolist() == [1, 2]
+    assert took < 10
+    assert fake.streams == 1
+
+
+async def test_a_stream_refused_outright_answers_its_items_with_the_refusal_and_the_next_call_opens_another():
+    fake = RecordingServer(refuse=1)
+    async with serving(fake) as target, client(target, digest_first_min_bytes=None) as c:
+        refused = await c.extract_detailed(IMAGES[:3])
+        answered = await c.extract_detailed(IMAGES[:3])
+    assert [type(r) for r in refused] == [RingserveError] * 3, refused
+    assert {r.code for r in refused} == {grpc.StatusCode.PERMISSION_DENIED}
+    assert "not this caller" in str(refused[0])
+    assert vectors(answered) == expected(IMAGES[:3])
+    assert fake.streams == 2
+
+
+async def test_a_server_without_frames_gets_every_call_one_item_per_message():
+    fake = RecordingServer(frames=False)
+    async with serving(fake) as target, client(target, digest_first_min_bytes=None) as c:
+        first = await c.extract_detailed(IMAGES[:4])
+        second = await asyncio.gather(*(c.extract_detailed([image]) for image in IMAGES[4:8]))
+    assert vectors(first) + [v for r in second for v in vectors(r)] == expected(IMAGES[:8])
+    # the shared frame stream refused once (UNIMPLEMENTED: not counted), then a stream per call, unframed
+    assert fake.streams == 5
+
+
+async def test_a_traced_call_keeps_a_stream_of_its_own():
+    fake = RecordingServer()
+    tracer = TracerProvider().get_tracer("test")
+    async with serving(fake) as target, client(target, digest_first_min_bytes=None) as c:
+        await c.extract_detailed(IMAGES[:2])
+        with tracer.start_as_current_span("caller"):
+            traced = await c.extract_detailed(IMAGES[2:4])
+        await c.extract_detailed(IMAGES[4:6])
+    assert vectors(traced) == expected(IMAGES[2:4])
+    assert fake.streams == 2  # the shared one, and the traced call's own (its trace in the metadata)
+
+
+class _Recorder(ItemEdge):
+    """An edge whose items record the deadline they were given."""
+
+    def __init__(self) -> None:
+        super().__init__("node t", "node", Admission("node t", 8, "wait"), None, False, lambda _name: None)
+        self.deadlines: list[float | None] = []
+
+    async def answer(self, request, method, deadline, span):
+        self.deadlines.append(deadline)
+        return method.reply(request_id=request.request_id)
+
+
+@pytest.mark.fast
+async def test_an_items_own_deadline_bounds_it_at_the_edge_with_the_calls():
+    edge = _Recorder()
+    now = time.monotonic()
+    await edge.item(pb.ImageRequest(request_id="a", timeout_ms=1500), EXTRACT)  # no call deadline: the item's
+    await edge.item(pb.ImageRequest(request_id="b", timeout_ms=1500), EXTRACT, deadline=now + 0.2)  # the call's
+    await edge.item(pb.ImageRequest(request_id="c", timeout_ms=1500), EXTRACT, deadline=now + 60)  # the item's
+    await edge.item(pb.ImageRequest(request_id="d"), EXTRACT, deadline=now + 60)  # none of its own: the call's
+    await edge.item(pb.ImageRequest(request_id="e"), EXTRACT)
+    a, b, c, d, e = edge.deadlines
+    assert now + 1.4 < a < now + 1.6 + 5 and c == pytest.approx(a, abs=1)
+    assert (b, d, e) == (now + 0.2, now + 60, None)
