@@ -107,8 +107,7 @@ class SharedStreams:
             async with asyncio.timeout(time_left):
                 await finished
         except TimeoutError:
-            raise grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                       "Deadline Exceeded") from None
+            raise _status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         finally:
             sender.cancel()
             for future in list(waiting):  # abandoned: never sent if still queued, a late reply dropped
@@ -123,11 +122,14 @@ class SharedStreams:
 def _as_status(end: StreamEnd) -> grpc.aio.AioRpcError:
     """The status a call's try ends with when its shared stream ended: as if the stream had been the call's own."""
     if end.unimplemented:
-        return grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                    end.reason)
+        return _status(grpc.StatusCode.UNIMPLEMENTED, end.reason)
     if end.status is not None:
         status = end.status
         return grpc.aio.AioRpcError(status.code(), status.initial_metadata(), status.trailing_metadata(),
                                     status.details(), status.debug_error_string())
-    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
-                                f"the stream ended before answering ({end.reason}); sent again")
+    return _status(grpc.StatusCode.UNAVAILABLE, f"the stream ended before answering ({end.reason}); sent again")
+
+
+def _status(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    """A status of the client's own making, as a call's stream would have ended with it (no metadata)."""
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
