@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from ringserve.client.aio import _is_single
-from ringserve.client.inputs import hint, to_bytes
+from ringserve.client.inputs import INLINE_DIGEST_BYTES, hint, identify, identify_inline, to_bytes
+from ringserve.contract import fingerprint
 from ringserve.local.imagegen import jpeg, picture
 
 
@@ -37,6 +38,25 @@ def test_inputs_become_bytes_and_pixels_travel_losslessly(tmp_path):
 def test_hint_is_none_for_bytes_that_do_not_decode():
     assert hint(b"nope") is None
     assert isinstance(hint(jpeg(5)), int)
+
+
+def test_identify_inline_answers_what_identify_would_where_no_decode_is_needed_and_defers_the_rest():
+    memo = fingerprint.Memo(16)
+    seen, unseen, broken = jpeg(6), jpeg(7), b"nope"
+    identify(seen, memo, True, False)  # remembered: its hint is now a digest away
+    big = seen + bytes(INLINE_DIGEST_BYTES)  # too long to digest on the loop
+    assert seen != unseen and identify(seen, memo, True, False) != identify(unseen, fingerprint.Memo(1), True, False)
+    out = identify_inline([seen, unseen, broken, big], memo, True, [False, False, False, False])
+    assert out == [identify(seen, memo, True, False), None, None, None]  # unseen and broken would decode
+    # digest-first: no decode is ever needed, a hint only from the memo
+    named = identify_inline([seen, unseen, broken], memo, True, [True, True, True])
+    assert named == [identify(d, memo, True, True) for d in (seen, unseen, broken)]
+    assert named[1] == (fingerprint.digest(unseen), None)
+    assert identify_inline([seen], memo, False, [False]) == [(None, None)]
+    # one call digests at most INLINE_DIGEST_BYTES on the loop; the rest go to threads
+    many = [bytes([i]) * (INLINE_DIGEST_BYTES // 4) for i in range(6)]
+    out = identify_inline(many, memo, False, [True] * 6)
+    assert out[:4] == [(fingerprint.digest(d), None) for d in many[:4]] and out[4:] == [None, None]
 
 
 def test_a_stream_whose_status_the_core_lost_may_be_re_sent_but_a_server_error_may_not():
