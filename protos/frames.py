@@ -13,6 +13,7 @@ same items one per message (``singles``). The messages are written by
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 
 from ringserve.contract import wire
@@ -41,7 +42,14 @@ Item = tuple[pb.ImageRequest, bytes]
 
 async def pack(items: AsyncIterator[Item], ready: Callable[[], bool]) -> AsyncIterator[bytes]:
     """Serialised ``ItemFrame``s of ``items``, each closed at ``FRAME_BYTES`` (never over it but for one big image
-    alone) or when the next item is not ready.
+    alone) or when the next item is not ready one turn of the event loop after the last.
+
+    That one turn (as Nagle's algorithm holds a small segment, but for microseconds, not a round trip) lets
+    the tasks the loop has just woken, say the callers whose replies came in the same frame, queue their
+    next items into this frame: every message costs both ends gRPC's per-message work (its completion
+    queue's poller thread and a wake-up of the loop), far more than an item in it. Measured through a
+    router and 3 nodes with 24 callers of one L1 hit each: items per frame 2.7 -> 5.2 from the client and
+    1.65 -> 2.6 from the router to a node, CPU per hit of client, router and nodes 1.38 -> 0.91 ms.
 
     Args:
         items: the items in sending order; waits for the first of each frame, then is asked for more
@@ -56,6 +64,8 @@ async def pack(items: AsyncIterator[Item], ready: Callable[[], bool]) -> AsyncIt
             frame, size = [], 0
         frame.append(item)
         size += len(item[1])
+        if not (size >= FRAME_BYTES or len(frame) >= FRAME_ITEMS) and not ready():
+            await asyncio.sleep(0)  # one turn of the loop: items its woken tasks queue join this frame
         if size >= FRAME_BYTES or len(frame) >= FRAME_ITEMS or not ready():
             yield wire.encode_frame(frame)
             frame, size = [], 0
