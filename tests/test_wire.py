@@ -133,6 +133,36 @@ def test_a_window_closes_the_frame_when_it_has_no_room() -> None:
     assert asyncio.run(run()) == (["r0", "r1", "r2"], True)
 
 
+def test_an_item_queued_in_the_next_turn_of_the_loop_joins_the_frame() -> None:
+    """A frame lingers one loop turn: an item put by a callback the loop runs in that turn (a caller woken by the
+    last reply) goes in the same frame; one put a turn later starts the next frame."""
+
+    async def run(turns: int) -> list[list[str]]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        async def items():
+            for _ in range(2):
+                yield await queue.get()
+
+        def put_after(n: int) -> None:  # r1 is put by the n-th callback in a chain, one per loop turn
+            if n > 1:
+                loop.call_soon(put_after, n - 1)
+            else:
+                queue.put_nowait((_request(1), b"y"))
+
+        queue.put_nowait((_request(0), b"x"))
+        packed = frames.pack(items(), ready=lambda: not queue.empty())
+        loop.call_soon(put_after, turns)
+        out = []
+        async for frame in packed:
+            out.append([item.request_id for item in pb.ItemFrame.FromString(frame).items])
+        return out
+
+    assert asyncio.run(run(1)) == [["r0", "r1"]]
+    assert asyncio.run(run(2)) == [["r0"], ["r1"]]
+
+
 def test_singles_send_one_item_per_message() -> None:
     async def run() -> list[pb.ImageRequest]:
         async def items():
