@@ -49,6 +49,8 @@ def counting(client: AsyncClient, sent: Counter) -> None:
         return lambda messages, **kwargs: call(counted(messages), **kwargs)
 
     client._calls = {key: wrap(call) for key, call in client._calls.items()}
+    if client._shared is not None:  # every call's items on one shared stream (client/shared.py): count those too
+        client._shared._calls = client._calls
 
 
 async def load(target: str, images: list[bytes], order: list[int], way: str) -> dict:
@@ -60,6 +62,9 @@ async def load(target: str, images: list[bytes], order: list[int], way: str) -> 
         elapsed = await streams(client, images, order, tiers)
         if WAYS[way] is not None and not client._digests.taken:
             raise SystemExit("the cluster refused digest-only items: its nodes are older than digest lookups")
+    if not sent["bytes"]:
+        raise SystemExit("no bytes counted on the client's item streams: bench/digest_first.py counting() no longer "
+                         "wraps the streams the client sends on")
     return {"items_per_s": len(order) / elapsed, "bytes_per_item": sent["bytes"] / len(order), **tiers}
 
 
