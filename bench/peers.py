@@ -111,6 +111,9 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
     workload); ``waited`` counts the repeats that had to wait for it.
     """
     latencies: list[float] = []
+    firsts: list[float] = []  # latencies of each image's first request (a miss on every side), then of repeats
+    repeats: list[float] = []
+    last_first = 0.0  # when the last first request was answered, from the start
     queue = list(reversed(range(len(order))))
     answered: dict[int, asyncio.Event] = {}
     first: set[int] = set()
@@ -121,7 +124,7 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
     waited = 0
 
     async def caller() -> None:
-        nonlocal waited
+        nonlocal waited, last_first
         while queue:
             position = queue.pop()
             image = order[position]
@@ -130,16 +133,25 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
                 await answered[image].wait()
             t = time.perf_counter()
             await send(images[image])
-            latencies.append(time.perf_counter() - t)
+            done = time.perf_counter()
+            latencies.append(done - t)
             if position in first:
+                firsts.append(done - t)
+                last_first = max(last_first, done - started)
                 answered[image].set()
+            else:
+                repeats.append(done - t)
 
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     values = np.array(latencies) * 1000
     out = {"images_per_s": round(len(order) / elapsed, 1), "p50_ms": round(float(np.percentile(values, 50)), 1),
-           "p99_ms": round(float(np.percentile(values, 99)), 1)}
+           "p99_ms": round(float(np.percentile(values, 99)), 1), "elapsed_s": round(elapsed, 3),
+           "first_p50_ms": round(float(np.percentile(np.array(firsts) * 1000, 50)), 1),
+           "last_first_s": round(last_first, 3)}
+    if repeats:
+        out["repeat_p50_ms"] = round(float(np.percentile(np.array(repeats) * 1000, 50)), 1)
     if gate:
         out["gate_waits"] = waited
     return out
@@ -394,6 +406,9 @@ def compare(work: Path, size: tuple[int, int] = (640, 480), requests: int = 400,
         for name, rs in runs[side].items():
             summary = {k: report.spread([r[k] for r in rs]) for k in ("images_per_s", "p50_ms", "p99_ms")}
             summary["model_runs"] = report.spread([r["model_runs"] for r in rs])
+            for key in ("elapsed_s", "first_p50_ms", "last_first_s", "repeat_p50_ms"):
+                if all(key in r for r in rs):
+                    summary[key] = report.spread([r[key] for r in rs])
             if "coalesced" in rs[0]:
                 summary["coalesced"] = report.spread([r["coalesced"] for r in rs])
             out["sides"][side][name] = summary
@@ -441,6 +456,18 @@ def markdown(r: dict) -> list[str]:
         lines += [f"| {k} | " + " | ".join(report.ratio(v[w], 3) for w in workloads) + " |"
                   for k, v in r["ratios"].items()]
         lines += ["", "(3 decimals, cut down: a ratio just under 1 never prints as 1.000)"]
+    timed = [w for w in workloads if w != ALL_DISTINCT and all("repeat_p50_ms" in s[w] for s in r["sides"].values())]
+    if timed:
+        lines += ["", "Where a run's time goes: each image's first request (a miss on every side) against its repeats, "
+                  "and when the last first request was answered against the run's length (a run bound by its "
+                  "misses ends with its last one):", "",
+                  "| workload | system | first requests, p50 ms | repeats, p50 ms | last first request answered, s "
+                  "| run, s |", "| --- | --- | --- | --- | --- | --- |"]
+        for w in timed:
+            for side, s in r["sides"].items():
+                lines.append(f"| {w} | {side} | {report.cell(s[w]['first_p50_ms'])} | "
+                             f"{report.cell(s[w]['repeat_p50_ms'])} | {report.cell(s[w]['last_first_s'])} | "
+                             f"{report.cell(s[w]['elapsed_s'])} |")
     for ours in (s for s in OURS if s in r["sides"]):
         lines += ["", f"{ours}: coalesced requests (served by a computation already in flight, the node's "
                   "`ringserve_singleflight_shared_total`), median per run: "
