@@ -53,24 +53,19 @@ def identify_inline(datas: list[bytes], memo: fingerprint.Memo, hints: bool,
     budget = INLINE_DIGEST_BYTES
     out: list[tuple[bytes | None, int | None] | None] = []
     for data, name in zip(datas, named, strict=True):
-        if not (hints or name):
-            out.append((None, None))
-            continue
-        if len(data) > budget:
+        cost = len(data) if hints or name else 0  # bytes to digest here
+        if cost > budget:
             out.append(None)
             continue
-        budget -= len(data)
-        key = fingerprint.digest(data)
-        found = memo.get(key) if hints else None
-        if hints and found is None and not name:
-            out.append(None)  # a decode
-            continue
-        out.append(((key if name else None), (found.phash if found is not None else None)))
+        budget -= cost
+        out.append(identify(data, memo, hints, name, decode=False))
     return out
 
 
-def identify(data: bytes, memo: fingerprint.Memo, hints: bool, named: bool) -> tuple[bytes | None, int | None]:
-    """The digest of ``data`` (if ``named``) and its routing hint (if ``hints``; None when it does not decode).
+def identify(data: bytes, memo: fingerprint.Memo, hints: bool, named: bool,
+             decode: bool = True) -> tuple[bytes | None, int | None] | None:
+    """The digest of ``data`` (if ``named``) and its routing hint (if ``hints``; None when it does not decode);
+    None instead, without ``decode``, where the hint would need a decode.
 
     One digest serves both: it is also the key of ``memo``, so bytes seen before cost no decode. An image that
     goes digest-first (``named``) gets a hint only from ``memo``: a hit must not pay the decode it exists to
@@ -84,6 +79,8 @@ def identify(data: bytes, memo: fingerprint.Memo, hints: bool, named: bool) -> t
     if hints:
         found = memo.get(key)
         if found is None and not named:
+            if not decode:
+                return None
             try:
                 found = fingerprint.of_bytes(data)
             except ImageError:
