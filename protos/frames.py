@@ -64,9 +64,10 @@ async def pack(items: AsyncIterator[Item], ready: Callable[[], bool]) -> AsyncIt
             frame, size = [], 0
         frame.append(item)
         size += len(item[1])
-        if not (size >= FRAME_BYTES or len(frame) >= FRAME_ITEMS) and not ready():
+        full = size >= FRAME_BYTES or len(frame) >= FRAME_ITEMS
+        if not full and not ready():
             await asyncio.sleep(0)  # one turn of the loop: items its woken tasks queue join this frame
-        if size >= FRAME_BYTES or len(frame) >= FRAME_ITEMS or not ready():
+        if full or not ready():
             yield wire.encode_frame(frame)
             frame, size = [], 0
     if frame:
