@@ -110,9 +110,8 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
     ``gate``: a repeat is sent only once its image's first request has been answered (the answered-repeats
     workload); ``waited`` counts the repeats that had to wait for it.
     """
-    latencies: list[float] = []
-    firsts: list[float] = []  # latencies of each image's first request (a miss on every side), then of repeats
-    repeats: list[float] = []
+    firsts: list[float] = []  # latencies of each image's first request (a miss on every side)
+    repeats: list[float] = []  # and of every other request
     last_first = 0.0  # when the last first request was answered, from the start
     queue = list(reversed(range(len(order))))
     answered: dict[int, asyncio.Event] = {}
@@ -134,7 +133,6 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
             t = time.perf_counter()
             await send(images[image])
             done = time.perf_counter()
-            latencies.append(done - t)
             if position in first:
                 firsts.append(done - t)
                 last_first = max(last_first, done - started)
@@ -145,7 +143,7 @@ async def measure(send: Send, images: list[bytes], order: list[int], concurrency
     started = time.perf_counter()
     await asyncio.gather(*(caller() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    values = np.array(latencies) * 1000
+    values = np.array(firsts + repeats) * 1000
     out = {"images_per_s": round(len(order) / elapsed, 1), "p50_ms": round(float(np.percentile(values, 50)), 1),
            "p99_ms": round(float(np.percentile(values, 99)), 1), "elapsed_s": round(elapsed, 3),
            "first_p50_ms": round(float(np.percentile(np.array(firsts) * 1000, 50)), 1),
