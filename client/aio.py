@@ -32,7 +32,7 @@ from ringserve.client.inputs import ImageInput, hint, identify, identify_inline,
 from ringserve.client.items import ItemCall
 from ringserve.client.lanes import Lanes
 from ringserve.client.outbox import Outbox
-from ringserve.client.placement import Membership
+from ringserve.client.placement import Membership, NodeRoute
 from ringserve.client.results import Classification, Feature
 from ringserve.client.search import CollectionInfo, Indexed, SearchCalls, SearchResult
 from ringserve.client.shared import SharedStreams
@@ -311,18 +311,22 @@ class AsyncClient:
         tracecontext.inject(carrier)  # the caller's trace, if it uses OpenTelemetry
         metadata = tuple(carrier.items()) or None
 
-        def stream(calls: dict[tuple[str, bool], Any], sent: AsyncIterator[frames.Item],
-                   ready: Callable[[], bool]) -> AsyncIterator[Any]:
-            return _replies(calls[method, framed], framed, sent, ready, time_left, metadata)
+        async def carry(route: NodeRoute | None, sent: AsyncIterator[frames.Item], ready: Callable[[], bool],
+                        on_reply: Callable[[Any], None]) -> None:
+            """``sent`` to the target (``route`` None) or to a node: on the client's shared stream to it where the
+            items are framed and no trace rides in the metadata, else on a stream of their own."""
+            if framed and metadata is None and self._shared is not None:
+                await (self._shared if route is None else route.shared).carry(method, sent, on_reply, time_left)
+                return
+            calls = self._calls if route is None else route.calls
+            async for reply in _replies(calls[method, framed], framed, sent, ready, time_left, metadata):
+                on_reply(reply)
 
         try:
             if self._placed_here(items, via_router):
-                await Lanes(outbox, self._membership, self._calls, stream, take, call.pending, via_router).run()
-            elif framed and metadata is None and self._shared is not None:  # no trace to carry in the metadata
-                await self._shared.carry(method, outbox, take, time_left)
+                await Lanes(outbox, self._membership, carry, take, call.pending, via_router).run()
             else:
-                async for reply in stream(self._calls, outbox.items(), outbox.ready):
-                    take(reply)
+                await carry(None, outbox.items(), outbox.ready, take)
         finally:
             outbox.close()
 

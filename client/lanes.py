@@ -7,7 +7,8 @@ left. A node's lane that breaks (the node killed, draining or unreachable: any e
 the caller going away), or that answers an item UNAVAILABLE or RESOURCE_EXHAUSTED, gives its unanswered items back: the node
 is passed over (``Membership.failed``, UNAVAILABLE and broken streams only) and each item goes again at once on the
 router's lane, where the router fails it over as it does for any caller's item. The router's lane stays open while
-any node's lane holds items, since each of them may come back.
+any node's lane holds items, since each of them may come back. How a lane's items travel (the client's shared stream
+to that node or to the router, or a stream of the try's own) is the client's to say (``Carry``).
 
 Every item is answered exactly once: a lane holds an item from the moment it is put there until its reply or its
 give-back, never both, and ``ItemCall`` keeps an item's first final answer only. What the router's own stream
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +36,11 @@ _NODE_GONE = grpc.StatusCode.UNAVAILABLE.value[0]
 # The end of a node's stream that is the call's own, not the node's failure: the whole try ends with it. (The
 # caller going away cancels the lanes' tasks; a CANCELLED status comes from the node's side or its channel's.)
 _CALLS_OWN = grpc.StatusCode.DEADLINE_EXCEEDED
-# One stream: (item streams of a channel, the items, whether the next is ready) -> the replies.
-OpenStream = Callable[[dict[tuple[str, bool], Any], AsyncIterator[frames.Item], Callable[[], bool]], AsyncIterator[Any]]
+# A lane's items to where they go, each reply to the callback, until the items end and each sent is answered:
+# (the node, None for the router; the items; whether the next is ready; take one reply). Raises the stream's
+# gRPC error when it ends first (the call's own deadline: DEADLINE_EXCEEDED).
+Carry = Callable[[NodeRoute | None, AsyncIterator[frames.Item], Callable[[], bool], Callable[[Any], None]],
+                 Awaitable[None]]
 
 
 @dataclass(eq=False)
@@ -80,21 +84,18 @@ class Lanes:
     Args:
         outbox: the try's items and window.
         membership: where items go (``place``), and each node's load and failures.
-        router_calls: the item streams of the client's channel to its target.
-        open_stream: runs one stream over a lane's items and yields its replies.
+        carry: sends a lane's items to its node (or the router) and hands each reply back.
         take: records one reply (the client's, as without client placement; it frees the item's window slot).
         pending: the call's items without a final answer, by request id.
         via_router: request ids of the call's items that a node failed: they go through the router from then on.
     """
 
-    def __init__(self, outbox: Outbox, membership: Membership, router_calls: dict[tuple[str, bool], Any],
-                 open_stream: OpenStream, take: Callable[[Any], None], pending: dict[str, pb.ImageRequest],
-                 via_router: set[str]) -> None:
+    def __init__(self, outbox: Outbox, membership: Membership, carry: Carry, take: Callable[[Any], None],
+                 pending: dict[str, pb.ImageRequest], via_router: set[str]) -> None:
         # inputs
         self._outbox = outbox
         self._membership = membership
-        self._router_calls = router_calls
-        self._open_stream = open_stream
+        self._carry = carry
         self._take = take
         self._pending = pending
         self._via_router = via_router
@@ -162,11 +163,9 @@ class Lanes:
 
     async def _run_lane(self, lane: Lane) -> None:
         """One lane's stream; a node's lane that ends with items unanswered gives them back."""
-        calls = self._router_calls if lane.route is None else lane.route.calls
         why = "its stream ended without answering them"
         try:
-            async for reply in self._open_stream(calls, lane.items(), lane.ready):
-                self._reply(lane, reply)
+            await self._carry(lane.route, lane.items(), lane.ready, lambda reply: self._reply(lane, reply))
         except grpc.aio.AioRpcError as exc:
             if lane.route is None or exc.code() == _CALLS_OWN:
                 self._stop(exc)

@@ -17,11 +17,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from ringserve.client.shared import SharedStreams
 from ringserve.contract import ring, wire
 from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import cluster_pb2_grpc as cpb_grpc
@@ -41,6 +42,11 @@ class NodeRoute:
     address: str
     channel: grpc.aio.Channel
     calls: dict[tuple[str, bool], Any]  # ``wire.item_calls`` of the channel
+    # every call's items for this node on one stream per method, as to the target (opened on first use)
+    shared: SharedStreams = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shared = SharedStreams(self.calls)
 
 
 class Membership:
@@ -198,6 +204,7 @@ class Membership:
         if self._reading is not None:
             self._reading.cancel()
         for route in self.routes.values():
+            await route.shared.close()
             await route.channel.close()
         self.routes.clear()
         for task in list(self._closing):

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from ringserve.client.outbox import Outbox
+from ringserve.contract import frames
 from ringserve.contract.multiplex import SharedStream, StreamEnd
 from ringserve.contract.v1 import inference_pb2 as pb
 
@@ -50,10 +50,12 @@ class SharedStreams:
             self._streams[method] = stream
         return stream
 
-    async def carry(self, method: str, outbox: Outbox, take: Callable[[Any], None], time_left: float | None) -> None:
-        """One try of a call: its items from ``outbox`` on the shared ``method`` stream, each reply to ``take``.
+    async def carry(self, method: str, items: AsyncIterator[frames.Item], take: Callable[[Any], None],
+                    time_left: float | None) -> None:
+        """One try of a call (or of its items for one node, with client placement): ``items`` on the shared
+        ``method`` stream, each reply to ``take``.
 
-        Returns once ``outbox`` has nothing more to send and every item sent has its reply.
+        Returns once ``items`` has ended and every item sent has its reply.
 
         Raises:
             grpc.aio.AioRpcError: the stream ended before every item sent was answered (its status, UNIMPLEMENTED
@@ -78,14 +80,18 @@ class SharedStreams:
                 return
             reply = future.result()
             reply.request_id = request_id
-            take(reply)
+            try:
+                take(reply)
+            except Exception as exc:  # a bug where the reply is taken: the try ends with it, raised to the caller
+                end(exc)
+                return
             if not sending and not waiting and not finished.done():
                 finished.set_result(None)
 
         async def send() -> None:
             nonlocal sending
             try:
-                async for request, image in outbox.items():
+                async for request, image in items:
                     if finished.done():
                         return
                     item = pb.ImageRequest()

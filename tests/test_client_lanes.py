@@ -19,7 +19,6 @@ from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import inference_pb2 as pb
 
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE.value[0]
-ROUTER = {("Extract", True): "the router's streams"}
 
 
 def members(*names: str) -> cpb.MembersReply:
@@ -48,8 +47,8 @@ async def run_call(count: int, node_does) -> tuple[ItemCall, Counter, Counter, M
     replies: Counter = Counter()
     answered_by: Counter = Counter()
 
-    async def stream(calls, items, ready):
-        name = "router" if calls is ROUTER else next(n for n, r in membership.routes.items() if r.calls is calls)
+    async def stream(route, items):
+        name = "router" if route is None else route.name
         seen = 0
         async for request, _image in items:
             what = "answer" if name == "router" else node_does(name, seen)
@@ -69,9 +68,13 @@ async def run_call(count: int, node_does) -> tuple[ItemCall, Counter, Counter, M
     def take(reply) -> None:
         call.take(reply, outbox.answered(reply.request_id))
 
+    async def carry(route, items, ready, on_reply) -> None:
+        async for reply in stream(route, items):
+            on_reply(reply)
+
     error = None
     try:
-        await Lanes(outbox, membership, ROUTER, stream, take, call.pending, set()).run()
+        await Lanes(outbox, membership, carry, take, call.pending, set()).run()
     except grpc.aio.AioRpcError as exc:
         error = exc
     finally:

@@ -9,6 +9,7 @@ import logging
 import os
 import random
 import signal
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -87,6 +88,32 @@ def test_hinted_items_go_straight_to_their_owners_with_the_routers_answers(clust
     assert [r.vector.tobytes() for r in answers] == [r.vector.tobytes() for r in reference]
     assert [r.vector.tobytes() for r in unhinted] == [r.vector.tobytes() for r in reference]
     assert len({r.vector.tobytes() for r in answers}) == len(images)  # features tell the images apart
+
+    # Calls made at once share one stream to each node (client/shared.py), as through the router: streams opened
+    # per node while 24 calls of one image each run, counted at the node's channel.
+    async def singles(shared: bool) -> tuple[list, Counter]:
+        opened: Counter = Counter()
+        async with AsyncClient(c.router.target, placement="client", shared_stream=shared) as client:
+            await client._membership.current()
+            for route in client._membership.routes.values():
+                rpc = route.calls["Extract", True]
+
+                def counting(*args, _rpc=rpc, _name=route.name, **kwargs):
+                    opened[_name] += 1
+                    return _rpc(*args, **kwargs)
+
+                route.calls["Extract", True] = counting
+            return [r for (r,) in await asyncio.gather(*(client.extract_detailed([i]) for i in images))], opened
+
+    for shared in (True, False):
+        alone, opened = asyncio.run(singles(shared))
+        assert [r.vector.tobytes() for r in alone] == [r.vector.tobytes() for r in reference]
+        assert [r.provenance.node for r in alone] == [r.provenance.node for r in reference]
+        assert sorted(opened) == sorted({r.provenance.node for r in reference}), opened
+        if shared:
+            assert set(opened.values()) == {1}, opened
+        else:  # a stream per call: the count above can tell them apart
+            assert sum(opened.values()) == len(images), opened
 
 
 def test_a_client_whose_target_is_a_node_sends_everything_there(nodes):

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from ringserve.client import DeadlineExceeded, RingserveError
+from ringserve.client.shared import SharedStreams
 from ringserve.contract import fingerprint
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.runtime.edge import EXTRACT, Admission, ItemEdge
@@ -113,6 +114,24 @@ async def test_a_traced_call_keeps_a_stream_of_its_own():
         await c.extract_detailed(IMAGES[4:6])
     assert vectors(traced) == expected(IMAGES[2:4])
     assert fake.streams == 2  # the shared one, and the traced call's own (its trace in the metadata)
+
+
+async def test_a_reply_that_cannot_be_taken_ends_the_try_with_that_error():
+    # ``take`` runs in a future's callback, where an exception would only be logged: the try must raise it instead.
+    fake = RecordingServer()
+
+    async def items():
+        yield pb.ImageRequest(request_id="mine"), IMAGES[0]
+
+    def take(reply):
+        raise RuntimeError(f"cannot take {reply.request_id}")
+
+    async with serving(fake) as target, client(target, digest_first_min_bytes=None) as c:
+        shared = SharedStreams(c._calls)
+        with pytest.raises(RuntimeError, match="cannot take mine"):
+            await shared.carry("Extract", items(), take, 10)
+        await shared.close()
+    assert fake.streams == 1
 
 
 class _Recorder(ItemEdge):
