@@ -285,6 +285,14 @@ class AsyncClient:
         if phash is not None:
             request.phash_hint = phash
 
+    def _learn_key(self, request: pb.ImageRequest | None, key: int) -> None:
+        """Remember the ring key a router placed an item of ours by, for its bytes: their next items carry it as their
+        hint, so a digest-first hit (which the client never decodes) is placed here too, and the router reads it
+        instead of its memo."""
+        if request is not None and request.HasField("digest") and not request.HasField("phash_hint"):
+            # a placement key, not a fingerprint of ours: the client's memo is read for hints alone
+            self._hints.remember(request.digest.blake3_128, fingerprint.Fingerprint(key, structure=0))
+
     def _placed_here(self, items: list[pb.ImageRequest], via_router: set[str]) -> bool:
         """Whether some of ``items`` go straight to their nodes (client placement, a view, a hint, no node failed
         them); if none does, the try is the one stream to the target, without the lanes' work per item."""
@@ -299,6 +307,8 @@ class AsyncClient:
         outbox = Outbox(items, call.outgoing, self.config.window)
 
         def take(reply: Any) -> None:
+            if reply.provenance.HasField("placement_key"):
+                self._learn_key(call.pending.get(reply.request_id), reply.provenance.placement_key)
             if call.take(reply, outbox.answered(reply.request_id)):  # asked for its image: it goes now, on this stream
                 request = call.pending[reply.request_id]
                 if call.hinted and not request.HasField("phash_hint"):

@@ -21,14 +21,8 @@ DIGEST_FIRST_MIN_BYTES = 64 * 1024
 # Who places an item on the ring: the router (every item goes through it), or the client itself, which sends an
 # item with a hint straight to its owner among the router's members (client/placement.py). "router" by default:
 # client placement needs every node's address reachable from the caller, the router's hedging of a frozen node is
-# lost on the direct path, and measured (issue 17 part 5, 3 nodes and a router on one shared 2-core machine, 92 %
-# repeats and L1 hits at 320x240, 640x480 and 1920x1080) it took the router's CPU per hinted item from 0.43-1.35 ms
-# to under 0.08 ms (all CPU per L1 hit at 320x240: 0.61-0.80 of the router path), but items/s moved within the
-# run-to-run spread (1.5-3x on that machine); and with digest-first (the default from 64 KB) a hit of an image this
-# client has not decoded carries no hint, so it goes through the router either way. With the client's shared
-# streams, to each node as to the router (client/shared.py), the two paths measured alike (24 callers of one L1 hit
-# each; of straight to one node: router 0.469 / 0.549 / 0.606, client placement 0.637 / 0.508 / 0.615 at 64x48 /
-# 640x480 / 1920x1080, ad hoc, issue 17's notes), so the router's hedging decides.
+# lost on the direct path. Its speed: bench/results/hotpath.md ("the Python client's L1 hits"), and issue 17's
+# notes.
 PLACEMENTS = ("router", "client")
 CACHE_MODES = {"exact": pb.CACHE_MODE_EXACT, "perceptual": pb.CACHE_MODE_PERCEPTUAL, "bypass": pb.CACHE_MODE_BYPASS}
 

@@ -157,16 +157,20 @@ class RouterServicer(ItemEdge):
                      span: trace.Span | None) -> Reply:
         """Place one admitted item and answer it: every caller's item, and the Search service's images."""
         caller_id = request.request_id  # the links write their own ids into the request
+        hinted = request.HasField("phash_hint")
         try:
-            reply = await self._forward(request, method, deadline, span)
+            key = await self.key_of(request)
+            reply = await self._forward(request, key, method, deadline, span)
             reply.request_id = caller_id  # a node's reply carries its link's id: the caller's, here only
+            if not hinted and reply.provenance.source != pb.SOURCE_UNSPECIFIED:
+                # so a caller that places items itself sends its next items of these bytes straight to their node
+                reply.provenance.placement_key = key
             return reply
         finally:
             request.request_id = caller_id
 
-    async def _forward(self, request: pb.ImageRequest, method: Method, deadline: float | None,
+    async def _forward(self, request: pb.ImageRequest, key: int, method: Method, deadline: float | None,
                        span: trace.Span | None) -> Reply:
-        key = await self.key_of(request)
         kind = kind_of(method.rpc, bool(request.image), key in self.recent)
         item = _Item(key, kind, method, request, self._detach(request, key, span), deadline)
         attempts = Attempts(self.retry, deadline, reason=f"{self.who}: no serving node on the ring; check the "

@@ -116,6 +116,31 @@ def test_hinted_items_go_straight_to_their_owners_with_the_routers_answers(clust
             assert sum(opened.values()) == len(images), opened
 
 
+def test_digest_first_hits_learn_their_key_from_the_router_and_then_go_straight_to_their_node(cluster):
+    # A digest-first hit is never decoded here, so it has no hint and goes through the router; the router's answer
+    # names the key it placed it by (Provenance.placement_key), and the client's next items of those bytes carry it.
+    c = cluster(router_args=("--min-load", "1000", "--no-hedge-enabled"))
+    images = [jpeg(45_000 + i) for i in range(12)]
+    with Client(c.router.target) as routed:
+        reference = routed.extract_detailed(images)  # computed and cached
+    before = placed(c)
+
+    async def run() -> tuple[list, int, list]:
+        async with AsyncClient(c.router.target, placement="client", digest_first_min_bytes=1) as client:
+            first = await client.extract_detailed(images)
+            through_router = placed(c)
+            return first, through_router, await client.extract_detailed(images)
+
+    first, through_router, second = asyncio.run(run())
+    assert all(isinstance(r, Feature) for r in first + second), first + second
+    assert through_router == before + len(images)  # no hints yet: the router placed every item
+    assert placed(c) == through_router  # then the client placed every one itself
+    assert [r.provenance.node for r in second] == [r.provenance.node for r in first]  # where the router put them
+    assert [r.provenance.source for r in second] == ["l1"] * len(images)
+    assert [r.vector.tobytes() for r in second] == [r.vector.tobytes() for r in reference]
+    assert len({r.vector.tobytes() for r in second}) == len(images)
+
+
 def test_a_client_whose_target_is_a_node_sends_everything_there(nodes):
     node = nodes("solo")
     images = [jpeg(42_000 + i) for i in range(6)]

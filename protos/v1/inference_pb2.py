@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cringserve/v1/inference.proto\x12\x0cringserve.v1\"`\n\x0b\x43\x61\x63hePolicy\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.ringserve.v1.CacheMode\x12\x19\n\x0cmax_distance\x18\x02 \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_max_distance\"\xe1\x02\n\x0cImageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12\x17\n\nphash_hint\x18\x04 \x01(\x06H\x00\x88\x01\x01\x12/\n\x0c\x63\x61\x63he_policy\x18\x05 \x01(\x0b\x32\x19.ringserve.v1.CachePolicy\x12\r\n\x05top_k\x18\x06 \x01(\r\x12\x43\n\rtrace_context\x18\x07 \x03(\x0b\x32,.ringserve.v1.ImageRequest.TraceContextEntry\x12\x12\n\ntimeout_ms\x18\x08 \x01(\r\x12)\n\x06\x64igest\x18\t \x01(\x0b\x32\x19.ringserve.v1.ImageDigest\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_phash_hint\"5\n\x0bImageDigest\x12\x12\n\nblake3_128\x18\x01 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xcf\x01\n\nProvenance\x12$\n\x06source\x18\x01 \x01(\x0e\x32\x14.ringserve.v1.Source\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\nperceptual\x18\x05 \x01(\x08\x12\x10\n\x08\x64istance\x18\x06 \x01(\r\x12\x17\n\x0flow_information\x18\x07 \x01(\x08\x12\x10\n\x08verified\x18\x08 \x01(\x08\x12\x16\n\x0everifier_score\x18\t \x01(\x02\"4\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\r\"\xb9\x01\n\x0c\x45xtractReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.ringserve.v1.ItemStatus\x12%\n\x07\x66\x65\x61ture\x18\x03 \x01(\x0b\x32\x14.ringserve.v1.Tensor\x12,\n\nprovenance\x18\x04 \x01(\x0b\x32\x18.ringserve.v1.Provenance\x12\x16\n\x0eimage_required\x18\x05 \x01(\x08\"8\n\nClassScore\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\xbe\x01\n\rClassifyReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.ringserve.v1.ItemStatus\x12)\n\x07\x63lasses\x18\x03 \x03(\x0b\x32\x18.ringserve.v1.ClassScore\x12,\n\nprovenance\x18\x04 \x01(\x0b\x32\x18.ringserve.v1.Provenance\x12\x16\n\x0eimage_required\x18\x05 \x01(\x08\"\x13\n\x11ListModelsRequest\"\x8f\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x03 \x01(\r\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x13\n\x0bnum_classes\x18\x05 \x01(\r\x12\x12\n\ninput_size\x18\x06 \x01(\r\x12\x16\n\x0erandom_weights\x18\x07 \x01(\x08\"_\n\x0fListModelsReply\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.ringserve.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\"6\n\tItemFrame\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.ringserve.v1.ImageRequest\"9\n\x0c\x45xtractFrame\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.ringserve.v1.ExtractReply\";\n\rClassifyFrame\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.ringserve.v1.ClassifyReply*o\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41\x43HE_MODE_EXACT\x10\x01\x12\x19\n\x15\x43\x41\x43HE_MODE_PERCEPTUAL\x10\x02\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x03*S\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\r\n\tSOURCE_L1\x10\x01\x12\r\n\tSOURCE_L2\x10\x02\x12\x13\n\x0fSOURCE_COMPUTED\x10\x03\x32\xff\x02\n\tInference\x12\x45\n\x07\x45xtract\x12\x1a.ringserve.v1.ImageRequest\x1a\x1a.ringserve.v1.ExtractReply(\x01\x30\x01\x12G\n\x08\x43lassify\x12\x1a.ringserve.v1.ImageRequest\x1a\x1b.ringserve.v1.ClassifyReply(\x01\x30\x01\x12H\n\rExtractFrames\x12\x17.ringserve.v1.ItemFrame\x1a\x1a.ringserve.v1.ExtractFrame(\x01\x30\x01\x12J\n\x0e\x43lassifyFrames\x12\x17.ringserve.v1.ItemFrame\x1a\x1b.ringserve.v1.ClassifyFrame(\x01\x30\x01\x12L\n\nListModels\x12\x1f.ringserve.v1.ListModelsRequest\x1a\x1d.ringserve.v1.ListModelsReplyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cringserve/v1/inference.proto\x12\x0cringserve.v1\"`\n\x0b\x43\x61\x63hePolicy\x12%\n\x04mode\x18\x01 \x01(\x0e\x32\x17.ringserve.v1.CacheMode\x12\x19\n\x0cmax_distance\x18\x02 \x01(\rH\x00\x88\x01\x01\x42\x0f\n\r_max_distance\"\xe1\x02\n\x0cImageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12\r\n\x05model\x18\x03 \x01(\t\x12\x17\n\nphash_hint\x18\x04 \x01(\x06H\x00\x88\x01\x01\x12/\n\x0c\x63\x61\x63he_policy\x18\x05 \x01(\x0b\x32\x19.ringserve.v1.CachePolicy\x12\r\n\x05top_k\x18\x06 \x01(\r\x12\x43\n\rtrace_context\x18\x07 \x03(\x0b\x32,.ringserve.v1.ImageRequest.TraceContextEntry\x12\x12\n\ntimeout_ms\x18\x08 \x01(\r\x12)\n\x06\x64igest\x18\t \x01(\x0b\x32\x19.ringserve.v1.ImageDigest\x1a\x33\n\x11TraceContextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_phash_hint\"5\n\x0bImageDigest\x12\x12\n\nblake3_128\x18\x01 \x01(\x0c\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\"+\n\nItemStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xfd\x01\n\nProvenance\x12$\n\x06source\x18\x01 \x01(\x0e\x32\x14.ringserve.v1.Source\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x12\n\nperceptual\x18\x05 \x01(\x08\x12\x10\n\x08\x64istance\x18\x06 \x01(\r\x12\x17\n\x0flow_information\x18\x07 \x01(\x08\x12\x10\n\x08verified\x18\x08 \x01(\x08\x12\x16\n\x0everifier_score\x18\t \x01(\x02\x12\x1a\n\rplacement_key\x18\n \x01(\x06H\x00\x88\x01\x01\x42\x10\n\x0e_placement_key\"4\n\x06Tensor\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05\x64type\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\r\"\xb9\x01\n\x0c\x45xtractReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.ringserve.v1.ItemStatus\x12%\n\x07\x66\x65\x61ture\x18\x03 \x01(\x0b\x32\x14.ringserve.v1.Tensor\x12,\n\nprovenance\x18\x04 \x01(\x0b\x32\x18.ringserve.v1.Provenance\x12\x16\n\x0eimage_required\x18\x05 \x01(\x08\"8\n\nClassScore\x12\r\n\x05index\x18\x01 \x01(\r\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05score\x18\x03 \x01(\x02\"\xbe\x01\n\rClassifyReply\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.ringserve.v1.ItemStatus\x12)\n\x07\x63lasses\x18\x03 \x03(\x0b\x32\x18.ringserve.v1.ClassScore\x12,\n\nprovenance\x18\x04 \x01(\x0b\x32\x18.ringserve.v1.Provenance\x12\x16\n\x0eimage_required\x18\x05 \x01(\x08\"\x13\n\x11ListModelsRequest\"\x8f\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0b\x66\x65\x61ture_dim\x18\x03 \x01(\r\x12\r\n\x05\x64type\x18\x04 \x01(\t\x12\x13\n\x0bnum_classes\x18\x05 \x01(\r\x12\x12\n\ninput_size\x18\x06 \x01(\r\x12\x16\n\x0erandom_weights\x18\x07 \x01(\x08\"_\n\x0fListModelsReply\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.ringserve.v1.ModelInfo\x12\x15\n\rdefault_model\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\"6\n\tItemFrame\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.ringserve.v1.ImageRequest\"9\n\x0c\x45xtractFrame\x12)\n\x05items\x18\x01 \x03(\x0b\x32\x1a.ringserve.v1.ExtractReply\";\n\rClassifyFrame\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.ringserve.v1.ClassifyReply*o\n\tCacheMode\x12\x1a\n\x16\x43\x41\x43HE_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x43\x41\x43HE_MODE_EXACT\x10\x01\x12\x19\n\x15\x43\x41\x43HE_MODE_PERCEPTUAL\x10\x02\x12\x15\n\x11\x43\x41\x43HE_MODE_BYPASS\x10\x03*S\n\x06Source\x12\x16\n\x12SOURCE_UNSPECIFIED\x10\x00\x12\r\n\tSOURCE_L1\x10\x01\x12\r\n\tSOURCE_L2\x10\x02\x12\x13\n\x0fSOURCE_COMPUTED\x10\x03\x32\xff\x02\n\tInference\x12\x45\n\x07\x45xtract\x12\x1a.ringserve.v1.ImageRequest\x1a\x1a.ringserve.v1.ExtractReply(\x01\x30\x01\x12G\n\x08\x43lassify\x12\x1a.ringserve.v1.ImageRequest\x1a\x1b.ringserve.v1.ClassifyReply(\x01\x30\x01\x12H\n\rExtractFrames\x12\x17.ringserve.v1.ItemFrame\x1a\x1a.ringserve.v1.ExtractFrame(\x01\x30\x01\x12J\n\x0e\x43lassifyFrames\x12\x17.ringserve.v1.ItemFrame\x1a\x1b.ringserve.v1.ClassifyFrame(\x01\x30\x01\x12L\n\nListModels\x12\x1f.ringserve.v1.ListModelsRequest\x1a\x1d.ringserve.v1.ListModelsReplyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_IMAGEREQUEST_TRACECONTEXTENTRY']._loaded_options = None
   _globals['_IMAGEREQUEST_TRACECONTEXTENTRY']._serialized_options = b'8\001'
-  _globals['_CACHEMODE']._serialized_start=1743
-  _globals['_CACHEMODE']._serialized_end=1854
-  _globals['_SOURCE']._serialized_start=1856
-  _globals['_SOURCE']._serialized_end=1939
+  _globals['_CACHEMODE']._serialized_start=1789
+  _globals['_CACHEMODE']._serialized_end=1900
+  _globals['_SOURCE']._serialized_start=1902
+  _globals['_SOURCE']._serialized_end=1985
   _globals['_CACHEPOLICY']._serialized_start=46
   _globals['_CACHEPOLICY']._serialized_end=142
   _globals['_IMAGEREQUEST']._serialized_start=145
@@ -48,27 +48,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEMSTATUS']._serialized_start=555
   _globals['_ITEMSTATUS']._serialized_end=598
   _globals['_PROVENANCE']._serialized_start=601
-  _globals['_PROVENANCE']._serialized_end=808
-  _globals['_TENSOR']._serialized_start=810
-  _globals['_TENSOR']._serialized_end=862
-  _globals['_EXTRACTREPLY']._serialized_start=865
-  _globals['_EXTRACTREPLY']._serialized_end=1050
-  _globals['_CLASSSCORE']._serialized_start=1052
-  _globals['_CLASSSCORE']._serialized_end=1108
-  _globals['_CLASSIFYREPLY']._serialized_start=1111
-  _globals['_CLASSIFYREPLY']._serialized_end=1301
-  _globals['_LISTMODELSREQUEST']._serialized_start=1303
-  _globals['_LISTMODELSREQUEST']._serialized_end=1322
-  _globals['_MODELINFO']._serialized_start=1325
-  _globals['_MODELINFO']._serialized_end=1468
-  _globals['_LISTMODELSREPLY']._serialized_start=1470
-  _globals['_LISTMODELSREPLY']._serialized_end=1565
-  _globals['_ITEMFRAME']._serialized_start=1567
-  _globals['_ITEMFRAME']._serialized_end=1621
-  _globals['_EXTRACTFRAME']._serialized_start=1623
-  _globals['_EXTRACTFRAME']._serialized_end=1680
-  _globals['_CLASSIFYFRAME']._serialized_start=1682
-  _globals['_CLASSIFYFRAME']._serialized_end=1741
-  _globals['_INFERENCE']._serialized_start=1942
-  _globals['_INFERENCE']._serialized_end=2325
+  _globals['_PROVENANCE']._serialized_end=854
+  _globals['_TENSOR']._serialized_start=856
+  _globals['_TENSOR']._serialized_end=908
+  _globals['_EXTRACTREPLY']._serialized_start=911
+  _globals['_EXTRACTREPLY']._serialized_end=1096
+  _globals['_CLASSSCORE']._serialized_start=1098
+  _globals['_CLASSSCORE']._serialized_end=1154
+  _globals['_CLASSIFYREPLY']._serialized_start=1157
+  _globals['_CLASSIFYREPLY']._serialized_end=1347
+  _globals['_LISTMODELSREQUEST']._serialized_start=1349
+  _globals['_LISTMODELSREQUEST']._serialized_end=1368
+  _globals['_MODELINFO']._serialized_start=1371
+  _globals['_MODELINFO']._serialized_end=1514
+  _globals['_LISTMODELSREPLY']._serialized_start=1516
+  _globals['_LISTMODELSREPLY']._serialized_end=1611
+  _globals['_ITEMFRAME']._serialized_start=1613
+  _globals['_ITEMFRAME']._serialized_end=1667
+  _globals['_EXTRACTFRAME']._serialized_start=1669
+  _globals['_EXTRACTFRAME']._serialized_end=1726
+  _globals['_CLASSIFYFRAME']._serialized_start=1728
+  _globals['_CLASSIFYFRAME']._serialized_end=1787
+  _globals['_INFERENCE']._serialized_start=1988
+  _globals['_INFERENCE']._serialized_end=2371
 # @@protoc_insertion_point(module_scope)

@@ -83,7 +83,7 @@ class ItemStatus(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Provenance(_message.Message):
-    __slots__ = ("source", "node", "model", "model_version", "perceptual", "distance", "low_information", "verified", "verifier_score")
+    __slots__ = ("source", "node", "model", "model_version", "perceptual", "distance", "low_information", "verified", "verifier_score", "placement_key")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,7 @@ class Provenance(_message.Message):
     LOW_INFORMATION_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_KEY_FIELD_NUMBER: _ClassVar[int]
     source: Source
     node: str
     model: str
@@ -102,7 +103,8 @@ class Provenance(_message.Message):
     low_information: bool
     verified: bool
     verifier_score: float
-    def __init__(self, source: _Optional[_Union[Source, str]] = ..., node: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., perceptual: _Optional[bool] = ..., distance: _Optional[int] = ..., low_information: _Optional[bool] = ..., verified: _Optional[bool] = ..., verifier_score: _Optional[float] = ...) -> None: ...
+    placement_key: int
+    def __init__(self, source: _Optional[_Union[Source, str]] = ..., node: _Optional[str] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., perceptual: _Optional[bool] = ..., distance: _Optional[int] = ..., low_information: _Optional[bool] = ..., verified: _Optional[bool] = ..., verifier_score: _Optional[float] = ..., placement_key: _Optional[int] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("data", "dtype", "shape")
