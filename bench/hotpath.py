@@ -282,10 +282,11 @@ def markdown(r: dict) -> str:
         for name, t in s["tiers"].items():
             lines.append(f"| {s['size']} | {name} | {t['l1']} | {t['l2']} | {t['computed']} |")
     lines += ["", "## The Python client's L1 hits: through the cluster against straight to one node (hits/s)", "",
-              f"{STREAMS} calls of {IN_FLIGHT} in flight over 64 cached images, 1,280 hits a run, the client's "
-              "defaults: images of 64 KB and more go digest-first, and a digest-first hit carries a hint only for "
-              "bytes this client decoded before (never here: each run is a fresh client), so client placement "
-              "places only the smaller images itself and sends the others through the router.", "",
+              f"{STREAMS} calls of {IN_FLIGHT} in flight over 64 cached images, 1,280 hits a run (20 passes), the "
+              "client's defaults: images of 64 KB and more go digest-first. Each run is a fresh client. With client "
+              "placement, a digest-first hit has no hint until the router's answer names its key "
+              "(`Provenance.placement_key`): the first pass over the images of 64 KB and more goes through the "
+              "router, the other 19 straight to the nodes; smaller images carry their hint from the start.", "",
               "| size | through the router | client placement | straight to one node |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['size']} | " + " | ".join(report.cell(s["client_l1_hits_per_s"][w]) for w in
                                                ("through the router", "client placement", "straight to one node"))
