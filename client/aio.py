@@ -293,11 +293,25 @@ class AsyncClient:
             # a placement key, not a fingerprint of ours: the client's memo is read for hints alone
             self._hints.remember(request.digest.blake3_128, fingerprint.Fingerprint(key, structure=0))
 
-    def _placed_here(self, items: list[pb.ImageRequest], via_router: set[str]) -> bool:
-        """Whether some of ``items`` go straight to their nodes (client placement, a view, a hint, no node failed
-        them); if none does, the try is the one stream to the target, without the lanes' work per item."""
+    def _key_of(self, request: pb.ImageRequest, hinted: bool) -> int | None:
+        """An item's placement key as it leaves (client placement): its hint, else (a call with hints) the key a
+        router named for its bytes since the call began, which it then carries as its hint."""
+        if request.HasField("phash_hint"):
+            return request.phash_hint
+        if hinted and request.HasField("digest"):
+            found = self._hints.get(request.digest.blake3_128)
+            if found is not None:
+                request.phash_hint = found.phash
+                return found.phash
+        return None
+
+    def _placed_here(self, items: list[pb.ImageRequest], via_router: set[str], hinted: bool) -> bool:
+        """Whether some of ``items`` may go straight to their nodes (client placement, a view, a hint or a digest
+        whose key may be learned meanwhile, no node failed them); if none may, the try is the one stream to the
+        target, without the lanes' work per item."""
         return (self._membership is not None and len(self._membership.ring) > 0
-                and any(r.HasField("phash_hint") and r.request_id not in via_router for r in items))
+                and any((r.HasField("phash_hint") or (hinted and r.HasField("digest"))) and r.request_id not in via_router
+                        for r in items))
 
     async def _stream_once(self, method: str, items: list[pb.ImageRequest], call: ItemCall, time_left: float | None,
                            framed: bool, via_router: set[str]) -> None:
@@ -333,8 +347,9 @@ class AsyncClient:
                 on_reply(reply)
 
         try:
-            if self._placed_here(items, via_router):
-                await Lanes(outbox, self._membership, carry, take, call.pending, via_router).run()
+            if self._placed_here(items, via_router, call.hinted):
+                await Lanes(outbox, self._membership, carry, take, call.pending, via_router,
+                            lambda request: self._key_of(request, call.hinted)).run()
             else:
                 await carry(None, outbox.items(), outbox.ready, take)
         finally:

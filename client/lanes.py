@@ -85,17 +85,21 @@ class Lanes:
         outbox: the try's items and window.
         membership: where items go (``place``), and each node's load and failures.
         carry: sends a lane's items to its node (or the router) and hands each reply back.
+        key_of: an item's placement key as it leaves: its hint, else one the client learned for its bytes since the
+            call began (a router's answer to an earlier item of them), else None (the router places it).
         take: records one reply (the client's, as without client placement; it frees the item's window slot).
         pending: the call's items without a final answer, by request id.
         via_router: request ids of the call's items that a node failed: they go through the router from then on.
     """
 
     def __init__(self, outbox: Outbox, membership: Membership, carry: Carry, take: Callable[[Any], None],
-                 pending: dict[str, pb.ImageRequest], via_router: set[str]) -> None:
+                 pending: dict[str, pb.ImageRequest], via_router: set[str],
+                 key_of: Callable[[pb.ImageRequest], int | None]) -> None:
         # inputs
         self._outbox = outbox
         self._membership = membership
         self._carry = carry
+        self._key_of = key_of
         self._take = take
         self._pending = pending
         self._via_router = via_router
@@ -147,10 +151,10 @@ class Lanes:
                 lane.end()
 
     def _lane_for(self, request: pb.ImageRequest) -> Lane:
-        """The lane of the node that owns the item's hint, else the router's."""
+        """The lane of the node that owns the item's key, else the router's."""
         route = None
-        if request.HasField("phash_hint") and request.request_id not in self._via_router:
-            route = self._membership.place(request.phash_hint)
+        if request.request_id not in self._via_router and (key := self._key_of(request)) is not None:
+            route = self._membership.place(key)
         name = route.name if route is not None else None
         lane = self._lanes.get(name)
         if lane is not None and lane.closed:  # its stream is over (its node failed): the router takes it

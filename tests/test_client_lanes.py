@@ -74,7 +74,8 @@ async def run_call(count: int, node_does) -> tuple[ItemCall, Counter, Counter, M
 
     error = None
     try:
-        await Lanes(outbox, membership, carry, take, call.pending, set()).run()
+        await Lanes(outbox, membership, carry, take, call.pending, set(),
+                    lambda r: r.phash_hint if r.HasField("phash_hint") else None).run()
     except grpc.aio.AioRpcError as exc:
         error = exc
     finally:

@@ -140,6 +140,17 @@ def test_digest_first_hits_learn_their_key_from_the_router_and_then_go_straight_
     assert [r.vector.tobytes() for r in second] == [r.vector.tobytes() for r in reference]
     assert len({r.vector.tobytes() for r in second}) == len(images)
 
+    # Within one call too: a key learned from an item's answer places the later items of its bytes as they leave
+    # (one in flight at a time, so each image's second item leaves after its first was answered).
+    async def one_call() -> list:
+        async with AsyncClient(c.router.target, placement="client", digest_first_min_bytes=1, window=1) as client:
+            return await client.extract_detailed(images * 2)
+
+    before = placed(c)
+    twice = asyncio.run(one_call())
+    assert placed(c) == before + len(images)  # the first of each through the router, the second straight
+    assert [r.vector.tobytes() for r in twice] == [r.vector.tobytes() for r in reference * 2]
+
 
 def test_a_client_whose_target_is_a_node_sends_everything_there(nodes):
     node = nodes("solo")
