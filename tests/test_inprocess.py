@@ -606,7 +606,7 @@ async def test_an_item_that_asks_for_perceptual_reuse_keeps_its_fingerprint_when
     slot, cache = node.slots[model.name], node.cache
     ns, digest = slot.ns, exact_digest(image)
     assert len(cache.l1) == 1 and set(shared.values) == {ns.exact(digest)}
-    prepared = await cache._prepare(slot, digest, image)
+    prepared = await cache._prepare(slot, digest, image, perceptual=True)
     served = await cache._load(slot, digest, prepared, perceptual=True)
     assert served.source == pb.SOURCE_L1 and model.images == 1
     pointer = Pointer.decode(shared.values[ns.perceptual(prepared.phash)])
@@ -615,6 +615,25 @@ async def test_an_item_that_asks_for_perceptual_reuse_keeps_its_fingerprint_when
     bytes_used = cache.l1.bytes_used
     await cache._load(slot, digest, prepared, perceptual=True)  # again: held with its twin, nothing churns
     assert (len(cache.l1), cache.l1.bytes_used) == (2, bytes_used)
+
+
+@pytest.mark.parametrize("perceptual_index", [False, True])
+async def test_an_exact_only_miss_computes_no_fingerprint_unless_the_node_keeps_every_images(monkeypatch,
+                                                                                            perceptual_index):
+    # A fingerprint and a verifier cost about an eighth of a miss at 640x480; an exact-only miss writes neither.
+    fingerprinted = []
+    real = fingerprint.of_image
+    monkeypatch.setattr(fingerprint, "of_image", lambda image: fingerprinted.append(image.size) or real(image))
+    shared, model = MemoryL2(), FakeModel()
+    node = node_servicer(model, "a", l2=shared, policy=PolicyConfig(perceptual_index=perceptual_index))
+    start_batchers(node)
+    exact = await one(node, jpeg(432))
+    assert exact.provenance.source == pb.SOURCE_COMPUTED and len(fingerprinted) == int(perceptual_index)
+    ns = Namespace(model.name, model.version)
+    assert bool(shared.fingerprints.get(ns)) == perceptual_index  # an index entry only where the node keeps them
+    near = await one(node, jpeg(433), cache_policy=pb.CachePolicy(mode=pb.CACHE_MODE_PERCEPTUAL))
+    assert near.provenance.source == pb.SOURCE_COMPUTED and len(fingerprinted) == int(perceptual_index) + 1
+    assert model.images == 2
 
 
 async def test_an_item_that_asks_for_perceptual_reuse_writes_its_fingerprint_though_another_items_flight_computed_it():

@@ -411,7 +411,13 @@ def test_transparent_and_featureless_images_through_a_real_node(nodes, redis_db)
     shapes = [encode(alpha_shape(s, (255, 255, 255), (224, 224)), "PNG") for s in ("disc", "bar", "ring")]
     blank = encode(featureless("flat-255-255-255", (224, 224)), "PNG")
     with Client(node.target) as c:
-        found = c.extract_detailed([*shapes, blank])
+        # An exact-only miss of a low-information picture: no fingerprint computed (none would be written), so the
+        # node says nothing of it.
+        gradient = encode(featureless("hgradient", (224, 224)), "PNG")
+        assert fingerprint.of_bytes(gradient).low_information
+        exact = c.extract_detailed([gradient])[0]
+        assert exact.provenance.source == "computed" and not exact.provenance.low_information
+        found = c.extract_detailed([*shapes, blank], cache_mode="perceptual")
         vectors = [f.vector.astype(np.float32) for f in found]
         for i in range(4):
             for j in range(i + 1, 4):
