@@ -13,9 +13,10 @@ and preprocessing, one replica, the same max batch (16) and batch delay (5 ms), 
   while the model runs, and runs one computation per image however many requests for it are in flight
   (single-flight coalescing), with Redis as its second cache tier.
 - ringserve, one node: one replica as the peers are one, a node of its own and nothing else (no router, no
-  Redis: L1 is its one cache, as the peers have one), the Python client straight to it. The router places
-  images on a ring; with one node there is nothing to place, and the router's hop is a cost the peers'
-  single replicas do not pay.
+  Redis: L1 is its one cache, as the peers have one), the Python client straight to it, without routing
+  hints (``hints=False``: a hint is for a router, and a client pointed at a node has none to use it). The
+  router places images on a ring; with one node there is nothing to place, and the router's hop is a cost
+  the peers' single replicas do not pay.
 - Ray Serve: a deployment behind Ray's HTTP proxy with ``@serve.batch`` and an LRU keyed by the image's
   BLAKE3 digest in the deployment (what a Ray user adds). A miss is decoded in a thread pool in the request
   handler, so decoding overlaps the model as in ringserve, and the batch method runs the model in a worker
@@ -184,9 +185,10 @@ def ringserve(work: Path, decode_threads: int, router: bool = True) -> Iterator[
 
 
 @contextlib.asynccontextmanager
-async def ringserve_sender(target: str, sources: Counter) -> AsyncIterator[Send]:
-    """Each reply's provenance source (l1, l2, computed) is counted into ``sources``."""
-    async with AsyncClient(target) as client:
+async def ringserve_sender(target: str, sources: Counter, hints: bool = True) -> AsyncIterator[Send]:
+    """Each reply's provenance source (l1, l2, computed) is counted into ``sources``; ``hints``: the client's
+    routing hints (off for a node as target, which has no router to use them)."""
+    async with AsyncClient(target, hints=hints) as client:
         async def send(image: bytes) -> None:
             (reply,) = await client.extract_detailed([image])
             if isinstance(reply, Exception):
@@ -379,7 +381,8 @@ def compare(work: Path, size: tuple[int, int] = (640, 480), requests: int = 400,
             if name in OURS:
                 target, counts = stack.enter_context(ringserve(work / name.replace(", ", "-").replace(" ", "-"),
                                                                decode_threads, router=name == RINGSERVE))
-                up.append(Side(name, lambda t=target, n=name: ringserve_sender(t, sources[n]), counts))
+                up.append(Side(name, lambda t=target, n=name: ringserve_sender(t, sources[n], hints=n == RINGSERVE),
+                               counts))
             elif name == RAY:
                 port = stack.enter_context(ray_serve(threads, decode_threads))
                 up.append(Side(name, lambda p=port: ray_sender(p, concurrency), lambda p=port: ray_counts(p)))
@@ -492,7 +495,11 @@ def markdown(r: dict) -> list[str]:
               "processes (Ray's GCS, raylet and HTTP proxy are the busiest of them); on a small machine that costs "
               "every side, not ringserve alone;",
               "- its client and router are its own; the peers are called with their own clients (httpx for Ray's "
-              "HTTP proxy, tritonclient's gRPC aio client for Triton)."]
+              "HTTP proxy, tritonclient's gRPC aio client for Triton). \"ringserve, one node\"'s client computes "
+              "no routing hints (`hints=False`): there is no router to read them, so a miss costs its client no "
+              "decode; through the router it computes them (its default), as the router places by them;",
+              "- a node decodes an exact-only miss for the model alone: the pHash and the verifier's thumbnail, "
+              "which only perceptual reuse reads, are computed only where they are written (since 6c3f2bd)."]
     return lines
 
 
