@@ -14,9 +14,9 @@ from ringserve.contract.tls import ClientTls
 from ringserve.contract.v1 import inference_pb2 as pb
 
 # The default of ``digest_first_min_bytes`` (bench/results/digest_first.md, through a cluster on loopback): from
-# 90 KB up a hit is 2.329-9.578x the items/s with 0.081-0.5 of the router's CPU and 92 % repeats 1.005-1.231x
-# (all distinct 0.878-1.072x: the extra round trip of a miss, within the runs' spread); at 27 KB and below hits
-# gain 1.621-1.819x but 92 % repeats lose 6-7 % (0.93-0.94x), so small images go with their bytes.
+# 90 KB up a hit is 2.518-9.675x the items/s with 0.074-0.483 of the router's CPU, and 92 % repeats 0.881-1.263x
+# and all distinct 0.825-1.033x (the extra round trip of a miss; both within the runs' spread); at 27 KB and below
+# hits gain 1.634-1.77x and 92 % repeats 0.869-1.003x, so small images go with their bytes.
 DIGEST_FIRST_MIN_BYTES = 64 * 1024
 # Who places an item on the ring: the router (every item goes through it), or the client itself, which sends an
 # item with a hint straight to its owner among the router's members (client/placement.py). "router" by default:
