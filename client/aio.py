@@ -69,6 +69,9 @@ class AsyncClient:
         self._search = SearchCalls(self._channel, self.config)
         self._hash_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ringserve-hint")
         self._hints = fingerprint.Memo(4096)  # a repeated image's hint costs a digest, not a decode
+        # The ring keys routers placed this client's unhinted items by (``Provenance.placement_key``), by digest: for
+        # client placement alone; never a hint of ``_hints``'s (such a key may be made of the digest, not a pHash).
+        self._placement_keys = fingerprint.Memo(4096)
         # Hints being computed for images the cluster asked for, by digest: one decode however many items wait.
         self._hinting: dict[bytes, asyncio.Future[int | None]] = {}
         self._framed = self.config.frames  # until the server turns out to serve no frames
@@ -286,12 +289,12 @@ class AsyncClient:
             request.phash_hint = phash
 
     def _learn_key(self, request: pb.ImageRequest | None, key: int) -> None:
-        """Remember the ring key a router placed an item of ours by, for its bytes: their next items carry it as their
-        hint, so a digest-first hit (which the client never decodes) is placed here too, and the router reads it
-        instead of its memo."""
-        if request is not None and request.HasField("digest") and not request.HasField("phash_hint"):
-            # a placement key, not a fingerprint of ours: the client's memo is read for hints alone
-            self._hints.remember(request.digest.blake3_128, fingerprint.Fingerprint(key, structure=0))
+        """With client placement, remember the ring key a router placed an item of ours by, for its bytes: their
+        next items are placed by it as they leave (``_key_of``), so a digest-first hit (which the client never
+        decodes) goes straight to its node."""
+        if (self._membership is not None and request is not None and request.HasField("digest")
+                and not request.HasField("phash_hint")):
+            self._placement_keys.remember(request.digest.blake3_128, fingerprint.Fingerprint(key, structure=0))
 
     def _key_of(self, request: pb.ImageRequest, hinted: bool) -> int | None:
         """An item's placement key as it leaves (client placement): its hint, else (a call with hints) the key a
@@ -299,7 +302,8 @@ class AsyncClient:
         if request.HasField("phash_hint"):
             return request.phash_hint
         if hinted and request.HasField("digest"):
-            found = self._hints.get(request.digest.blake3_128)
+            digest = request.digest.blake3_128
+            found = self._hints.get(digest) or self._placement_keys.get(digest)
             if found is not None:
                 request.phash_hint = found.phash
                 return found.phash
@@ -318,6 +322,8 @@ class AsyncClient:
         """One try: one stream to the target, or with client placement a stream to each owner beside it."""
         if not items:
             return
+        loop = asyncio.get_running_loop()
+        deadline = None if time_left is None else loop.time() + time_left  # a lane opened later gets what is left
         outbox = Outbox(items, call.outgoing, self.config.window)
 
         def take(reply: Any) -> None:
@@ -339,11 +345,12 @@ class AsyncClient:
                         on_reply: Callable[[Any], None]) -> None:
             """``sent`` to the target (``route`` None) or to a node: on the client's shared stream to it where the
             items are framed and no trace rides in the metadata, else on a stream of their own."""
+            left = None if deadline is None else max(0.001, deadline - loop.time())
             if framed and metadata is None and self._shared is not None:
-                await (self._shared if route is None else route.shared).carry(method, sent, on_reply, time_left)
+                await (self._shared if route is None else route.shared).carry(method, sent, on_reply, left)
                 return
             calls = self._calls if route is None else route.calls
-            async for reply in _replies(calls[method, framed], framed, sent, ready, time_left, metadata):
+            async for reply in _replies(calls[method, framed], framed, sent, ready, left, metadata):
                 on_reply(reply)
 
         try:

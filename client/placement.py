@@ -77,7 +77,7 @@ class Membership:
         self._reading: asyncio.Task[None] | None = None
         self._why_none = ""  # why the last read gave no view ("" when it gave one)
         self._unknown_spill = ""  # a spill rule the router named that this client does not know (said once)
-        self._closing: set[asyncio.Task[None]] = set()
+        self._closing: dict[asyncio.Task[None], NodeRoute] = {}  # departed nodes' routes being closed
 
     async def current(self) -> None:
         """Bring the view up to date for a call: the first read is waited for (by every call that starts before it
@@ -167,10 +167,20 @@ class Membership:
         return opened
 
     def _retire(self, route: NodeRoute) -> None:
-        """Close a departed node's channel once the streams on it are done (or after ``CLOSE_GRACE_S``)."""
-        task = asyncio.get_running_loop().create_task(route.channel.close(CLOSE_GRACE_S), name=f"close-{route.name}")
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        """Close a departed node's streams and channel once the items on them are answered (or after
+        ``CLOSE_GRACE_S``): its shared streams never end by themselves."""
+        task = asyncio.get_running_loop().create_task(self._close_route(route), name=f"close-{route.name}")
+        self._closing[task] = route
+        task.add_done_callback(lambda done: self._closing.pop(done, None))
+
+    @staticmethod
+    async def _close_route(route: NodeRoute) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOSE_GRACE_S
+        while route.shared.inflight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        await route.shared.close()
+        await route.channel.close(max(0.0, deadline - loop.time()))
 
     # ---- placing an item -------------------------------------------------------------------
 
@@ -207,5 +217,7 @@ class Membership:
             await route.shared.close()
             await route.channel.close()
         self.routes.clear()
-        for task in list(self._closing):
+        for task, route in list(self._closing.items()):  # at once: the client is closing
             task.cancel()
+            await route.shared.close()
+            await route.channel.close()

@@ -43,6 +43,11 @@ class SharedStreams:
         self._streams: dict[str, SharedStream] = {}
         self._ids = itertools.count()
 
+    @property
+    def inflight(self) -> int:
+        """Items sent or queued on these streams and not answered yet."""
+        return sum(stream.inflight for stream in self._streams.values() if not stream.closed)
+
     def _stream(self, method: str) -> SharedStream:
         stream = self._streams.get(method)
         if stream is None or stream.closed:

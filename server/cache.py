@@ -240,6 +240,7 @@ class FeatureCache:
         if stored is None:
             self._count(tier, "verifier", "unverifiable")
             return None
+        assert prepared.verifier is not None, "a perceptual lookup's prepare computes the verifier"
         try:
             score = verifier.score(prepared.verifier, stored)
         except CorruptValue as exc:

@@ -12,9 +12,12 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from ringserve.client import DeadlineExceeded, RingserveError
+from ringserve.client import AsyncClient, DeadlineExceeded, RingserveError, digests
+from ringserve.client.inputs import hint
+from ringserve.client.placement import Membership
 from ringserve.client.shared import SharedStreams
 from ringserve.contract import fingerprint
+from ringserve.contract.v1 import cluster_pb2 as cpb
 from ringserve.contract.v1 import inference_pb2 as pb
 from ringserve.runtime.edge import EXTRACT, Admission, ItemEdge
 from tests.fakes import serving
@@ -132,6 +135,63 @@ async def test_a_reply_that_cannot_be_taken_ends_the_try_with_that_error():
             await shared.carry("Extract", items(), take, 10)
         await shared.close()
     assert fake.streams == 1
+
+
+def _members(target: str, *names: str) -> cpb.MembersReply:
+    return cpb.MembersReply(load_factor=1.25, members=[
+        cpb.Member(name=n, address=target, weight=1, state=cpb.MEMBER_STATE_SERVING) for n in names])
+
+
+async def _one_item(image: bytes):
+    yield pb.ImageRequest(request_id="x"), image
+
+
+async def test_a_departed_nodes_shared_stream_is_closed_once_idle_or_when_the_client_closes():
+    fake = RecordingServer(never_answer_images=True)  # an item with its image waits for ever: held in flight
+    async with serving(fake) as target:
+        channel = grpc.aio.insecure_channel(target)
+        membership = Membership(channel, grpc.aio.insecure_channel, interval_s=60)
+        membership._apply(_members(target, "a", "b", "c"), 0.0)
+        a, b, c = (membership.routes[n] for n in "abc")
+        fake.cache[(fingerprint.digest(IMAGES[0]), len(IMAGES[0]))] = b"\1\2"
+        named = pb.ImageRequest(request_id="x")
+        digests.name(named, fingerprint.digest(IMAGES[0]), len(IMAGES[0]))
+
+        async def answered():  # a digest hit: answered at once
+            yield named, b""
+
+        await a.shared.carry("Extract", answered(), lambda _r: None, 5)
+        await c.shared.carry("Extract", answered(), lambda _r: None, 5)
+        held = asyncio.ensure_future(b.shared.carry("Extract", _one_item(IMAGES[1]), lambda _r: None, None))
+        while not b.shared.inflight:
+            await asyncio.sleep(0.01)
+        (sa,), (sb,), (sc,) = (list(r.shared._streams.values()) for r in (a, b, c))
+        membership._apply(_members(target, "c"), 0.0)  # a (idle) and b (an item in flight) depart
+        for _ in range(200):
+            if sa.closed:
+                break
+            await asyncio.sleep(0.01)
+        assert sa.closed and not sb.closed and not sc.closed  # b waits for its item, up to the grace
+        await membership.close()
+        assert all(s.closed and s._task.done() for s in (sa, sb, sc))
+        with pytest.raises(grpc.aio.AioRpcError):
+            await held  # its stream closed under it: UNAVAILABLE, sent again by its call
+        await channel.close()
+
+
+async def test_a_learned_placement_key_places_the_bytes_but_is_never_their_hint():
+    async with AsyncClient("127.0.0.1:9", placement="client") as c:  # never dialled
+        data = IMAGES[0]
+        request = pb.ImageRequest(request_id="0")
+        digests.name(request, fingerprint.digest(data), len(data))
+        c._learn_key(request, 12345)  # a key a router may have made of the digest
+        later = pb.ImageRequest()
+        later.CopyFrom(request)
+        assert c._key_of(later, True) == 12345 and later.phash_hint == 12345
+        assert c._key_of(request, False) is None  # a call without hints places nothing itself
+        # the bytes' hint is still their pHash (and, once known, it places them rather than the learned key)
+        assert hint(data, c._hints) == fingerprint.phash_bytes(data) != 12345
+        assert c._key_of(request, True) == fingerprint.phash_bytes(data)
 
 
 class _Recorder(ItemEdge):
