@@ -48,6 +48,11 @@ class NodeRoute:
     def __post_init__(self) -> None:
         self.shared = SharedStreams(self.calls)
 
+    async def close(self, grace: float | None = None) -> None:
+        """Its shared streams, then its channel (``grace``: seconds the channel's other calls may finish in)."""
+        await self.shared.close()
+        await self.channel.close(grace)
+
 
 class Membership:
     """The serving members as the router last reported them, the ring over them and a channel to each.
@@ -179,8 +184,7 @@ class Membership:
         deadline = loop.time() + CLOSE_GRACE_S
         while route.shared.inflight and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        await route.shared.close()
-        await route.channel.close(max(0.0, deadline - loop.time()))
+        await route.close(max(0.0, deadline - loop.time()))
 
     # ---- placing an item -------------------------------------------------------------------
 
@@ -214,10 +218,8 @@ class Membership:
         if self._reading is not None:
             self._reading.cancel()
         for route in self.routes.values():
-            await route.shared.close()
-            await route.channel.close()
+            await route.close()
         self.routes.clear()
         for task, route in list(self._closing.items()):  # at once: the client is closing
             task.cancel()
-            await route.shared.close()
-            await route.channel.close()
+            await route.close()
