@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import EllipsisType
@@ -77,7 +77,8 @@ class AsyncClient:
         self._framed = self.config.frames  # until the server turns out to serve no frames
         # Every call's items on one long-lived stream per method to the target (``shared.py``).
         self._shared = SharedStreams(self._calls) if self.config.shared_stream else None
-        self._digests = digests.DigestFirst(self.config.digest_first_min_bytes, self.config.target)
+        self._digests = digests.DigestFirst(self.config.digest_first_min_bytes, self.config.target,
+                                            min_hit_ratio=self.config.digest_first_min_hit_ratio)
         # The router's members, read from the target, with placement="client": hinted items go to their owners.
         self._membership = (Membership(self._channel, self._open_channel, self.config.members_interval_s)
                             if self.config.placement == "client" else None)
@@ -216,7 +217,9 @@ class AsyncClient:
         check_cache_mode(mode)
         datas = [to_bytes(image) for image in images]
         use_hints = cfg.hints if hints is None else hints
-        named = [self._digests.wanted(len(d)) for d in datas]
+        # digest-first where it pays; where it does not, still for bytes this client sent before (None: if known)
+        named: list[bool | None] = [self._digests.wanted(len(d)) or (None if self._digests.eligible(len(d)) else False)
+                                    for d in datas]
         # here where that is cheap (a small image seen before); in threads where a hint decodes or a digest is long
         idents = identify_inline(datas, self._hints, use_hints, named)
         slow = [i for i, ident in enumerate(idents) if ident is None]
@@ -239,7 +242,9 @@ class AsyncClient:
                 digests.name(request, key, len(datas[i]))
             requests.append(request)
         return ItemCall(requests, {str(i): data for i, data in enumerate(datas)}, self._digests,
-                        named={r.request_id for r in requests if r.HasField("digest")}, hinted=use_hints)
+                        named={r.request_id for r in requests if r.HasField("digest")},
+                        known={r.request_id for r, n in zip(requests, named, strict=True)
+                               if n is None and r.HasField("digest")}, hinted=use_hints)
 
     async def _run(self, method: str, images: Sequence[ImageInput], *, top_k: int, model: str | None = None,
                    cache_mode: str | None = None, radius: int | None = None, hints: bool | None = None,
@@ -324,12 +329,33 @@ class AsyncClient:
             return
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left  # a lane opened later gets what is left
-        outbox = Outbox(items, call.outgoing, self.config.window)
+        readied: set[str] = set()  # items readied (hinted) before their bytes went in place of their digest
+
+        def unready(request: pb.ImageRequest) -> bool:
+            """An item named by its digest that goes with its bytes after all (digest-first stopped paying since the
+            call began) is hinted first, as an image sent with its bytes from the start would be."""
+            rid = request.request_id
+            return (call.hinted and rid in call.named and not call.digest_only(rid) and rid not in readied
+                    and not request.HasField("phash_hint"))
+
+        def readying(request: pb.ImageRequest) -> Awaitable[None]:
+            readied.add(request.request_id)
+            return self._hint_into(request, call.images[request.request_id])
+
+        outbox = Outbox(items, call.outgoing, self.config.window, unready, readying)
 
         def take(reply: Any) -> None:
+            rid = reply.request_id
             if reply.provenance.HasField("placement_key"):
-                self._learn_key(call.pending.get(reply.request_id), reply.provenance.placement_key)
-            if call.take(reply, outbox.answered(reply.request_id)):  # asked for its image: it goes now, on this stream
+                self._learn_key(call.pending.get(rid), reply.provenance.placement_key)
+            final = rid in call.pending and rid not in call.asked
+            again = call.take(reply, outbox.answered(rid))
+            # what the cache had, digest-first's worth: a miss as soon as the image is asked for, else the final answer
+            if again and rid in call.asked:
+                self._digests.missed(len(call.images[rid]))
+            elif final and rid not in call.pending:
+                self._digests.answered(len(call.images[rid]), reply)
+            if again:  # asked for its image: it goes now, on this stream
                 request = call.pending[reply.request_id]
                 if call.hinted and not request.HasField("phash_hint"):
                     # Its hint was left out to spare a hit the decode; a miss pays it now, in the client's threads.

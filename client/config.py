@@ -18,6 +18,11 @@ from ringserve.contract.v1 import inference_pb2 as pb
 # and all distinct 0.825-1.033x (the extra round trip of a miss; both within the runs' spread); at 27 KB and below
 # hits gain 1.634-1.77x and 92 % repeats 0.869-1.003x, so small images go with their bytes.
 DIGEST_FIRST_MIN_BYTES = 64 * 1024
+# The default of ``digest_first_min_hit_ratio``: under 1 hit in 10, digest-first costs a round trip on 9 items to
+# spare the bytes of one, and loses at every size measured (bench/results/digest_first.md, all CPU per hit on
+# loopback: digest-first pays above a hit ratio of about 0.095 at 2.5 MB, 0.16 at 486 KB, 0.38 at 90 KB); it is kept
+# from 0.1 up since on a real network the bytes it spares cost more than on loopback.
+DIGEST_FIRST_MIN_HIT_RATIO = 0.1
 # Who places an item on the ring: the router (every item goes through it), or the client itself, which sends an
 # item with a hint straight to its owner among the router's members (client/placement.py). "router" by default:
 # client placement needs every node's address reachable from the caller, the router's hedging of a frozen node is
@@ -66,6 +71,11 @@ class ClientConfig:
     digest_first_min_bytes: int | None = setting(DIGEST_FIRST_MIN_BYTES, help="images of at least this size (bytes, "
                                                  "or 64K, 1M) are sent as their digest first and their bytes only "
                                                  "if the server lacks them; empty: never")
+    # Digest-first only while it pays: while fewer than this share of the recent answers to such images were cache
+    # hits, their bytes go at once (client/digests.py; DIGEST_FIRST_MIN_HIT_RATIO above for the default).
+    digest_first_min_hit_ratio: float = setting(DIGEST_FIRST_MIN_HIT_RATIO, help="send images digest-first only while "
+                                                "at least this share (0 to 1) of the recent answers to them were "
+                                                "cache hits; 0: whatever the answers")
     # "router" or "client" (PLACEMENTS above: why the router by default).
     placement: str = setting("router", choices=PLACEMENTS, help="who places an item on the ring: the router, or this "
                              "client, which sends an item with a hint straight to its node (the target must be a "
@@ -86,6 +96,9 @@ class ClientConfig:
         errors.checked(arguments.check_count, "retries", self.retries, 0)
         if self.digest_first_min_bytes is not None:
             errors.checked(arguments.check_count, "digest_first_min_bytes", self.digest_first_min_bytes, 0, 2**63)
+        if not 0 <= self.digest_first_min_hit_ratio <= 1:
+            raise errors.InvalidArgument(f"digest_first_min_hit_ratio must be a share from 0 to 1; got "
+                                         f"{self.digest_first_min_hit_ratio}", argument="digest_first_min_hit_ratio")
         if self.token is not None and self.token_file is not None:
             raise errors.InvalidArgument("give the bearer token once: token or token_file, not both", argument="token")
         if self.token is not None and not isinstance(self.token, Secret):  # given in code: never shown either

@@ -47,13 +47,13 @@ def hint(data: bytes, memo: fingerprint.Memo | None = None) -> int | None:
 
 
 def identify_inline(datas: list[bytes], memo: fingerprint.Memo, hints: bool,
-                    named: list[bool]) -> list[tuple[bytes | None, int | None] | None]:
+                    named: list[bool | None]) -> list[tuple[bytes | None, int | None] | None]:
     """``identify``'s answer for each of ``datas`` that needs no decode, while the call's digests here stay within
     ``INLINE_DIGEST_BYTES``; None for each that must go to a thread."""
     budget = INLINE_DIGEST_BYTES
     out: list[tuple[bytes | None, int | None] | None] = []
     for data, name in zip(datas, named, strict=True):
-        cost = len(data) if hints or name else 0  # bytes to digest here
+        cost = len(data) if hints or name is not False else 0  # bytes to digest here
         if cost > budget:
             out.append(None)
             continue
@@ -62,22 +62,25 @@ def identify_inline(datas: list[bytes], memo: fingerprint.Memo, hints: bool,
     return out
 
 
-def identify(data: bytes, memo: fingerprint.Memo, hints: bool, named: bool,
+def identify(data: bytes, memo: fingerprint.Memo, hints: bool, named: bool | None,
              decode: bool = True) -> tuple[bytes | None, int | None] | None:
-    """The digest of ``data`` (if ``named``) and its routing hint (if ``hints``; None when it does not decode);
-    None instead, without ``decode``, where the hint would need a decode.
+    """The digest of ``data`` if it goes digest-first (``named``; None: if ``memo`` knows these bytes, that is the
+    client sent them before) and its routing hint (if ``hints``; None when it does not decode); None instead,
+    without ``decode``, where the hint would need a decode.
 
     One digest serves both: it is also the key of ``memo``, so bytes seen before cost no decode. An image that
     goes digest-first (``named``) gets a hint only from ``memo``: a hit must not pay the decode it exists to
     save (most of a hit's CPU at 12 MP); the router places it by the fingerprint it remembers for the digest,
     and fingerprints the bytes itself if the server asks for them.
     """
-    if not (hints or named):
+    if not (hints or named is not False):
         return None, None
     key = fingerprint.digest(data)
+    found = memo.get(key)
+    if named is None:
+        named = found is not None
     phash = None
     if hints:
-        found = memo.get(key)
         if found is None and not named:
             if not decode:
                 return None

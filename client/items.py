@@ -29,10 +29,15 @@ class ItemCall:
     digests: DigestFirst
     # Request ids of the items that travel digest-only (their request names their digest).
     named: set[str] = field(default_factory=set)
+    # Of those, the ones named because the client sent their bytes before: they go digest-only while digests are
+    # taken at all, whatever the recent hit ratio says (``DigestFirst.paying``).
+    known: set[str] = field(default_factory=set)
     # Whether the call sends routing hints: an item sent digest-only without one gets it before its image goes.
     hinted: bool = False
     # Request id -> request, for every item without its final answer yet.
     pending: dict[str, pb.ImageRequest] = field(init=False)
+    # Items the server answered ``image_required``: their miss is counted then, not again at their final answer.
+    asked: set[str] = field(default_factory=set)
     done: dict[str, Any] = field(default_factory=dict)
     # The server's last word on each item it could not take (UNAVAILABLE).
     unavailable: dict[str, str] = field(default_factory=dict)
@@ -40,10 +45,15 @@ class ItemCall:
     def __post_init__(self) -> None:
         self.pending = {r.request_id: r for r in self.requests}
 
+    def digest_only(self, request_id: str) -> bool:
+        """Whether the item goes digest-only if it leaves now: named, digests taken, and known or paying."""
+        return (request_id in self.named and self.digests.taken
+                and (request_id in self.known or self.digests.paying))
+
     def outgoing(self, request: pb.ImageRequest) -> tuple[bytes, bool]:
         """What goes as ``request``'s image now, and whether it goes digest-only (then the image is empty)."""
         rid = request.request_id
-        if rid in self.named and self.digests.taken:
+        if self.digest_only(rid):
             return b"", True
         return self.images[rid], False
 
@@ -60,7 +70,9 @@ class ItemCall:
         asked = code == grpc.StatusCode.OK and reply.image_required
         if named and (asked or code == grpc.StatusCode.INVALID_ARGUMENT):
             # A miss, or a refusal of the digest-only form (the image's own answer is what counts).
-            if not asked:
+            if asked:
+                self.asked.add(rid)
+            else:
                 self.digests.refused(reply.status.message)
             self.named.discard(rid)
             return True

@@ -22,14 +22,19 @@ log = logging.getLogger("ringserve.client")
 class Outbox:
     """The items of one stream and the window they share.
 
-    ``outgoing(request)`` says what goes as its image now and whether that is digest-only (no image).
+    ``outgoing(request)`` says what goes as its image now and whether that is digest-only (no image);
+    ``unready(request)``, where given, whether an item must be readied before it leaves (its hint computed), and
+    ``readying(request)`` readies it.
     """
 
     def __init__(self, items: list[pb.ImageRequest], outgoing: Callable[[pb.ImageRequest], tuple[bytes, bool]],
-                 window: int) -> None:
+                 window: int, unready: Callable[[pb.ImageRequest], bool] = lambda _request: False,
+                 readying: Callable[[pb.ImageRequest], Awaitable[None]] | None = None) -> None:
         self._fresh = deque(items)
         self._again: deque[pb.ImageRequest] = deque()  # asked for their image: they leave first
         self._outgoing = outgoing
+        self._unready = unready
+        self._readying = readying
         self._window = asyncio.Semaphore(window)
         self._named: set[str] = set()  # sent digest-only on this stream, not answered yet
         self._preparing: set[asyncio.Task[None]] = set()  # asked for their image, readied before they go again
@@ -49,6 +54,10 @@ class Outbox:
             if self._closed:
                 return
             request = self._again.popleft() if self._again else self._fresh.popleft()
+            if self._readying is not None and self._unready(request):  # it gives its slot back, goes once readied
+                self._window.release()
+                self.again_when(request, self._readying(request))
+                continue
             image, named = self._outgoing(request)
             if named:
                 self._named.add(request.request_id)
@@ -56,8 +65,10 @@ class Outbox:
 
     def ready(self) -> bool:
         """Whether ``items`` yields its next item, or ends, without waiting (``frames.pack`` closes a frame if not)."""
-        if self._again or self._fresh:
+        if self._again:
             return not self._window.locked()
+        if self._fresh:
+            return not self._window.locked() and not (self._readying is not None and self._unready(self._fresh[0]))
         return not (self._named or self._preparing)
 
     def answered(self, request_id: str) -> bool:

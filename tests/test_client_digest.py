@@ -62,22 +62,23 @@ class FakeServer(pb_grpc.InferenceServicer):
             reply.status.code = INVALID_ARGUMENT
             reply.status.message = "bad image: empty image: the request carried no bytes"
         elif request.image and not self.ask_even_with_image:
+            source = pb.SOURCE_L1 if key in self.cache else pb.SOURCE_COMPUTED
             self.cache[key] = key[0]
-            self._fill(reply, key[0])
+            self._fill(reply, key[0], source)
         elif key in self.cache:
-            self._fill(reply, self.cache[key])
+            self._fill(reply, self.cache[key], pb.SOURCE_L1)
         else:
             reply.image_required = True
         return reply
 
     @staticmethod
-    def _fill(reply, data: bytes) -> None:
+    def _fill(reply, data: bytes, source: int) -> None:
         if isinstance(reply, pb.ExtractReply):
             reply.feature.CopyFrom(pb.Tensor(data=np.frombuffer(data, np.uint8).astype(np.float16).tobytes(),
                                              dtype="float16", shape=[len(data)]))
         else:
             reply.classes.add(index=data[0], name=f"class-{data[0]}", score=1.0)
-        reply.provenance.source = pb.SOURCE_L1
+        reply.provenance.source = source
 
     async def _replies(self, requests, reply_type, context) -> AsyncIterator[list]:
         self.streams += 1
@@ -316,3 +317,88 @@ async def test_many_items_of_one_image_asked_for_at_once_are_decoded_once_for_th
         async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
             results = await c.extract([IMAGES[7]] * 6)
     assert len(results) == 6 and len(decoded) == 1 and fake.hinted == fake.items["image"] == 6
+
+
+def test_digests_stop_while_the_recent_answers_are_mostly_misses_and_come_back_with_the_hits():
+    from ringserve.client.digests import RECENT, TRUSTED_AFTER, DigestFirst
+
+    def reply(source: int, perceptual: bool = False, code: int = OK) -> pb.ExtractReply:
+        return pb.ExtractReply(status=pb.ItemStatus(code=code),
+                               provenance=pb.Provenance(source=source, perceptual=perceptual))
+
+    first = DigestFirst(1000, "router:1", min_hit_ratio=0.1)
+    for _ in range(TRUSTED_AFTER - 1):
+        first.answered(5000, reply(pb.SOURCE_COMPUTED))
+    assert first.wanted(5000)  # too few answers yet to say
+    first.answered(5000, reply(pb.SOURCE_COMPUTED))
+    assert not first.wanted(5000) and not first.paying and first.taken and first.eligible(5000)
+    # what says nothing about digest-first: small images, failed items, perceptual hits (a digest finds exact only)
+    for _ in range(RECENT):
+        first.answered(10, reply(pb.SOURCE_L1))
+        first.answered(5000, reply(pb.SOURCE_L1, code=INVALID_ARGUMENT))
+    first.answered(5000, reply(pb.SOURCE_L2, perceptual=True))
+    assert not first.wanted(5000)
+    for _ in range(2):  # 2 hits in 19 answers: over 1 in 10
+        first.answered(5000, reply(pb.SOURCE_L2))
+    assert first.wanted(5000)
+    for _ in range(RECENT):  # the hits fall out of the window as misses come
+        first.answered(5000, reply(pb.SOURCE_COMPUTED))
+    assert not first.wanted(5000)
+    always = DigestFirst(1000, "router:1")  # 0 (Index's): whatever the answers
+    for _ in range(RECENT):
+        always.answered(5000, reply(pb.SOURCE_COMPUTED))
+    assert always.wanted(5000)
+
+
+async def test_a_client_of_new_images_sends_their_bytes_at_once_and_digests_again_once_they_repeat(decoded):
+    """After the misses of its first call, a client sending new images sends their bytes (hinted) without the
+    digest's round trip; hits seen in the answers to such bytes (images another client sent) bring digests back."""
+    fake = FakeServer()
+    new = [[jpeg(2000 + 100 * n + i) for i in range(24)] for n in range(3)]
+    shared = [jpeg(3000 + i) for i in range(24)]
+    async with serving(fake) as target:
+        async with AsyncClient(target, digest_first_min_bytes=None) as other:
+            await other.extract(shared)
+        sent = Counter(fake.items)
+        async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
+            for images, digests, with_bytes in ((new[0], 24, 24),  # all missed, each asked for its image
+                                                (new[1], 0, 24),  # new again: bytes at once, no digest first
+                                                (shared, 0, 24),  # bytes, and the answers say they were hits
+                                                (new[2][:12], 12, 12)):  # so digests go again
+                assert vectors(await c.extract_detailed(images)) == expected(images)
+                assert fake.items - sent == Counter(digest=digests, image=with_bytes)
+                sent = Counter(fake.items)
+    assert fake.hinted == fake.items["image"] == 24 + 84  # every image that went with its bytes went hinted
+
+
+async def test_a_second_pass_over_images_that_all_missed_goes_digest_first():
+    """The ratio says digests do not pay after a pass of misses; but bytes this client sent are cached now."""
+    fake = FakeServer()
+    images = [jpeg(5000 + i) for i in range(24)]
+    async with serving(fake) as target, AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
+        await c.extract_detailed(images)
+        assert fake.items == {"digest": 24, "image": 24}
+        assert vectors(await c.extract_detailed(images)) == expected(images)
+    assert fake.items == {"digest": 48, "image": 24}
+
+
+async def test_a_long_call_of_new_images_stops_naming_them_mid_call_and_hints_each_once(decoded):
+    fake = FakeServer()
+    fresh = [jpeg(4000 + i) for i in range(40)]
+    async with serving(fake) as target, AsyncClient(target, digest_first_min_bytes=0, hints=True, window=4) as c:
+        assert vectors(await c.extract_detailed(fresh)) == expected(fresh)
+    assert 16 <= fake.items["digest"] < 40 and fake.items["image"] == 40
+    assert fake.hinted == 40 and len(decoded) == 40  # every image's bytes went hinted, each decoded once
+
+
+def test_the_hit_ratio_is_a_flag_and_a_share():
+    from ringserve.client import InvalidArgument
+    from ringserve.client.cli import CLIENT_FLAGS, build_parser
+    from ringserve.client.config import DIGEST_FIRST_MIN_HIT_RATIO, ClientConfig
+
+    parser = build_parser()
+    read = [CLIENT_FLAGS.read(parser, parser.parse_args(["models", *argv]), {}).digest_first_min_hit_ratio
+            for argv in (["--digest-first-min-hit-ratio", "0"], [])]
+    assert read == [0.0, DIGEST_FIRST_MIN_HIT_RATIO]
+    with pytest.raises(InvalidArgument, match="from 0 to 1"):
+        ClientConfig(digest_first_min_hit_ratio=1.5)
