@@ -62,9 +62,10 @@ async def load(target: str, images: list[bytes], order: list[int], way: str, bef
     tiers: Counter = Counter()
     sent: Counter = Counter()
     async with AsyncClient(target, window=IN_FLIGHT, digest_first_min_bytes=WAYS[way]) as client:
+        counting(client, sent)  # before any stream opens: the shared stream keeps the calls it was opened with
         if before:
             await streams(client, list(before), list(range(len(before))), Counter())
-        counting(client, sent)
+            sent.clear()
         elapsed = await streams(client, images, order, tiers)
         if WAYS[way] is not None and not client._digests.taken:
             raise SystemExit("the cluster refused digest-only items: its nodes are older than digest lookups")
