@@ -14,13 +14,13 @@ from ringserve.contract.tls import ClientTls
 from ringserve.contract.v1 import inference_pb2 as pb
 
 # The default of ``digest_first_min_bytes`` (bench/results/digest_first.md, through a cluster on loopback): from
-# 90 KB up a hit is 2.518-9.675x the items/s with 0.074-0.483 of the router's CPU, and 92 % repeats 0.881-1.263x
-# and all distinct 0.825-1.033x (the extra round trip of a miss; both within the runs' spread); at 27 KB and below
-# hits gain 1.634-1.77x and 92 % repeats 0.869-1.003x, so small images go with their bytes.
+# 90 KB up a hit is 2.55-8.635x the items/s with 0.076-0.384 of the router's CPU, and 92 % repeats 1.056-1.269x
+# and all distinct 0.839-1.073x by a fresh client (the extra round trip of a miss, within the runs' spread); at
+# 27 KB and below hits gain 1.447-1.632x but 92 % repeats 0.917-1.149x, so small images go with their bytes.
 DIGEST_FIRST_MIN_BYTES = 64 * 1024
 # The default of ``digest_first_min_hit_ratio``: under 1 hit in 10, digest-first costs a round trip on 9 items to
 # spare the bytes of one, and loses at every size measured (bench/results/digest_first.md, all CPU per hit on
-# loopback: digest-first pays above a hit ratio of about 0.095 at 2.5 MB, 0.16 at 486 KB, 0.38 at 90 KB); it is kept
+# loopback: digest-first pays above a hit ratio of about 0.108 at 2.5 MB, 0.22 at 483 KB, 0.40 at 90 KB); it is kept
 # from 0.1 up since on a real network the bytes it spares cost more than on loopback.
 DIGEST_FIRST_MIN_HIT_RATIO = 0.1
 # Who places an item on the ring: the router (every item goes through it), or the client itself, which sends an
