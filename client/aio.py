@@ -217,9 +217,13 @@ class AsyncClient:
         check_cache_mode(mode)
         datas = [to_bytes(image) for image in images]
         use_hints = cfg.hints if hints is None else hints
-        # digest-first where it pays; where it does not, still for bytes this client sent before (None: if known)
-        named: list[bool | None] = [self._digests.wanted(len(d)) or (None if self._digests.eligible(len(d)) else False)
-                                    for d in datas]
+        # Digest-first where it pays; where it does not, still for bytes this client sent before (None: if its memo of
+        # hints knows them, so with hints alone). Never for bypass, which reads no cache: a digest would only miss.
+        bypass = mode == "bypass"
+        named: list[bool | None] = [
+            False if bypass else self._digests.wanted(len(d)) or (None if use_hints and self._digests.eligible(len(d))
+                                                                  else False)
+            for d in datas]
         # here where that is cheap (a small image seen before); in threads where a hint decodes or a digest is long
         idents = identify_inline(datas, self._hints, use_hints, named)
         slow = [i for i, ident in enumerate(idents) if ident is None]
@@ -241,10 +245,11 @@ class AsyncClient:
             if key is not None:
                 digests.name(request, key, len(datas[i]))
             requests.append(request)
+        # known: named, and hinted, which a named image is from the memo alone (the client sent its bytes before)
         return ItemCall(requests, {str(i): data for i, data in enumerate(datas)}, self._digests,
                         named={r.request_id for r in requests if r.HasField("digest")},
-                        known={r.request_id for r, n in zip(requests, named, strict=True)
-                               if n is None and r.HasField("digest")}, hinted=use_hints)
+                        known={r.request_id for r in requests if r.HasField("digest") and r.HasField("phash_hint")},
+                        hinted=use_hints, counted=not bypass)
 
     async def _run(self, method: str, images: Sequence[ImageInput], *, top_k: int, model: str | None = None,
                    cache_mode: str | None = None, radius: int | None = None, hints: bool | None = None,
@@ -329,17 +334,16 @@ class AsyncClient:
             return
         loop = asyncio.get_running_loop()
         deadline = None if time_left is None else loop.time() + time_left  # a lane opened later gets what is left
-        readied: set[str] = set()  # items readied (hinted) before their bytes went in place of their digest
-
         def unready(request: pb.ImageRequest) -> bool:
             """An item named by its digest that goes with its bytes after all (digest-first stopped paying since the
             call began) is hinted first, as an image sent with its bytes from the start would be."""
             rid = request.request_id
-            return (call.hinted and rid in call.named and not call.digest_only(rid) and rid not in readied
+            return (call.hinted and rid in call.named and not call.digest_only(rid)
                     and not request.HasField("phash_hint"))
 
         def readying(request: pb.ImageRequest) -> Awaitable[None]:
-            readied.add(request.request_id)
+            # its bytes go once it is hinted, whatever the ratio says by then: it has paid for its decode
+            call.named.discard(request.request_id)
             return self._hint_into(request, call.images[request.request_id])
 
         outbox = Outbox(items, call.outgoing, self.config.window, unready, readying)
@@ -351,9 +355,9 @@ class AsyncClient:
             final = rid in call.pending and rid not in call.asked
             again = call.take(reply, outbox.answered(rid))
             # what the cache had, digest-first's worth: a miss as soon as the image is asked for, else the final answer
-            if again and rid in call.asked:
+            if call.counted and again and rid in call.asked:
                 self._digests.missed(len(call.images[rid]))
-            elif final and rid not in call.pending:
+            elif call.counted and final and rid not in call.pending:
                 self._digests.answered(len(call.images[rid]), reply)
             if again:  # asked for its image: it goes now, on this stream
                 request = call.pending[reply.request_id]

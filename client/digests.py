@@ -10,8 +10,9 @@ answers to its images of that size, whichever way they went (a hit by digest; an
 answered from L1 or L2 by its exact key, which a digest would have found too), and while fewer than
 ``digest_first_min_hit_ratio`` of the last ``RECENT`` were such hits it sends their bytes at once; it needs no
 probes to notice the hits coming back, since the answers to bytes say it as well. Bytes the client has sent
-before (their digest is in its memo of hints) still go digest-first whatever the ratio: a second pass over the
-images of a first pass that all missed is all hits.
+before (their digest is in its memo of hints, so with hints on) still go digest-first whatever the ratio: a
+second pass over the images of a first pass that all missed is all hits. A bypass call's answers say nothing of
+the cache and are not counted.
 
 A server from before digest lookups refuses such an item as an empty image: the client then sends that item,
 and every later one for a while (``PAUSE_S``), with its image; then it tries digests again, since the refusal may

@@ -34,6 +34,8 @@ class ItemCall:
     known: set[str] = field(default_factory=set)
     # Whether the call sends routing hints: an item sent digest-only without one gets it before its image goes.
     hinted: bool = False
+    # Whether its answers say what the cluster's caches hold (``DigestFirst`` counts them): not a bypass call's.
+    counted: bool = True
     # Request id -> request, for every item without its final answer yet.
     pending: dict[str, pb.ImageRequest] = field(init=False)
     # Items the server answered ``image_required``: their miss is counted then, not again at their final answer.

@@ -46,6 +46,7 @@ class FakeServer(pb_grpc.InferenceServicer):
     items: Counter = field(default_factory=Counter)  # "digest" (digest-only), "image"
     streams: int = 0
     hinted: int = 0  # items that carried a routing hint
+    hinted_digests: int = 0  # digest-only items that carried one
 
     def answer(self, request: pb.ImageRequest, reply_type: type) -> object | None:
         """The reply to one item, or None to end the stream (``cut_after_image_required``)."""
@@ -53,6 +54,7 @@ class FakeServer(pb_grpc.InferenceServicer):
             (request.digest.blake3_128, request.digest.size_bytes)
         self.items["image" if request.image else "digest"] += 1
         self.hinted += request.HasField("phash_hint")
+        self.hinted_digests += not request.image and request.HasField("phash_hint")
         self.image_bytes += len(request.image)
         reply = reply_type(request_id=request.request_id, status=pb.ItemStatus(code=OK))
         if key[0] in self.unavailable_once:
@@ -360,7 +362,7 @@ async def test_a_client_of_new_images_sends_their_bytes_at_once_and_digests_agai
         async with AsyncClient(target, digest_first_min_bytes=None) as other:
             await other.extract(shared)
         sent = Counter(fake.items)
-        async with AsyncClient(target, digest_first_min_bytes=0, hints=True) as c:
+        async with AsyncClient(target, digest_first_min_bytes=0, hints=True, window=64) as c:
             for images, digests, with_bytes in ((new[0], 24, 24),  # all missed, each asked for its image
                                                 (new[1], 0, 24),  # new again: bytes at once, no digest first
                                                 (shared, 0, 24),  # bytes, and the answers say they were hits
@@ -402,3 +404,28 @@ def test_the_hit_ratio_is_a_flag_and_a_share():
     assert read == [0.0, DIGEST_FIRST_MIN_HIT_RATIO]
     with pytest.raises(InvalidArgument, match="from 0 to 1"):
         ClientConfig(digest_first_min_hit_ratio=1.5)
+
+
+async def test_known_images_go_by_digest_and_readied_ones_with_their_bytes_whatever_the_ratio_does_mid_call(decoded):
+    """A call of new images that stops paying mid-call: the images the client sent before still go by digest (their
+    hits then push the ratio back up), and an image hinted to go with its bytes goes with them, not by digest."""
+    fake = FakeServer()
+    known = [jpeg(6000 + i) for i in range(8)]
+    new = [jpeg(6100 + i) for i in range(40)]
+    async with serving(fake) as target, AsyncClient(target, digest_first_min_bytes=0, hints=True, window=4) as c:
+        await c.extract_detailed(known)  # 8 misses: known (and hinted) from now on; too few answers to judge
+        sent = Counter(fake.items)
+        order = new[:20] + known + new[20:]
+        assert vectors(await c.extract_detailed(order)) == expected(order)
+    assert (fake.items - sent)["image"] == 40  # every new image's bytes once; no known image's
+    assert fake.hinted_digests == 8  # only the known went by digest with a hint: no readied image did
+    assert len(decoded) == 48
+
+
+async def test_a_bypass_call_names_no_image_and_says_nothing_of_the_cache():
+    fake = FakeServer()
+    async with serving(fake) as target, AsyncClient(target, digest_first_min_bytes=0, hints=False) as c:
+        await c.extract_detailed([jpeg(7000 + i) for i in range(20)], cache_mode="bypass")
+        assert fake.items == {"image": 20}  # a digest would only miss: bypass reads no cache
+        await c.extract_detailed([jpeg(7100 + i) for i in range(20)])
+    assert fake.items == {"image": 40, "digest": 20}  # digests still go: the bypass answers were not counted
