@@ -220,10 +220,7 @@ class AsyncClient:
         # Digest-first where it pays; where it does not, still for bytes this client sent before (None: if its memo of
         # hints knows them, so with hints alone). Never for bypass, which reads no cache: a digest would only miss.
         bypass = mode == "bypass"
-        named: list[bool | None] = [
-            False if bypass else self._digests.wanted(len(d)) or (None if use_hints and self._digests.eligible(len(d))
-                                                                  else False)
-            for d in datas]
+        named = [False if bypass else self._digests.naming(len(d), may_know=use_hints) for d in datas]
         # here where that is cheap (a small image seen before); in threads where a hint decodes or a digest is long
         idents = identify_inline(datas, self._hints, use_hints, named)
         slow = [i for i, ident in enumerate(idents) if ident is None]

@@ -105,6 +105,14 @@ class DigestFirst:
         """Whether an image of ``size`` bytes goes digest-first, not knowing more of it: eligible, and paying."""
         return self.eligible(size) and self.paying
 
+    def naming(self, size: int, may_know: bool) -> bool | None:
+        """How an image of ``size`` bytes is named as its call begins: True, by its digest (eligible, and paying);
+        None, by its digest only if the client sent these bytes before (eligible, not paying, and ``may_know``:
+        the client keeps a memo of what it sent); False, with its bytes."""
+        if not self.eligible(size):
+            return False
+        return True if self.paying else (None if may_know else False)
+
     def refused(self, message: str) -> None:
         """A digest-only item was answered INVALID_ARGUMENT with ``message``; about its (absent) image, the target
         knows no digests: send images for ``PAUSE_S`` seconds, and say so once per pause."""

@@ -76,7 +76,7 @@ def identify(data: bytes, memo: fingerprint.Memo, hints: bool, named: bool | Non
     if not (hints or named is not False):
         return None, None
     key = fingerprint.digest(data)
-    found = memo.get(key)
+    found = memo.get(key) if hints or named is None else None  # a named image without hints needs no memo
     if named is None:
         named = found is not None
     phash = None

@@ -54,7 +54,7 @@ class Outbox:
             if self._closed:
                 return
             request = self._again.popleft() if self._again else self._fresh.popleft()
-            if self._readying is not None and self._unready(request):  # it gives its slot back, goes once readied
+            if self._must_ready(request):  # it gives its slot back, and goes once readied
                 self._window.release()
                 self.again_when(request, self._readying(request))
                 continue
@@ -68,8 +68,11 @@ class Outbox:
         if self._again:
             return not self._window.locked()
         if self._fresh:
-            return not self._window.locked() and not (self._readying is not None and self._unready(self._fresh[0]))
+            return not self._window.locked() and not self._must_ready(self._fresh[0])
         return not (self._named or self._preparing)
+
+    def _must_ready(self, request: pb.ImageRequest) -> bool:
+        return self._readying is not None and self._unready(request)
 
     def answered(self, request_id: str) -> bool:
         """One reply came: its window slot is free. Returns whether its item had gone digest-only."""
