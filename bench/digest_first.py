@@ -33,6 +33,7 @@ from pathlib import Path
 
 from bench import report
 from bench.hotpath import IN_FLIGHT, Images, cluster, cpu_seconds, streams
+from bench.photos import SOURCE
 from bench.workload import repeats_workload
 from ringserve.client import AsyncClient
 from ringserve.local.processes import scratch_dir
@@ -136,8 +137,19 @@ def size_section(work: Path, size: tuple[int, int], a: argparse.Namespace, progr
                                         for k in med["image"] if med["image"][k]}}
 
 
+def images_line(a: argparse.Namespace) -> str:
+    """Where a run's images come from, their sizes and how many each workload sends."""
+    repeats = max(repeats_workload(a.requests, 0.92, seed=0)) + 1
+    hits = 64 * max(4, a.requests // 64)
+    return (f"Images: JPEGs at {', '.join(a.sizes)} ({SOURCE}), new for every run: 92% repeats, {a.requests} items "
+            f"over {repeats} images; all distinct, {a.distinct} images (the long-lived client first sends "
+            f"{a.distinct} others); hits, {hits} items over 64 images cached beforehand. Both ways get the same "
+            "workloads, each run on images of its own.")
+
+
 def markdown(r: dict) -> str:
-    lines = ["# Digest-first lookups against sending every image", "", report.header(r), "",
+    a = parser().parse_args(r["command"].split()[3:])  # the run's own arguments, as its command recorded them
+    lines = ["# Digest-first lookups against sending every image", "", report.header(r), "", images_line(a), "",
              "Redis, 3 nodes (mobilenet_v3_small), the router and the Python client (frames, 4 streams x 8 in "
              "flight) on this machine's cores; medians of the runs (spread in digest_first.json). "
              "`image`: every image sent with its bytes; `digest-first`: every image named by its digest first, "
@@ -167,8 +179,7 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench.digest_first", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=["64x48", "320x240", "640x480", "1920x1080"], help="JPEG sizes, WxH")
@@ -176,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distinct", type=int, default=48, help="items per all-distinct run")
     p.add_argument("--reps", type=int, default=3, help="runs per measure")
     p.add_argument("--threads", type=int, default=2, help="torch threads in every process (OMP_NUM_THREADS)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    a = parser().parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(a.threads)
     progress = report.progress_printer()
 

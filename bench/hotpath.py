@@ -42,7 +42,7 @@ import psutil
 
 from bench import peers, report
 from bench.frames import measure as frames_measure
-from bench.photos import photo
+from bench.photos import SOURCE, photo
 from bench.workload import repeats_workload
 from ringserve.client import AsyncClient
 from ringserve.local.cluster import LocalCluster
@@ -241,11 +241,22 @@ TARGETS = [
 ]
 
 
+def images_line(r: dict) -> str:
+    """Where a run's images come from, their sizes and how many each workload sends."""
+    s = r["sizes"][0]
+    line = (f"Images: JPEGs at {', '.join(x['size'] for x in r['sizes'])} ({SOURCE}), new for every run: 92% repeats, "
+            f"{s['requests']} items over {s['distinct_per_run']} images; all distinct, {s['distinct_workload']} images; "
+            "L1 hits, the Python client's hits and frames, 64 images cached beforehand")
+    if "misses" in r:
+        line += f"; misses, {r['misses']['images_per_run']} images at {r['misses']['size']} a run"
+    return line + "."
+
+
 def markdown(r: dict) -> str:
     lines = ["# The hot path at the sizes people send", "", report.header(r), "",
              f"Redis, 3 nodes ({MODEL}) and a router; {STREAMS} streams x {IN_FLIGHT} in flight; every process on "
              "this machine's 2 cores. Each cell is the median of the runs, with min-max; every workload uses fresh "
-             "images.", "", "## Targets", "",
+             "images.", "", images_line(r), "", "## Targets", "",
              "| measure | target | " + " | ".join(s["size"] for s in r["sizes"]) + " |",
              "| --- | --- | " + " | ".join("---" for _ in r["sizes"]) + " |"]
     for measure, target, key, ok in TARGETS:

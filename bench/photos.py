@@ -18,6 +18,9 @@ from PIL import Image, ImageDraw, ImageOps
 from ringserve.local.imagegen import jpeg
 
 NOISE_SIGMA = 4.0
+# What a results page says of these images.
+SOURCE = ("`bench/photos.py`: the fidelity set's real photos (scikit-image, scikit-learn), fitted to the size, JPEG q90, "
+          "with sensor noise and a patch of their own, so each has its own bytes")
 
 
 @functools.cache
