@@ -20,7 +20,7 @@ from ringserve.contract.v1 import inference_pb2 as pb
 DIGEST_FIRST_MIN_BYTES = 64 * 1024
 # The default of ``digest_first_min_hit_ratio``: under 1 hit in 10, digest-first costs a round trip on 9 items to
 # spare the bytes of one, and loses at every size measured (bench/results/digest_first.md, all CPU per hit on
-# loopback: digest-first pays above a hit ratio of about 0.108 at 2.5 MB, 0.22 at 483 KB, 0.40 at 90 KB); it is kept
+# loopback: digest-first pays above a hit ratio of about 0.108 at 2.5 MB, 0.222 at 483 KB, 0.403 at 90 KB); it is kept
 # from 0.1 up since on a real network the bytes it spares cost more than on loopback.
 DIGEST_FIRST_MIN_HIT_RATIO = 0.1
 # Who places an item on the ring: the router (every item goes through it), or the client itself, which sends an
